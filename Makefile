@@ -1,0 +1,34 @@
+# Set-up and everyday commands. `make demo` and `make test` each create .venv when missing.
+# Torch: on a machine without an NVIDIA GPU the CPU build of torch 2.13.0 is installed first (this
+# machine keeps its wheel on disk); with a GPU, pip's ordinary torch wheel comes with the package.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
+TORCH_PIN := $(if $(HAS_GPU),,torch==2.13.0)
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(if $(TORCH_PIN),$(PIP) install -q $(TORCH_PIN))
+	$(PIP) install -q -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/mtnas demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n 2 --durations=10
+
+bench: $(STAMP)
+	$(PY) benchmarks/planted_truth.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

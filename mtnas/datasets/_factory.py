@@ -1,0 +1,52 @@
+"""Loading a user's dataset factory from a "pkg.module:function" string."""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable
+from typing import Any
+
+from mtnas.errors import MtnasError, did_you_mean
+
+__all__ = ["load_factory"]
+
+_DOTTED = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
+_SPEC = re.compile(rf"(?P<module>{_DOTTED}):(?P<attr>{_DOTTED})")
+
+
+def load_factory(spec: str) -> Callable[..., Any]:
+    """Import ``spec`` ("pkg.module:function", the function may be a dotted attribute path).
+
+    Raises:
+        MtnasError: a malformed string, a module that cannot be imported, a missing attribute, or
+            an attribute that is not callable.
+    """
+    match = _SPEC.fullmatch(spec.strip()) if isinstance(spec, str) else None
+    if match is None:
+        raise MtnasError(
+            f"dataset factory {spec!r}: expected 'package.module:function' "
+            "(a module path, a colon, then the function's name), e.g. 'my_pkg.data:make'"
+        )
+    module_name, attr_path = match["module"], match["attr"]
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise MtnasError(
+            f"dataset factory {spec!r}: cannot import module {module_name!r} ({exc}); "
+            "check the spelling and that it is installed or on PYTHONPATH"
+        ) from None
+    owner = module_name
+    for part in attr_path.split("."):
+        if not hasattr(obj, part):
+            public = [n for n in dir(obj) if not n.startswith("_")]
+            raise MtnasError(
+                f"dataset factory {spec!r}: {owner!r} has no attribute {part!r}{did_you_mean(part, public)}"
+            )
+        obj, owner = getattr(obj, part), f"{owner}.{part}"
+    if not callable(obj):
+        raise MtnasError(
+            f"dataset factory {spec!r}: {owner!r} is not callable (type {type(obj).__name__}); "
+            "name a function that returns a DatasetBundle"
+        )
+    return obj

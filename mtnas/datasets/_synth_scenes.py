@@ -1,0 +1,195 @@
+"""``synth_scenes``: procedurally rendered RGB scenes with dense and image-level tasks.
+
+A scene is a background colour gradient (the far plane, depth 1) with 1..``max_objects`` shapes in
+front of it: circles (rendered as spheres, so their depth and normals vary), squares and triangles
+(flat, facing the camera, each at its own depth, randomly rotated). A z-buffer decides what each
+pixel shows, so nearer objects occlude farther ones. Spheres are shaded by one fixed light, so the
+image carries a cue to the normals.
+
+Coordinates: x to the right (columns), y down (rows), z towards the camera; lengths are in units
+of the image side, so depth is in [0, 1] as is. Every object's centre is a pixel centre, which
+guarantees that every scene shows at least one object.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from mtnas.data import DatasetBundle, TaskData, TaskInfo
+from mtnas.datasets._common import check_int, streams
+from mtnas.datasets._registry import DATASETS
+
+__all__ = ["SHAPES", "make_synth_scenes"]
+
+#: Segmentation class of each shape; class 0 is the background.
+SHAPES = ("circle", "square", "triangle")
+_RADIUS = (0.1, 0.25)  # object size (circle radius) as a fraction of the image side
+_NEAR, _FAR = 0.35, 0.9  # range of object depths (sphere fronts come up to _RADIUS[1] nearer)
+_SQUARE_HALF_SIDE = 0.8  # relative to the object's radius: similar areas for all three shapes
+_TRIANGLE_CIRCUMRADIUS = 1.2
+_CHUNK = 256  # scenes rendered at once: bounds memory, (CHUNK, K, H, W) float64 arrays
+_LIGHT = np.array([-0.4, -0.5, 0.77]) / np.linalg.norm([-0.4, -0.5, 0.77])  # from the upper left
+
+
+def _tasks(max_objects: int) -> tuple[TaskInfo, ...]:
+    return (
+        TaskInfo("segmentation", "dense_classification", 1 + len(SHAPES), "background, " + ", ".join(SHAPES)),
+        TaskInfo("depth", "dense_regression", 1, "distance from the camera, background (far plane) = 1"),
+        TaskInfo("normals", "dense_regression", 3, "unit surface normal (x right, y down, z to the camera)"),
+        TaskInfo("edges", "dense_classification", 2, "pixel touches a different segmentation class (4-neighbour)"),
+        TaskInfo("count", "classification", max_objects + 1, "number of objects with a visible pixel"),
+    )
+
+
+def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Colours (..., 3) from hue, saturation and value in [0, 1]."""
+    k = (np.array([5.0, 3.0, 1.0]) + h[..., None] * 6) % 6
+    return v[..., None] - v[..., None] * s[..., None] * np.clip(np.minimum(k, 4 - k), 0, 1)
+
+
+class _Scenes(NamedTuple):
+    """Random parameters of N scenes with K object slots (slots past ``n_objects`` are unused)."""
+
+    n_objects: np.ndarray  # (N,) int
+    shape: np.ndarray  # (N, K) segmentation class, 1..len(SHAPES)
+    col: np.ndarray  # (N, K) centre pixel
+    row: np.ndarray  # (N, K)
+    radius: np.ndarray  # (N, K) fraction of the image side
+    angle: np.ndarray  # (N, K) rotation, radians
+    depth0: np.ndarray  # (N, K) depth of a flat shape, of a sphere's rim
+    colour: np.ndarray  # (N, K, 3)
+    bg_colour: np.ndarray  # (N, 2, 3) the two ends of the background gradient
+    bg_direction: np.ndarray  # (N,) direction of the gradient, radians
+
+    def rows(self, index: slice) -> _Scenes:
+        return _Scenes(*(field[index] for field in self))
+
+
+def _draw(rng: np.random.Generator, n: int, size: int, max_objects: int) -> _Scenes:
+    """Every random number of ``n`` scenes, drawn in a fixed order for all slots (used or not)."""
+    k = max_objects
+    lo = int(0.15 * size)
+    hi = max(int(np.ceil(0.85 * size)), lo + 1)
+    n_objects = rng.integers(1, k + 1, size=n)
+    shape = rng.integers(1, len(SHAPES) + 1, size=(n, k))
+    col, row = rng.integers(lo, hi, size=(2, n, k))
+    radius = rng.uniform(*_RADIUS, size=(n, k))
+    angle = rng.uniform(0, 2 * np.pi, size=(n, k))
+    depth0 = rng.uniform(_NEAR, _FAR, size=(n, k))
+    hue, saturation, value = rng.uniform(size=(n, k)), rng.uniform(0.5, 1.0, (n, k)), rng.uniform(0.7, 1.0, (n, k))
+    grey = rng.uniform(0.15, 0.6, size=(n, 2, 1))  # a dim, slightly tinted background
+    bg_colour = np.clip(grey + rng.uniform(-0.08, 0.08, size=(n, 2, 3)), 0, 1)
+    bg_direction = rng.uniform(0, 2 * np.pi, size=n)
+    colour = _hsv_to_rgb(hue, saturation, value)
+    return _Scenes(n_objects, shape, col, row, radius, angle, depth0, colour, bg_colour, bg_direction)
+
+
+def _render(scenes: _Scenes, size: int) -> dict[str, np.ndarray]:
+    """The input and every target of ``scenes``, as numpy arrays."""
+    n, k = scenes.shape.shape
+    n_objects, shape, col, row, radius, angle, depth0, colour, bg_colour, bg_direction = scenes
+    coords = (np.arange(size) + 0.5) / size
+    x, y = coords[None, None, None, :], coords[None, None, :, None]  # (1, 1, 1, W), (1, 1, H, 1)
+    dx = x - ((col + 0.5) / size)[..., None, None]  # (N, K, H, W)
+    dy = y - ((row + 0.5) / size)[..., None, None]
+    r = radius[..., None, None]
+    cos, sin = np.cos(angle)[..., None, None], np.sin(angle)[..., None, None]
+    u, v = dx * cos + dy * sin, -dx * sin + dy * cos  # object-aligned coordinates
+
+    d2 = dx**2 + dy**2
+    circle = d2 <= r**2
+    square = np.maximum(np.abs(u), np.abs(v)) <= _SQUARE_HALF_SIDE * r
+    # Equilateral triangle: inside all three edges, each at the inradius (half the circumradius).
+    edge_angles = np.deg2rad([90.0, 210.0, 330.0])
+    triangle = np.all(
+        [u * np.cos(a) + v * np.sin(a) <= _TRIANGLE_CIRCUMRADIUS * r / 2 for a in edge_angles], axis=0
+    )
+    cls = shape[..., None, None]
+    inside = np.where(cls == 1, circle, np.where(cls == 2, square, triangle))
+    inside &= (np.arange(k) < n_objects[:, None])[..., None, None]  # unused slots draw nothing
+
+    bulge = np.sqrt(np.maximum(r**2 - d2, 0.0))  # sphere surface height above its rim
+    surface = depth0[..., None, None] - np.where(cls == 1, bulge, 0.0)
+    z = np.concatenate([np.ones((n, 1, size, size)), np.where(inside, surface, np.inf)], axis=1)  # (N, 1+K, H, W)
+    visible = np.argmin(z, axis=1)  # (N, H, W): 0 background, 1 + slot otherwise
+    depth = np.take_along_axis(z, visible[:, None], axis=1)  # (N, 1, H, W)
+
+    def at_visible(per_slot: np.ndarray, background: float) -> np.ndarray:
+        """Per-pixel value of the visible slot, from a per-slot array (N, K) or (N, K, H, W)."""
+        if per_slot.ndim == 2:
+            per_slot = per_slot[..., None, None]
+        full = np.broadcast_to(per_slot, (n, k, size, size))
+        padded = np.concatenate([np.full((n, 1, size, size), background), full], axis=1)
+        return np.take_along_axis(padded, visible[:, None], axis=1)[:, 0]  # (N, H, W)
+
+    segmentation = at_visible(shape.astype(np.float64), 0).astype(np.int64)
+    # Normals from the depth surface's gradient: (dD/dx, dD/dy, 1), normalised. For a sphere this is
+    # (dx, dy, bulge) / r; flat shapes and the background face the camera.
+    sphere = segmentation == 1
+    nx = np.where(sphere, at_visible(dx, 0.0), 0.0)
+    ny = np.where(sphere, at_visible(dy, 0.0), 0.0)
+    nz = np.where(sphere, at_visible(bulge, 1.0), 1.0)
+    normals = np.stack([nx, ny, nz], axis=1)  # (N, 3, H, W)
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+
+    along = np.cos(bg_direction)[:, None, None] * (x[0, 0] - 0.5) + np.sin(bg_direction)[:, None, None] * (y[0, 0] - 0.5)
+    t = np.clip(along / np.sqrt(2) + 0.5, 0, 1)[:, None]  # (N, 1, H, W) position along the gradient
+    background = bg_colour[:, 0, :, None, None] * (1 - t) + bg_colour[:, 1, :, None, None] * t  # (N, 3, H, W)
+    shading = 0.3 + 0.7 * np.clip(np.einsum("nchw,c->nhw", normals, _LIGHT), 0, 1)
+    obj_colour = np.stack([at_visible(colour[..., c], 0.0) for c in range(3)], axis=1)  # (N, 3, H, W)
+    image = np.where((visible > 0)[:, None], obj_colour * shading[:, None], background)
+
+    changed = np.zeros((n, size, size), dtype=bool)
+    horizontal = segmentation[:, :, 1:] != segmentation[:, :, :-1]
+    vertical = segmentation[:, 1:, :] != segmentation[:, :-1, :]
+    changed[:, :, 1:] |= horizontal
+    changed[:, :, :-1] |= horizontal
+    changed[:, 1:, :] |= vertical
+    changed[:, :-1, :] |= vertical
+
+    shown = visible.reshape(n, -1)
+    count = sum(np.any(shown == slot, axis=1) for slot in range(1, k + 1))
+    return {
+        "inputs": image.astype(np.float32),
+        "segmentation": segmentation,
+        "depth": depth.astype(np.float32),
+        "normals": normals.astype(np.float32),
+        "edges": changed.astype(np.int64),
+        "count": np.asarray(count, dtype=np.int64),
+    }
+
+
+@DATASETS.register("synth_scenes")
+def make_synth_scenes(
+    *, n_train: int = 2000, n_val: int = 500, n_test: int = 500, size: int = 32, max_objects: int = 3, seed: int = 0
+) -> DatasetBundle:
+    """Rendered scenes: inputs (N, 3, size, size) float32 in [0, 1]; five tasks.
+
+    Tasks: ``segmentation`` (background + 3 shapes), ``depth`` (1 channel, [0, 1]), ``normals``
+    (3 channels, unit length), ``edges`` (2 classes) and ``count`` (visible objects, 1..max_objects,
+    with ``max_objects + 1`` classes so the class is the count itself).
+
+    Args:
+        n_train, n_val, n_test: scenes per split.
+        size: image side in pixels.
+        max_objects: most objects placed in one scene (at least one is always placed).
+        seed: fixes every scene; each split has its own random stream.
+    """
+    sizes = {
+        split: check_int("synth_scenes", f"n_{split}", n, minimum=1)
+        for split, n in (("train", n_train), ("val", n_val), ("test", n_test))
+    }
+    size = check_int("synth_scenes", "size", size, minimum=8)
+    max_objects = check_int("synth_scenes", "max_objects", max_objects, minimum=1)
+    seed = check_int("synth_scenes", "seed", seed, minimum=0)
+    rngs = streams(seed, tuple(sizes))
+    splits = {}
+    for split, n in sizes.items():
+        scenes = _draw(rngs[split], n, size, max_objects)
+        chunks = [_render(scenes.rows(slice(i, i + _CHUNK)), size) for i in range(0, n, _CHUNK)]
+        arrays = {name: torch.from_numpy(np.concatenate([c[name] for c in chunks])) for name in chunks[0]}
+        splits[split] = TaskData(arrays.pop("inputs"), arrays)
+    return DatasetBundle(**splits, tasks=_tasks(max_objects))

@@ -1,0 +1,49 @@
+"""Task losses by name; each states the task kinds it serves."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from mtnas.errors import MtnasError
+from mtnas.registry import Registry
+
+__all__ = ["LOSSES", "LossType", "get_loss"]
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class LossType:
+    """``fn(prediction, target) -> scalar``, and the task kinds it fits."""
+
+    fn: LossFn
+    kinds: frozenset[str]
+
+
+LOSSES: Registry[LossType] = Registry("loss")
+
+
+def get_loss(name: str, kind: str) -> LossFn:
+    """The loss ``name``; errors when it does not fit tasks of ``kind``."""
+    loss = LOSSES.get(name)
+    if kind not in loss.kinds:
+        valid = [n for n in LOSSES.names() if kind in LOSSES.get(n).kinds]
+        raise MtnasError(f"loss {name!r} does not fit {kind} tasks; valid: {', '.join(valid)}")
+    return loss.fn
+
+
+def _cosine(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    # (B, C, H, W): one minus the cosine between predicted and true vectors, per pixel.
+    return (1 - F.cosine_similarity(pred, target, dim=1)).mean()
+
+
+_REGRESSION = frozenset({"regression", "dense_regression"})
+LOSSES.add("cross_entropy", LossType(F.cross_entropy, frozenset({"classification", "dense_classification"})))
+LOSSES.add("bce", LossType(F.binary_cross_entropy_with_logits, frozenset({"multilabel"})))
+LOSSES.add("mse", LossType(F.mse_loss, _REGRESSION))
+LOSSES.add("l1", LossType(F.l1_loss, _REGRESSION))
+LOSSES.add("cosine", LossType(_cosine, frozenset({"dense_regression"})))

@@ -1,0 +1,308 @@
+"""Search spaces: YAML -> frozen, typed ``SearchSpace``.
+
+A space names a dataset, a backbone (per-layer blocks), the tasks with their heads, losses and
+metrics, the routing limits of the search, and the training budget. ``load_space`` takes a
+built-in name (``search_spaces/*.yaml``) or a path. ``SearchSpace.resolve`` completes it against the
+built dataset (task kinds, output sizes, input shape), so a resolved space alone rebuilds a model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import yaml
+
+from mtnas.backbones import BACKBONES
+from mtnas.config import ConfigError, bounded, parse, to_data
+from mtnas.data import TASK_KINDS, DatasetBundle
+from mtnas.errors import MtnasError, did_you_mean
+from mtnas.heads import HEADS
+from mtnas.losses import get_loss
+from mtnas.metrics import get_metric
+
+__all__ = [
+    "BUILTIN_DIR",
+    "BackboneConfig",
+    "DatasetConfig",
+    "RoutingConfig",
+    "SearchSpace",
+    "TaskConfig",
+    "TrainingConfig",
+    "list_spaces",
+    "load_resolved",
+    "load_space",
+    "space_from_dict",
+]
+
+BUILTIN_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+
+#: Head, loss and metrics a task gets when the space does not name them.
+KIND_DEFAULTS: Mapping[str, tuple[str, str, tuple[str, ...]]] = {
+    "classification": ("linear", "cross_entropy", ("accuracy",)),
+    "multilabel": ("linear", "bce", ("label_accuracy",)),
+    "regression": ("linear", "mse", ("abs_err",)),
+    "dense_classification": ("conv", "cross_entropy", ("miou",)),
+    "dense_regression": ("conv", "l1", ("abs_err",)),
+}
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """A registered dataset by ``name``, or a user's ``factory`` ("pkg.module:function")."""
+
+    name: str | None = None
+    factory: str | None = None
+    args: Mapping[str, Any] = field(default_factory=dict)
+
+    def _validate(self) -> None:
+        if (self.name is None) == (self.factory is None):
+            raise ConfigError("name: give exactly one of 'name' (a built-in dataset) or 'factory'")
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """A registered backbone and its per-layer block configs (parsed by the backbone's type)."""
+
+    name: str
+    layers: tuple[Any, ...]
+
+    def _validate(self) -> None:
+        if self.name not in BACKBONES:
+            valid = ", ".join(BACKBONES.names())
+            raise ConfigError(f"name: unknown backbone {self.name!r}{did_you_mean(self.name, BACKBONES.names())}; valid: {valid}")
+        if not self.layers:
+            raise ConfigError("layers: a backbone needs at least one layer")
+        layer_cls = BACKBONES.get(self.name).layer_config
+        parsed = tuple(parse(layer_cls, layer, f"layers[{i}]") for i, layer in enumerate(self.layers))
+        object.__setattr__(self, "layers", parsed)  # typed form of what the user wrote
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """One task. Kind and output size come from the dataset; head, loss, metrics default by kind."""
+
+    _shorthand: ClassVar[str] = "name"
+
+    name: str
+    kind: str | None = None
+    num_outputs: int | None = bounded(None, ge=1)
+    head: str | None = None
+    loss: str | None = None
+    metrics: tuple[str, ...] = ()
+    weight: float = bounded(1.0, ge=0.0)
+
+    def _validate(self) -> None:
+        if self.kind is not None and self.kind not in TASK_KINDS:
+            raise ConfigError(
+                f"kind: unknown task kind {self.kind!r}{did_you_mean(self.kind, TASK_KINDS)}; valid: {', '.join(TASK_KINDS)}"
+            )
+        if self.head is not None and self.head not in HEADS:
+            raise ConfigError(f"head: unknown head {self.head!r}{did_you_mean(self.head, HEADS.names())}; valid: {', '.join(HEADS.names())}")
+
+    @property
+    def resolved(self) -> bool:
+        return self.kind is not None and self.num_outputs is not None
+
+
+@dataclass(frozen=True)
+class RoutingConfig:
+    """Limits of the search: at most ``max_branches`` groups per layer (an int or one per layer),
+    and the layers at which a split may happen (``None``: all)."""
+
+    max_branches: int | tuple[int, ...] = bounded(4, ge=1)
+    branching_layers: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """The budget to train one fixed tree."""
+
+    epochs: int = bounded(10, ge=1)
+    batch_size: int = bounded(128, ge=1)
+    lr: float = bounded(3e-3, gt=0.0)
+    weight_decay: float = bounded(0.0, ge=0.0)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    schedule: Literal["cosine", "constant"] = "cosine"
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A whole search space; see the README's YAML reference for every key."""
+
+    dataset: DatasetConfig
+    backbone: BackboneConfig
+    tasks: tuple[TaskConfig, ...]
+    name: str = ""  # defaults to the YAML file's stem
+    description: str = ""
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    seed: int = 0
+    input_shape: tuple[int, ...] | None = None
+
+    def _validate(self) -> None:
+        if not self.tasks:
+            raise ConfigError("tasks: a space needs at least one task")
+        names = [t.name for t in self.tasks]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ConfigError(f"tasks: task names repeat: {repeated}")
+        max_b = self.routing.max_branches
+        if isinstance(max_b, tuple) and len(max_b) != self.num_layers:
+            raise ConfigError(
+                f"routing.max_branches: {len(max_b)} values for {self.num_layers} layers; give one per layer or a single int"
+            )
+        for layer in self.routing.branching_layers or ():
+            if not 0 <= layer < self.num_layers:
+                raise ConfigError(f"routing.branching_layers: layer {layer} is outside 0..{self.num_layers - 1}")
+
+    # -- derived values ------------------------------------------------------------------------
+
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.tasks)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.backbone.layers)
+
+    @property
+    def branches_per_layer(self) -> tuple[int, ...]:
+        """K_l for each layer: at most this many task groups at layer l."""
+        max_b = self.routing.max_branches
+        per_layer = max_b if isinstance(max_b, tuple) else (max_b,) * self.num_layers
+        return tuple(min(k, len(self.tasks)) for k in per_layer)
+
+    @property
+    def can_branch(self) -> tuple[bool, ...]:
+        """Whether a split may happen at each layer."""
+        allowed = self.routing.branching_layers
+        return tuple(allowed is None or layer in allowed for layer in range(self.num_layers))
+
+    def task(self, name: str) -> TaskConfig:
+        for t in self.tasks:
+            if t.name == name:
+                return t
+        raise MtnasError(f"unknown task {name!r}{did_you_mean(name, self.task_names)}; tasks: {', '.join(self.task_names)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_data(self)
+
+    @property
+    def content_hash(self) -> str:
+        """A digest of everything that shapes a training result (used as a cache key)."""
+        data = self.to_dict()
+        data.pop("description", None)
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def is_resolved(self) -> bool:
+        return self.input_shape is not None and all(t.resolved for t in self.tasks)
+
+    # -- completion against the data -----------------------------------------------------------
+
+    def resolve(self, bundle: DatasetBundle) -> SearchSpace:
+        """This space with task kinds, sizes, defaults and the input shape taken from ``bundle``."""
+        known = {t.name: t for t in bundle.tasks}
+        tasks = []
+        for i, task in enumerate(self.tasks):
+            where = f"tasks[{i}] ({task.name})"
+            if task.name not in known:
+                raise MtnasError(
+                    f"{where}: the dataset has no task {task.name!r}{did_you_mean(task.name, known)}; "
+                    f"its tasks: {', '.join(known)}"
+                )
+            info = known[task.name]
+            for key, wrote, actual in (("kind", task.kind, info.kind), ("num_outputs", task.num_outputs, info.num_outputs)):
+                if wrote is not None and wrote != actual:
+                    raise MtnasError(f"{where}.{key}: the space says {wrote!r}, the dataset gives {actual!r}")
+            head, loss, metrics = KIND_DEFAULTS[info.kind]
+            full = replace(
+                task,
+                kind=info.kind,
+                num_outputs=info.num_outputs,
+                head=task.head or head,
+                loss=task.loss or loss,
+                metrics=task.metrics or metrics,
+            )
+            _check_components(full, where)
+            tasks.append(full)
+        resolved = replace(self, tasks=tuple(tasks), input_shape=tuple(bundle.input_shape))
+        BACKBONES.get(self.backbone.name).plan(self.backbone.layers, resolved.input_shape)  # shape check
+        return resolved
+
+
+def _check_components(task: TaskConfig, where: str) -> None:
+    head = HEADS.get(task.head)
+    if task.kind not in head.kinds:
+        valid = [n for n in HEADS.names() if task.kind in HEADS.get(n).kinds]
+        raise MtnasError(f"{where}.head: {task.head!r} does not serve {task.kind} tasks; valid: {', '.join(valid)}")
+    try:
+        get_loss(task.loss, task.kind)
+        for m in task.metrics:
+            get_metric(m, task.kind)
+    except MtnasError as exc:
+        raise MtnasError(f"{where}: {exc}") from None
+
+
+def space_from_dict(data: Any, source: str = "space") -> SearchSpace:
+    """Parse plain data (a YAML document) into a ``SearchSpace``; errors name the key path."""
+    return parse(SearchSpace, data, source)
+
+
+def _builtin_paths() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(BUILTIN_DIR.glob("*.yaml"))}
+
+
+def list_spaces() -> list[tuple[str, str]]:
+    """(name, one-line description) of each built-in space."""
+    out = []
+    for name, path in _builtin_paths().items():
+        data = yaml.safe_load(path.read_text()) or {}
+        out.append((name, str(data.get("description", "")).strip().splitlines()[0] if data.get("description") else ""))
+    return out
+
+
+def load_space(name_or_path: str | Path) -> SearchSpace:
+    """A built-in space by name, or a YAML file by path."""
+    builtins = _builtin_paths()
+    text = str(name_or_path)
+    if text in builtins:
+        path = builtins[text]
+    else:
+        path = Path(text)
+        if not path.is_file():
+            raise MtnasError(
+                f"no search space {text!r}: not a built-in{did_you_mean(text, builtins)} and no such file; "
+                f"built-ins: {', '.join(builtins)} (see 'mtnas spaces')"
+            )
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise MtnasError(f"{path}:{where}: malformed YAML: {problem}") from None
+    if not isinstance(data, Mapping):
+        raise MtnasError(f"{path}: expected a YAML mapping at the top, got {type(data).__name__}")
+    space = space_from_dict(data, source=path.name if text not in builtins else text)
+    return space if space.name else replace(space, name=path.stem)
+
+
+def build_space_dataset(space: SearchSpace) -> DatasetBundle:
+    """Build the dataset a space names; the space's seed is the default dataset seed."""
+    from mtnas.datasets import build_dataset
+
+    args = {"seed": space.seed, **space.dataset.args}
+    return build_dataset(space.dataset.name, args, factory=space.dataset.factory)
+
+
+def load_resolved(name_or_path: str | Path | SearchSpace) -> tuple[SearchSpace, DatasetBundle]:
+    """Load a space (name, path or object), build its dataset, and resolve the space against it."""
+    space = name_or_path if isinstance(name_or_path, SearchSpace) else load_space(name_or_path)
+    bundle = build_space_dataset(space)
+    return space.resolve(bundle), bundle

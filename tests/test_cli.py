@@ -1,0 +1,83 @@
+"""The command line: exit codes, one-line errors, JSON output, and what train/baselines report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mtnas.architecture import Architecture
+from mtnas.cli import COMMANDS, main
+from mtnas.space import load_resolved
+from mtnas.tree import BranchingTree
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mtnas", *args], capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.mark.parametrize("name", COMMANDS.names())
+def test_every_command_has_help(name: str, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([name, "--help"])
+    assert exit_info.value.code == 0
+    assert COMMANDS.get(name).help in capsys.readouterr().out
+
+
+def test_spaces_lists_builtins(capsys: pytest.CaptureFixture) -> None:
+    assert main(["spaces"]) == 0
+    out = capsys.readouterr().out
+    assert "digit_gratings" in out and "multi_digits" in out and "synth_scenes" in out
+
+
+def test_user_error_is_one_line_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("dataset: {name: digit_gratings}\nbackbone: {name: conv, layers: [{channels: 8}]}\ntasks: [digit]\ntrainig: {}\n")
+    proc = run_cli("train", str(bad))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0
+    assert "unknown key 'trainig' (did you mean 'training'?)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    proc = run_cli("train", "no_such_space", "--debug")
+    assert proc.returncode == 2
+    assert "Traceback" in proc.stderr and "no search space 'no_such_space'" in proc.stderr
+
+
+def test_unknown_dataset_and_tree_mismatch(tmp_path: Path, tiny_space: Path) -> None:
+    text = tiny_space.read_text().replace("name: digit_gratings", "name: digit_gratting")
+    (tmp_path / "typo.yaml").write_text(text)
+    proc = run_cli("train", str(tmp_path / "typo.yaml"))
+    assert proc.returncode == 2 and "unknown dataset 'digit_gratting' (did you mean 'digit_gratings'?)" in proc.stderr
+    arch = Architecture(BranchingTree.all_shared(("digit", "colour"), 4), {})
+    arch.save(tmp_path / "arch.json")
+    proc = run_cli("train", str(tiny_space), "--tree", str(tmp_path / "arch.json"))
+    assert proc.returncode == 2 and "missing ['parity'" in proc.stderr and "unknown ['colour']" in proc.stderr
+
+
+def test_train_reports_metrics_cost_and_delta_m(tiny_space: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["train", str(tiny_space), "--tree", "independent", "--json", "--quiet"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    space, _ = load_resolved(tiny_space)
+    assert set(report["test"]) == set(space.task_names)
+    assert all(0.0 <= m["accuracy"] <= 1.0 for m in report["test"].values())
+    assert report["cost"]["params"] > 0 and report["cost"]["flops"] > 0
+    by_hand = sum(
+        (report["test"][t]["accuracy"] - report["single_task"][t]["accuracy"]) / report["single_task"][t]["accuracy"]
+        for t in space.task_names
+    ) * 100 / len(space.task_names)
+    assert report["delta_m"]["test"] == pytest.approx(by_hand)
+
+
+def test_baselines_are_cached(tiny_space: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["baselines", str(tiny_space), "--json", "--quiet"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert main(["baselines", str(tiny_space), "--json", "--quiet"]) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert first == second  # same numbers, including the recorded training seconds: from the cache
+    assert set(first["single_task"]) == {"digit", "parity", "ge5", "orientation", "frequency", "diagonal"}
