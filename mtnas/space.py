@@ -30,6 +30,7 @@ __all__ = [
     "BackboneConfig",
     "DatasetConfig",
     "RoutingConfig",
+    "SearchConfig",
     "SearchSpace",
     "TaskConfig",
     "TrainingConfig",
@@ -131,6 +132,28 @@ class TrainingConfig:
 
 
 @dataclass(frozen=True)
+class SearchConfig:
+    """One differentiable search: its budget and hyperparameters (Optuna may sample them)."""
+
+    epochs: int = bounded(20, ge=1)
+    warmup_epochs: int = bounded(5, ge=0)
+    tau0: float = bounded(2.0, gt=0.0)
+    tau_min: float = bounded(0.2, gt=0.0)
+    cost_weight: float = bounded(0.05, ge=0.0)
+    cost_metric: Literal["flops", "params"] = "flops"
+    routing_lr: float = bounded(0.05, gt=0.0)
+    holdout: float = bounded(0.2, gt=0.0, lt=1.0)
+    method: str = "affinity"
+    affinity_weight: float = bounded(1.0, ge=0.0)
+
+    def _validate(self) -> None:
+        if self.tau_min > self.tau0:
+            raise ConfigError(f"tau_min: must be <= tau0 ({self.tau0}), got {self.tau_min}")
+        if self.warmup_epochs >= self.epochs:
+            raise ConfigError(f"warmup_epochs: must be < epochs ({self.epochs}), got {self.warmup_epochs}")
+
+
+@dataclass(frozen=True)
 class SearchSpace:
     """A whole search space; see the README's YAML reference for every key."""
 
@@ -141,6 +164,7 @@ class SearchSpace:
     description: str = ""
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     seed: int = 0
     input_shape: tuple[int, ...] | None = None
 

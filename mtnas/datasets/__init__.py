@@ -7,10 +7,10 @@ Every dataset is a function ``make_<name>(*, seed=0, **sizes) -> DatasetBundle``
 (rendered scenes with dense tasks).
 """
 
-from mtnas.datasets._registry import DATASETS, build_dataset, list_datasets
-from mtnas.datasets._factory import load_factory
 from mtnas.datasets._digit_gratings import make_digit_gratings
+from mtnas.datasets._factory import load_factory
 from mtnas.datasets._multi_digits import make_multi_digits
+from mtnas.datasets._registry import DATASETS, build_dataset, list_datasets
 from mtnas.datasets._synth_scenes import make_synth_scenes
 
 __all__ = [

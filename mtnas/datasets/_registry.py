@@ -36,7 +36,9 @@ def build_dataset(name: str | None, args: Mapping[str, Any], factory: str | None
             something other than a ``DatasetBundle``.
     """
     if (name is None) == (factory is None):
-        raise MtnasError("a dataset needs exactly one of a name (a built-in dataset) or a factory ('pkg.module:function')")
+        raise MtnasError(
+            "a dataset needs exactly one of a name (a built-in dataset) or a factory ('pkg.module:function')"
+        )
     if not isinstance(args, Mapping):
         raise MtnasError(f"dataset args must be a mapping of keyword arguments, got {type(args).__name__}")
     if factory is not None:

@@ -13,6 +13,7 @@ guarantees that every scene shows at least one object.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -30,7 +31,7 @@ _RADIUS = (0.1, 0.25)  # object size (circle radius) as a fraction of the image 
 _NEAR, _FAR = 0.35, 0.9  # range of object depths (sphere fronts come up to _RADIUS[1] nearer)
 _SQUARE_HALF_SIDE = 0.8  # relative to the object's radius: similar areas for all three shapes
 _TRIANGLE_CIRCUMRADIUS = 1.2
-_CHUNK = 256  # scenes rendered at once: bounds memory, (CHUNK, K, H, W) float64 arrays
+_CHUNK = 256  # scenes rendered at once, to bound the memory of the (CHUNK, K, H, W) arrays
 _LIGHT = np.array([-0.4, -0.5, 0.77]) / np.linalg.norm([-0.4, -0.5, 0.77])  # from the upper left
 
 
@@ -87,77 +88,97 @@ def _draw(rng: np.random.Generator, n: int, size: int, max_objects: int) -> _Sce
     return _Scenes(n_objects, shape, col, row, radius, angle, depth0, colour, bg_colour, bg_direction)
 
 
-def _render(scenes: _Scenes, size: int) -> dict[str, np.ndarray]:
-    """The input and every target of ``scenes``, as numpy arrays."""
+def _zbuffer(scenes: _Scenes, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """What each pixel shows, nearest surface first; the (N, K, H, W) geometry is single precision.
+
+    Returns:
+        visible: (N, H, W), 0 for the background or 1 + the slot of the object shown.
+        depth: (N, 1, H, W) of the surface shown; the background is the far plane, 1.
+    """
     n, k = scenes.shape.shape
-    n_objects, shape, col, row, radius, angle, depth0, colour, bg_colour, bg_direction = scenes
-    coords = (np.arange(size) + 0.5) / size
-    x, y = coords[None, None, None, :], coords[None, None, :, None]  # (1, 1, 1, W), (1, 1, H, 1)
-    dx = x - ((col + 0.5) / size)[..., None, None]  # (N, K, H, W)
-    dy = y - ((row + 0.5) / size)[..., None, None]
-    r = radius[..., None, None]
-    cos, sin = np.cos(angle)[..., None, None], np.sin(angle)[..., None, None]
+    f32 = np.float32
+    coords = ((np.arange(size) + 0.5) / size).astype(f32)
+    dx = coords[None, None, None, :] - ((scenes.col + 0.5) / size).astype(f32)[..., None, None]  # (N, K, H, W)
+    dy = coords[None, None, :, None] - ((scenes.row + 0.5) / size).astype(f32)[..., None, None]
+    r = scenes.radius.astype(f32)[..., None, None]
+    cos, sin = np.cos(scenes.angle).astype(f32)[..., None, None], np.sin(scenes.angle).astype(f32)[..., None, None]
     u, v = dx * cos + dy * sin, -dx * sin + dy * cos  # object-aligned coordinates
 
     d2 = dx**2 + dy**2
     circle = d2 <= r**2
     square = np.maximum(np.abs(u), np.abs(v)) <= _SQUARE_HALF_SIDE * r
     # Equilateral triangle: inside all three edges, each at the inradius (half the circumradius).
-    edge_angles = np.deg2rad([90.0, 210.0, 330.0])
-    triangle = np.all(
-        [u * np.cos(a) + v * np.sin(a) <= _TRIANGLE_CIRCUMRADIUS * r / 2 for a in edge_angles], axis=0
-    )
-    cls = shape[..., None, None]
+    inradius = f32(_TRIANGLE_CIRCUMRADIUS / 2) * r
+    edge_normals = np.deg2rad([90.0, 210.0, 330.0])
+    triangle = np.logical_and.reduce([u * f32(np.cos(a)) + v * f32(np.sin(a)) <= inradius for a in edge_normals])
+    cls = scenes.shape[..., None, None]
     inside = np.where(cls == 1, circle, np.where(cls == 2, square, triangle))
-    inside &= (np.arange(k) < n_objects[:, None])[..., None, None]  # unused slots draw nothing
+    inside &= (np.arange(k) < scenes.n_objects[:, None])[..., None, None]  # unused slots draw nothing
 
-    bulge = np.sqrt(np.maximum(r**2 - d2, 0.0))  # sphere surface height above its rim
-    surface = depth0[..., None, None] - np.where(cls == 1, bulge, 0.0)
-    z = np.concatenate([np.ones((n, 1, size, size)), np.where(inside, surface, np.inf)], axis=1)  # (N, 1+K, H, W)
-    visible = np.argmin(z, axis=1)  # (N, H, W): 0 background, 1 + slot otherwise
-    depth = np.take_along_axis(z, visible[:, None], axis=1)  # (N, 1, H, W)
+    bulge = np.sqrt(np.maximum(r**2 - d2, f32(0)))  # a sphere's surface, in front of its rim
+    surface = scenes.depth0.astype(f32)[..., None, None] - np.where(cls == 1, bulge, f32(0))
+    far_plane = np.ones((n, 1, size, size), f32)
+    z = np.concatenate([far_plane, np.where(inside, surface, f32(np.inf))], axis=1)  # (N, 1 + K, H, W)
+    return np.argmin(z, axis=1), z.min(axis=1, keepdims=True)
 
-    def at_visible(per_slot: np.ndarray, background: float) -> np.ndarray:
-        """Per-pixel value of the visible slot, from a per-slot array (N, K) or (N, K, H, W)."""
-        if per_slot.ndim == 2:
-            per_slot = per_slot[..., None, None]
-        full = np.broadcast_to(per_slot, (n, k, size, size))
-        padded = np.concatenate([np.full((n, 1, size, size), background), full], axis=1)
-        return np.take_along_axis(padded, visible[:, None], axis=1)[:, 0]  # (N, H, W)
 
-    segmentation = at_visible(shape.astype(np.float64), 0).astype(np.int64)
-    # Normals from the depth surface's gradient: (dD/dx, dD/dy, 1), normalised. For a sphere this is
-    # (dx, dy, bulge) / r; flat shapes and the background face the camera.
-    sphere = segmentation == 1
-    nx = np.where(sphere, at_visible(dx, 0.0), 0.0)
-    ny = np.where(sphere, at_visible(dy, 0.0), 0.0)
-    nz = np.where(sphere, at_visible(bulge, 1.0), 1.0)
-    normals = np.stack([nx, ny, nz], axis=1)  # (N, 3, H, W)
-    normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+def _normals(scenes: _Scenes, pick: Callable[[np.ndarray], np.ndarray], sphere: np.ndarray, size: int) -> np.ndarray:
+    """Unit normals (N, 3, H, W) from the depth surface's gradient, (dD/dx, dD/dy, 1) normalised.
 
-    along = np.cos(bg_direction)[:, None, None] * (x[0, 0] - 0.5) + np.sin(bg_direction)[:, None, None] * (y[0, 0] - 0.5)
-    t = np.clip(along / np.sqrt(2) + 0.5, 0, 1)[:, None]  # (N, 1, H, W) position along the gradient
-    background = bg_colour[:, 0, :, None, None] * (1 - t) + bg_colour[:, 1, :, None, None] * t  # (N, 3, H, W)
-    shading = 0.3 + 0.7 * np.clip(np.einsum("nchw,c->nhw", normals, _LIGHT), 0, 1)
-    obj_colour = np.stack([at_visible(colour[..., c], 0.0) for c in range(3)], axis=1)  # (N, 3, H, W)
-    image = np.where((visible > 0)[:, None], obj_colour * shading[:, None], background)
+    For a sphere of radius r that is (dx, dy, bulge) / r; flat shapes and the background face the
+    camera. ``pick`` maps a per-slot array (N, K) to the value of the visible slot per pixel.
+    """
+    coords = (np.arange(size) + 0.5) / size
+    dx = coords[None, None, :] - pick((scenes.col + 0.5) / size)  # (N, H, W)
+    dy = coords[None, :, None] - pick((scenes.row + 0.5) / size)
+    bulge = np.sqrt(np.maximum(pick(scenes.radius) ** 2 - dx**2 - dy**2, 0.0))
+    facing = np.array([0.0, 0.0, 1.0])[:, None, None]
+    normals = np.where(sphere[:, None], np.stack([dx, dy, bulge], axis=1), facing)
+    return normals / np.linalg.norm(normals, axis=1, keepdims=True)
 
-    changed = np.zeros((n, size, size), dtype=bool)
+
+def _background(scenes: _Scenes, size: int) -> np.ndarray:
+    """Linear colour gradients (N, 3, H, W) between the two background colours."""
+    coords = (np.arange(size) + 0.5) / size - 0.5
+    cos, sin = np.cos(scenes.bg_direction)[:, None, None], np.sin(scenes.bg_direction)[:, None, None]
+    t = np.clip((cos * coords[None, None, :] + sin * coords[None, :, None]) / np.sqrt(2) + 0.5, 0, 1)[:, None]
+    return scenes.bg_colour[:, 0, :, None, None] * (1 - t) + scenes.bg_colour[:, 1, :, None, None] * t
+
+
+def _boundaries(segmentation: np.ndarray) -> np.ndarray:
+    """1 where a pixel has a 4-neighbour of another class, else 0; (N, H, W) int64."""
+    changed = np.zeros(segmentation.shape, dtype=bool)
     horizontal = segmentation[:, :, 1:] != segmentation[:, :, :-1]
     vertical = segmentation[:, 1:, :] != segmentation[:, :-1, :]
     changed[:, :, 1:] |= horizontal
     changed[:, :, :-1] |= horizontal
     changed[:, 1:, :] |= vertical
     changed[:, :-1, :] |= vertical
+    return changed.astype(np.int64)
 
-    shown = visible.reshape(n, -1)
-    count = sum(np.any(shown == slot, axis=1) for slot in range(1, k + 1))
+
+def _render(scenes: _Scenes, size: int) -> dict[str, np.ndarray]:
+    """The input and every target of ``scenes``, as numpy arrays."""
+    n, k = scenes.shape.shape
+    visible, depth = _zbuffer(scenes, size)
+    scene = np.arange(n)[:, None, None]
+
+    def pick(per_slot: np.ndarray) -> np.ndarray:
+        """Per-pixel value (N, H, W) of the visible slot's entry in ``per_slot`` (N, K); 0 on the background."""
+        return np.concatenate([np.zeros((n, 1)), per_slot], axis=1)[scene, visible]
+
+    segmentation = pick(scenes.shape).astype(np.int64)
+    normals = _normals(scenes, pick, segmentation == 1, size)
+    shading = 0.3 + 0.7 * np.clip(np.einsum("nchw,c->nhw", normals, _LIGHT), 0, 1)[:, None]  # (N, 1, H, W)
+    colour = np.stack([pick(scenes.colour[..., c]) for c in range(3)], axis=1)  # (N, 3, H, W)
+    image = np.where((visible > 0)[:, None], colour * shading, _background(scenes, size))
+    count = sum(np.any(visible == slot, axis=(1, 2)) for slot in range(1, k + 1))
     return {
         "inputs": image.astype(np.float32),
         "segmentation": segmentation,
-        "depth": depth.astype(np.float32),
+        "depth": depth,
         "normals": normals.astype(np.float32),
-        "edges": changed.astype(np.int64),
+        "edges": _boundaries(segmentation),
         "count": np.asarray(count, dtype=np.int64),
     }
 

@@ -80,7 +80,8 @@ def test_the_grating_peak_to_peak_is_the_amplitude() -> None:
         residual, _ = _residual(seed=2, amplitude=amplitude)
         ptp = np.ptp(residual.reshape(len(residual), -1), axis=1)
         assert ptp.max() <= amplitude + 1e-5
-        assert ptp.min() >= 0.8 * amplitude
+        # A period-4 grating along an axis is sampled every quarter period: at worst 1/sqrt(2) of its range.
+        assert ptp.min() >= amplitude / np.sqrt(2) - 1e-5
 
 
 def test_planted_groups_split_digit_tasks_from_grating_tasks() -> None:

@@ -42,7 +42,10 @@ def test_factory_in_a_module_on_the_path(tmp_path: Path, monkeypatch: pytest.Mon
         ("os:nonexistent", "'os' has no attribute 'nonexistent'"),
         ("os:getcwdd", "'os' has no attribute 'getcwdd' (did you mean 'getcwd'?)"),
         ("os.path:join.nothing", "'os.path.join' has no attribute 'nothing'"),
-        ("tests.datasets._tiny_factory:NOT_CALLABLE", "'tests.datasets._tiny_factory.NOT_CALLABLE' is not callable (type int)"),
+        (
+            "tests.datasets._tiny_factory:NOT_CALLABLE",
+            "'tests.datasets._tiny_factory.NOT_CALLABLE' is not callable (type int)",
+        ),
     ],
 )
 def test_a_factory_that_cannot_be_loaded_says_why(spec: str, expected: str) -> None:
