@@ -61,7 +61,7 @@ def main() -> None:
         val = [100 * s[label][0] for s in per_seed]
         test = [100 * s[label][1] for s in per_seed]
         spread = statistics.stdev(val) if len(val) > 1 else 0.0
-        rows.append([label, statistics.mean(val), spread, statistics.mean(test), per_seed[0][label][2]])
+        rows.append([label, round(statistics.mean(val), 2), round(spread, 2), round(statistics.mean(test), 2), per_seed[0][label][2]])
     print(f"{args.space}: mean accuracy over the tasks, {args.seeds} seeds")
     print(format_table(["tree", "val acc %", "+-", "test acc %", "params"], rows))
     by = {r[0]: r[1] for r in rows}

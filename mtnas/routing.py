@@ -124,10 +124,17 @@ class Routing(nn.Module):
 
     # -- sampling ------------------------------------------------------------------------------
 
-    def sample(self, tau: float = 1.0, *, hard: bool = True, argmax: bool = False) -> RoutingSample:
-        """Draw one routing with Gumbel-softmax (straight-through when ``hard``), or take the argmax."""
+    def sample(
+        self, tau: float = 1.0, *, hard: bool = True, argmax: bool = False, frozen: bool = False
+    ) -> RoutingSample:
+        """Draw one routing with Gumbel-softmax (straight-through when ``hard``), or take the argmax.
+
+        ``frozen`` samples from uniform routes instead of the logits (the warm-up's random paths).
+        """
 
         def choose(logits: torch.Tensor) -> torch.Tensor:
+            if frozen:
+                logits = torch.zeros_like(logits)
             if argmax:
                 index = logits.argmax(-1, keepdim=True)
                 soft = logits.softmax(-1)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import os
 import re
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +20,8 @@ _SPEC = re.compile(rf"(?P<module>{_DOTTED}):(?P<attr>{_DOTTED})")
 def load_factory(spec: str) -> Callable[..., Any]:
     """Import ``spec`` ("pkg.module:function", the function may be a dotted attribute path).
 
+    The current directory is searched too, so a module beside the user's search space imports.
+
     Raises:
         MtnasError: a malformed string, a module that cannot be imported, a missing attribute, or
             an attribute that is not callable.
@@ -29,6 +33,8 @@ def load_factory(spec: str) -> Callable[..., Any]:
             "(a module path, a colon, then the function's name), e.g. 'my_pkg.data:make'"
         )
     module_name, attr_path = match["module"], match["attr"]
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as `python -m` would: modules beside the user resolve
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
