@@ -137,14 +137,14 @@ def _plan_resnet(layers: Sequence[ResNetLayer], input_shape: tuple[int, ...]) ->
 
 @dataclass(frozen=True)
 class MLPLayer:
-    """A linear -> layer norm -> ReLU block; the first one flattens its input."""
+    """A linear -> ReLU block; the first one flattens its input."""
 
     width: int = bounded(ge=1)
 
 
 def _mlp_block(in_features: int, cfg: MLPLayer, flatten: bool) -> nn.Module:
     parts: list[nn.Module] = [nn.Flatten()] if flatten else []
-    parts += [nn.Linear(in_features, cfg.width), nn.LayerNorm(cfg.width), nn.ReLU(inplace=True)]
+    parts += [nn.Linear(in_features, cfg.width), nn.ReLU(inplace=True)]
     return nn.Sequential(*parts)
 
 
@@ -169,4 +169,4 @@ def _require_image(input_shape: tuple[int, ...], name: str) -> None:
 
 BACKBONES.add("conv", BackboneType(ConvLayer, _plan_conv, "plain conv-BN-ReLU stages"))
 BACKBONES.add("resnet", BackboneType(ResNetLayer, _plan_resnet, "ResNet basic-block stages"))
-BACKBONES.add("mlp", BackboneType(MLPLayer, _plan_mlp, "linear-LayerNorm-ReLU layers for tabular data"))
+BACKBONES.add("mlp", BackboneType(MLPLayer, _plan_mlp, "linear-ReLU layers for tabular data"))
