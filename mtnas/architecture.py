@@ -81,7 +81,8 @@ class Architecture:
     def from_dict(cls, data: Any, source: str = "architecture") -> Architecture:
         """Check format and version, then build the record; ``source`` prefixes error messages."""
         if not isinstance(data, Mapping):
-            raise MtnasError(f"{source}: not an mtnas architecture file: expected a JSON object, got {type(data).__name__}")
+            kind = type(data).__name__
+            raise MtnasError(f"{source}: not an mtnas architecture file: expected a JSON object, got {kind}")
         if "format" not in data:
             raise MtnasError(f"{source}: not an mtnas architecture file: format is missing, expected {ARCH_FORMAT!r}")
         fmt = data["format"]
@@ -92,11 +93,13 @@ class Architecture:
             raise MtnasError(f"{source}: bad arch.json version {version!r}, expected an integer >= 1")
         if version > ARCH_VERSION:
             raise MtnasError(
-                f"{source}: arch.json version {version} is newer than this mtnas understands ({ARCH_VERSION}); upgrade mtnas"
+                f"{source}: arch.json version {version} is newer than this mtnas understands ({ARCH_VERSION}); "
+                "upgrade mtnas"
             )
         unknown = [k for k in data if k not in _KEYS]
         if unknown:
-            raise MtnasError(f"{source}: unknown key {unknown[0]!r}{did_you_mean(unknown[0], _KEYS)}; valid keys: {', '.join(_KEYS)}")
+            hint = did_you_mean(unknown[0], _KEYS)
+            raise MtnasError(f"{source}: unknown key {unknown[0]!r}{hint}; valid keys: {', '.join(_KEYS)}")
         for key in ("tasks", "partitions", "space"):
             if key not in data:
                 raise MtnasError(f"{source}: missing key {key!r}")

@@ -95,7 +95,7 @@ class Plain:
 class AffinityState:
     """Running per-layer task affinity (T, T) and how many measurements made it."""
 
-    affinity: list[torch.Tensor] = field(default_factory=list)
+    affinity: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 0))
     count: int = 0
     steps: int = 0
 
@@ -104,19 +104,19 @@ class Affinity(Plain):
     """Plain routing plus a per-layer inter-task affinity prior on sharing (see module docstring)."""
 
     every = 4  # measure the affinity on every 4th weight step
+    lookahead_lr = 0.05
 
     def init(self, ctx: RoutingContext) -> AffinityState:
-        t, n = len(ctx.space.tasks), ctx.net.routing.num_layers
-        return AffinityState([torch.zeros(t, t) for _ in range(n)])
+        t = len(ctx.space.tasks)
+        return AffinityState(torch.zeros(t, t))
 
     def after_weight_step(self, ctx: RoutingContext, state: AffinityState, batch: TaskData, warm: bool) -> None:
         state.steps += 1
         if state.steps % self.every:
             return
-        cos = gradient_cosines(ctx.net, batch, ctx.space)
+        m = lookahead_affinity(ctx.net, batch, ctx.space, self.lookahead_lr)
         state.count += 1
-        for layer, c in enumerate(cos):
-            state.affinity[layer] += (c - state.affinity[layer]) / state.count
+        state.affinity += (m + m.T - state.affinity) / state.count
 
     def routing_loss(self, ctx: RoutingContext, state: AffinityState, batch: TaskData, tau: float) -> torch.Tensor:
         loss = super().routing_loss(ctx, state, batch, tau)
@@ -124,42 +124,51 @@ class Affinity(Plain):
             return loss
         t = len(ctx.space.tasks)
         off = ~torch.eye(t, dtype=torch.bool)
-        prior = 0.0
-        for layer, shared in enumerate(co_assignment(ctx.net)):
-            a = state.affinity[layer].to(shared.device)
-            centred = (a - a[off].mean()) * off  # above the layer's mean: reward sharing
-            prior = prior - (centred * shared).sum() / (t * (t - 1))
+        a = state.affinity * off
+        a = (a / a.abs().max().clamp_min(1e-12)).to(loss.device)  # scale-free: the strongest pair is +-1
+        prior = -sum((a * shared).sum() for shared in co_assignment(ctx.net)) / (t * (t - 1))
         return loss + ctx.cfg.affinity_weight * prior
 
 
-def gradient_cosines(net: Supernet, batch: TaskData, space: SearchSpace) -> list[torch.Tensor]:
-    """Per-layer cosine between the tasks' gradients when all tasks share one random path."""
+def lookahead_affinity(net: Supernet, batch: TaskData, space: SearchSpace, lr: float) -> torch.Tensor:
+    """(T, T) lookahead affinity on one random path shared by all tasks.
+
+    ``M[i, j] = (L_j(w) - L_j(w - lr * g_i)) * L_j(w)``: how much a step on task i's loss lowers
+    task j's loss (TAG, Fifty et al. 2021), weighted by j's loss, so harm counts where a task still
+    has something to lose; a solved task (loss near 0) neither suffers nor causes weight.
+    """
     routing = net.routing
-    with torch.no_grad():
-        path = [int(torch.randint(k, ())) for k in routing.branches]
-    feats = batch.inputs
-    params: list[list[torch.nn.Parameter]] = []
+    path, k = [], 0
     for layer, blocks in enumerate(net.layers):
-        # A non-branching layer keeps the node index of the layer below.
-        k = path[layer] if routing.can_branch[layer] or layer == 0 else path[layer - 1]
-        path[layer] = k
-        feats = blocks[k](feats)
-        params.append([p for p in blocks[k].parameters() if p.requires_grad])
-    outputs = {task: head(feats) for task, head in net.heads.items()}
-    losses = task_losses(outputs, batch.targets, space)
-    flat = [p for layer in params for p in layer]
-    grads = []
-    for task in space.task_names:
-        g = torch.autograd.grad(losses[task], flat, retain_graph=True, allow_unused=True)
-        grads.append([torch.zeros_like(p) if gi is None else gi for p, gi in zip(flat, g)])
-    out, start = [], 0
-    for layer_params in params:
-        end = start + len(layer_params)
-        g = torch.stack([torch.cat([x.reshape(-1) for x in task_g[start:end]]) for task_g in grads])  # (T, P_l)
-        g = g / g.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        out.append((g @ g.T).detach().cpu())
-        start = end
-    return out
+        k = int(torch.randint(routing.branches[layer], ())) if layer == 0 or routing.can_branch[layer] else k
+        path.append(blocks[k])
+    params = [{n: p for n, p in block.named_parameters()} for block in path]
+    buffers = [{n: b for n, b in block.named_buffers()} for block in path]
+
+    def losses_with(weights: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+        h = batch.inputs
+        for block, w, buf in zip(path, weights, buffers):
+            h = torch.func.functional_call(block, {**w, **buf}, (h,))
+        out = {task: head(h) for task, head in net.heads.items()}
+        losses = task_losses(out, batch.targets, space)
+        return torch.stack([losses[t] for t in space.task_names])
+
+    was_training = net.training
+    net.eval()  # batch-norm statistics: use and keep the running ones
+    try:
+        base = losses_with(params)
+        flat = [p for w in params for p in w.values()]
+        rows = []
+        for i in range(len(space.tasks)):
+            grads = iter(torch.autograd.grad(base[i], flat, retain_graph=True, allow_unused=True))
+            with torch.no_grad():
+                stepped = [
+                    {n: p - lr * (g if (g := next(grads)) is not None else 0) for n, p in w.items()} for w in params
+                ]
+                rows.append((base - losses_with(stepped)) * base)
+        return torch.stack(rows).detach().cpu()
+    finally:
+        net.train(was_training)
 
 
 METHODS.add("plain", Plain())

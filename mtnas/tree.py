@@ -139,7 +139,8 @@ class BranchingTree:
     def group_of(self, task: str, layer: int) -> Group:
         """The group that holds ``task`` at ``layer``."""
         if task not in self.tasks:
-            raise MtnasError(f"unknown task {task!r}{did_you_mean(task, self.tasks)}; the tree's tasks are {list(self.tasks)}")
+            hint = did_you_mean(task, self.tasks)
+            raise MtnasError(f"unknown task {task!r}{hint}; the tree's tasks are {list(self.tasks)}")
         return next(g for g in self.partitions[self._check_layer(layer)] if task in g)
 
     def nodes(self) -> list[Node]:
@@ -168,7 +169,8 @@ class BranchingTree:
         order = {t: i for i, t in enumerate(self.tasks)}
         canonical = tuple(sorted(group, key=lambda t: order.get(t, len(order))))
         if canonical not in self.groups_at(layer):
-            raise MtnasError(f"{list(group)} is not a group at layer {layer}; the groups are {[list(g) for g in self.partitions[layer]]}")
+            groups = [list(g) for g in self.partitions[layer]]
+            raise MtnasError(f"{list(group)} is not a group at layer {layer}; the groups are {groups}")
         return canonical
 
     # -- conversion ------------------------------------------------------------------------------
@@ -303,7 +305,8 @@ def _canonical_partition(partition: Any, order: Mapping[str, int], layer: int) -
     seen = [t for g in groups for t in g]
     unknown = sorted({t for t in seen if t not in order})
     if unknown:
-        raise InvalidTreeError(f"layer {layer}: unknown tasks {unknown}{did_you_mean(unknown[0], order)}; the tree's tasks are {list(order)}")
+        hint = did_you_mean(unknown[0], order)
+        raise InvalidTreeError(f"layer {layer}: unknown tasks {unknown}{hint}; the tree's tasks are {list(order)}")
     counts = {t: seen.count(t) for t in order}
     duplicated = [t for t in order if counts[t] > 1]
     if duplicated:

@@ -64,9 +64,15 @@ def test_defaults_and_plain_data() -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"format": "other"}, r"^architecture: not an mtnas architecture file: format is 'other', expected 'mtnas-architecture'$"),
+        (
+            {"format": "other"},
+            r"^architecture: not an mtnas architecture file: format is 'other', expected 'mtnas-architecture'$",
+        ),
         ({"format": None}, r"format is None, expected 'mtnas-architecture'"),
-        ({"version": 2}, r"^architecture: arch.json version 2 is newer than this mtnas understands \(1\); upgrade mtnas$"),
+        (
+            {"version": 2},
+            r"^architecture: arch.json version 2 is newer than this mtnas understands \(1\); upgrade mtnas$",
+        ),
         ({"version": "1"}, r"bad arch.json version '1', expected an integer >= 1"),
         ({"version": 0}, r"bad arch.json version 0"),
         ({"metric": {}}, r"unknown key 'metric' \(did you mean 'metrics'\?\)"),
@@ -82,7 +88,8 @@ def test_bad_records(change: dict, message: str) -> None:
 def test_missing_keys() -> None:
     data = _small()
     del data["format"]
-    with pytest.raises(MtnasError, match="not an mtnas architecture file: format is missing, expected 'mtnas-architecture'"):
+    missing_format = "not an mtnas architecture file: format is missing, expected 'mtnas-architecture'"
+    with pytest.raises(MtnasError, match=missing_format):
         Architecture.from_dict(data)
     data = _small()
     del data["space"]

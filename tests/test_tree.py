@@ -70,8 +70,12 @@ def test_different_trees_have_different_keys() -> None:
 
 def test_key_is_stable_across_processes() -> None:
     tree = BranchingTree.from_split_points(TASKS, 3, {1: [("a", "b"), ("c", "d")]})
-    code = f"from mtnas.tree import BranchingTree; print(BranchingTree.from_split_points({TASKS!r}, 3, {{1: [('d', 'c'), ('b', 'a')]}}).key)"
-    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1])
+    code = (
+        "from mtnas.tree import BranchingTree; "
+        f"print(BranchingTree.from_split_points({TASKS!r}, 3, {{1: [('d', 'c'), ('b', 'a')]}}).key)"
+    )
+    root = Path(__file__).parents[1]
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
     assert other.stdout.strip() == tree.key
 
 
@@ -124,7 +128,8 @@ def test_lookups_reject_bad_layers_tasks_and_groups() -> None:
     [
         (
             ((("a", "b"), ("c", "d")), (("a", "b", "c", "d"),)),
-            r"^layer 1: group \['a', 'b', 'c', 'd'\] rejoins tasks that were split at layer 0 \(\['a', 'b'\] \| \['c', 'd'\]\)$",
+            r"^layer 1: group \['a', 'b', 'c', 'd'\] rejoins tasks that were split at layer 0 "
+            r"\(\['a', 'b'\] \| \['c', 'd'\]\)$",
         ),
         (
             ((TASKS,), (("a", "b"), ("c", "d")), (("a", "c"), ("b",), ("d",))),
@@ -179,7 +184,8 @@ def test_split_points_must_be_inside_and_refine() -> None:
 def test_check_against_space() -> None:
     tree = BranchingTree.all_shared(("digit", "parity"), 4)
     tree.check_against(("parity", "digit"), 4)  # same set, any order
-    with pytest.raises(InvalidTreeError, match=r"unknown \['digit'\] \(did you mean 'digits'\?\), missing \['digits'\]"):
+    mismatch = r"unknown \['digit'\] \(did you mean 'digits'\?\), missing \['digits'\]"
+    with pytest.raises(InvalidTreeError, match=mismatch):
         tree.check_against(("digits", "parity"), 4)
     with pytest.raises(InvalidTreeError, match=r"missing \['colour'\]; the space's tasks are"):
         tree.check_against(("digit", "parity", "colour"), 4)
