@@ -18,13 +18,14 @@ pushed onto separate copies, while the cost term keeps everything else together.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 
 from mtnas.data import TaskData
 from mtnas.registry import Registry
+from mtnas.routing import RoutingSample
 from mtnas.space import SearchConfig, SearchSpace
 from mtnas.supernet import Supernet
 from mtnas.train import task_losses
@@ -41,10 +42,13 @@ class RoutingContext:
     cfg: SearchConfig
     block_costs: list[float]
     head_cost: float
+    train: TaskData  # the part of the training split that weight steps use
 
 
 class RoutingMethod(Protocol):
     def init(self, ctx: RoutingContext) -> Any: ...
+
+    def weight_sample(self, ctx: RoutingContext, state: Any, tau: float, warm: bool) -> RoutingSample: ...
 
     def after_weight_step(self, ctx: RoutingContext, state: Any, batch: TaskData, warm: bool) -> None: ...
 
@@ -78,6 +82,10 @@ class Plain:
     def init(self, ctx: RoutingContext) -> None:
         return None
 
+    def weight_sample(self, ctx: RoutingContext, state: Any, tau: float, warm: bool) -> RoutingSample:
+        """The tree a weight step trains: random uniform paths in warm-up, then Gumbel samples."""
+        return ctx.net.routing.sample(tau, hard=True, frozen=warm)
+
     def after_weight_step(self, ctx: RoutingContext, state: Any, batch: TaskData, warm: bool) -> None:
         return None
 
@@ -95,7 +103,8 @@ class Plain:
 class AffinityState:
     """Running per-layer task affinity (T, T) and how many measurements made it."""
 
-    affinity: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 0))
+    affinity: torch.Tensor
+    generator: torch.Generator
     count: int = 0
     steps: int = 0
 
@@ -103,20 +112,36 @@ class AffinityState:
 class Affinity(Plain):
     """Plain routing plus a per-layer inter-task affinity prior on sharing (see module docstring)."""
 
-    every = 4  # measure the affinity on every 4th weight step
+    every = 2  # measure the affinity on every 2nd weight step of the warm-up
+    batch = 256  # samples per measurement
     lookahead_lr = 0.05
+    ema = 0.1
 
     def init(self, ctx: RoutingContext) -> AffinityState:
         t = len(ctx.space.tasks)
-        return AffinityState(torch.zeros(t, t))
+        return AffinityState(torch.zeros(t, t), torch.Generator().manual_seed(int(torch.randint(2**31, ()))))
+
+    def weight_sample(self, ctx: RoutingContext, state: Any, tau: float, warm: bool) -> RoutingSample:
+        # Warm-up trains one shared path (the all-shared tree), where the affinity is measured.
+        return ctx.net.routing.shared_path() if warm else super().weight_sample(ctx, state, tau, warm)
+
+    def after_epoch(self, ctx: RoutingContext, state: Any, epoch: int, warm: bool) -> None:
+        if epoch == ctx.cfg.warmup_epochs - 1:
+            # Every copy starts the routing phase from the warmed-up shared blocks.
+            for blocks in ctx.net.layers:
+                for block in blocks[1:]:
+                    block.load_state_dict(blocks[0].state_dict())
 
     def after_weight_step(self, ctx: RoutingContext, state: AffinityState, batch: TaskData, warm: bool) -> None:
         state.steps += 1
-        if state.steps % self.every:
+        if not warm or state.steps % self.every:
             return
-        m = lookahead_affinity(ctx.net, batch, ctx.space, self.lookahead_lr)
+        rows = torch.randint(len(ctx.train), (self.batch,), generator=state.generator).to(ctx.train.inputs.device)
+        m = lookahead_affinity(ctx.net, ctx.train.select(rows), ctx.space, self.lookahead_lr)
         state.count += 1
-        state.affinity += (m + m.T - state.affinity) / state.count
+        # An exponential average: late measurements, where solved tasks stop counting, dominate.
+        rate = max(1.0 / state.count, self.ema)
+        state.affinity += rate * (m + m.T - state.affinity)
 
     def routing_loss(self, ctx: RoutingContext, state: AffinityState, batch: TaskData, tau: float) -> torch.Tensor:
         loss = super().routing_loss(ctx, state, batch, tau)
@@ -131,19 +156,16 @@ class Affinity(Plain):
 
 
 def lookahead_affinity(net: Supernet, batch: TaskData, space: SearchSpace, lr: float) -> torch.Tensor:
-    """(T, T) lookahead affinity on one random path shared by all tasks.
+    """(T, T) lookahead affinity on the shared path (node 0 of every layer).
 
     ``M[i, j] = (L_j(w) - L_j(w - lr * g_i)) * L_j(w)``: how much a step on task i's loss lowers
     task j's loss (TAG, Fifty et al. 2021), weighted by j's loss, so harm counts where a task still
     has something to lose; a solved task (loss near 0) neither suffers nor causes weight.
     """
-    routing = net.routing
-    path, k = [], 0
-    for layer, blocks in enumerate(net.layers):
-        k = int(torch.randint(routing.branches[layer], ())) if layer == 0 or routing.can_branch[layer] else k
-        path.append(blocks[k])
+    path = [blocks[0] for blocks in net.layers]
     params = [{n: p for n, p in block.named_parameters()} for block in path]
-    buffers = [{n: b for n, b in block.named_buffers()} for block in path]
+    # Batch statistics as in training; running statistics are left alone (copies absorb updates).
+    buffers = [{n: b.clone() for n, b in block.named_buffers()} for block in path]
 
     def losses_with(weights: list[dict[str, torch.Tensor]]) -> torch.Tensor:
         h = batch.inputs
@@ -153,22 +175,15 @@ def lookahead_affinity(net: Supernet, batch: TaskData, space: SearchSpace, lr: f
         losses = task_losses(out, batch.targets, space)
         return torch.stack([losses[t] for t in space.task_names])
 
-    was_training = net.training
-    net.eval()  # batch-norm statistics: use and keep the running ones
-    try:
-        base = losses_with(params)
-        flat = [p for w in params for p in w.values()]
-        rows = []
-        for i in range(len(space.tasks)):
-            grads = iter(torch.autograd.grad(base[i], flat, retain_graph=True, allow_unused=True))
-            with torch.no_grad():
-                stepped = [
-                    {n: p - lr * (g if (g := next(grads)) is not None else 0) for n, p in w.items()} for w in params
-                ]
-                rows.append((base - losses_with(stepped)) * base)
-        return torch.stack(rows).detach().cpu()
-    finally:
-        net.train(was_training)
+    base = losses_with(params)
+    flat = [p for w in params for p in w.values()]
+    rows = []
+    for i in range(len(space.tasks)):
+        grads = iter(torch.autograd.grad(base[i], flat, retain_graph=True, allow_unused=True))
+        with torch.no_grad():
+            stepped = [{n: p - lr * (g if (g := next(grads)) is not None else 0) for n, p in w.items()} for w in params]
+            rows.append((base - losses_with(stepped)) * base)
+    return torch.stack(rows).detach().cpu()
 
 
 METHODS.add("plain", Plain())

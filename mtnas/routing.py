@@ -156,6 +156,18 @@ class Routing(nn.Module):
                 parents.append(tuple(int(i) for i in w.argmax(-1)))
         return RoutingSample(tuple(parents), tuple(node_weights), head_choice, head_weights, _used(parents, head_choice))
 
+    def shared_path(self) -> RoutingSample:
+        """Every task through node 0 of every layer: the all-shared tree, with constant weights."""
+        device = self.head_logits.device
+        parents = tuple(tuple(0 for _ in range(k)) for k in self.branches)
+        weights = tuple(
+            None if layer == 0 or self.layer_logits(layer) is None else torch.ones(k, self.branches[layer - 1], device=device)
+            for layer, k in enumerate(self.branches)
+        )
+        head_choice = tuple(0 for _ in self.tasks)
+        heads = torch.ones(len(self.tasks), self.branches[-1], device=device)
+        return RoutingSample(parents, weights, head_choice, heads, _used(parents, head_choice))
+
     def derive(self) -> DerivedTree:
         """The tree of the most likely routes: argmax from the heads down, unused nodes pruned."""
         s = self.sample(argmax=True)

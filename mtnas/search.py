@@ -117,7 +117,7 @@ def search_tree(
     w_sched = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, T_max=steps)
     r_opt = torch.optim.Adam(net.routing.parameters(), lr=cfg.routing_lr, betas=(0.5, 0.999))
     block_costs, head_cost = net.block_costs(cfg.cost_metric)
-    ctx = RoutingContext(net=net, space=space, cfg=cfg, block_costs=block_costs, head_cost=head_cost)
+    ctx = RoutingContext(net=net, space=space, cfg=cfg, block_costs=block_costs, head_cost=head_cost, train=weight_part)
     state = method.init(ctx)
     generator = torch.Generator().manual_seed(seed)
     history: dict[str, list[Any]] = {}
@@ -129,7 +129,7 @@ def search_tree(
         for step, batch in enumerate(weight_part.batches(bs, shuffle=True, generator=generator)):
             # Weight step: a sampled tree, routing logits detached (uniform during warm-up).
             with torch.no_grad():
-                sample = net.routing.sample(tau, hard=True, frozen=warm)
+                sample = method.weight_sample(ctx, state, tau, warm)
             losses = task_losses(net(batch.inputs, sample), batch.targets, space)
             check_finite(losses, f"search epoch {epoch}, weight step {step}")
             w_opt.zero_grad(set_to_none=True)

@@ -28,6 +28,16 @@ from mtnas.space import SearchSpace
 __all__ = ["Supernet"]
 
 
+def _through(x: torch.Tensor, weights: torch.Tensor | None, row: int, col: int) -> torch.Tensor:
+    """``x`` times the straight-through route weight (value 1): carries the gradient to the logits.
+
+    Weight steps sample routes without gradient; there the product is skipped.
+    """
+    if weights is None or not weights.requires_grad:
+        return x
+    return x * weights[row, col]
+
+
 class Supernet(nn.Module):
     """Blocks ``layers[l][k]`` (K_l copies of block l), task heads, and their routing.
 
@@ -80,13 +90,12 @@ class Supernet(nn.Module):
             new = {}
             for k in sample.used[layer]:
                 j = parents[k]
-                inp = feats[j] if weights is None else feats[j] * weights[k, j]  # value: feats[j]
-                new[k] = self.layers[layer][k](inp)
+                new[k] = self.layers[layer][k](_through(feats[j], weights, k, j))
             feats = new
         w = sample.head_weights
         return {
-            task: head(feats[sample.head_choice[t]] * w[t, sample.head_choice[t]])
-            for t, (task, head) in enumerate(self.heads.items())
+            task: head(_through(feats[k], w, t, k))
+            for t, (task, head), k in zip(range(len(self.heads)), self.heads.items(), sample.head_choice)
         }
 
     def forward_soft(self, x: torch.Tensor, tau: float | None = None) -> dict[str, torch.Tensor]:
