@@ -44,6 +44,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--space", default="digit_gratings")
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=2, help="searches run in parallel processes")
     parser.add_argument("--method", default=None, help="routing method (default: the space's)")
     parser.add_argument("--set", nargs="*", default=[], help="search settings, e.g. cost_weight=0.1")
@@ -53,7 +54,8 @@ def main() -> None:
         overrides["method"] = args.method
     print(f"{args.space}: search settings {replace(load_space(args.space).search, **overrides)}")
     with ProcessPoolExecutor(args.jobs) as pool:
-        results = list(pool.map(run, [args.space] * args.seeds, range(args.seeds), [overrides] * args.seeds))
+        seeds = range(args.first_seed, args.first_seed + args.seeds)
+        results = list(pool.map(run, [args.space] * args.seeds, seeds, [overrides] * args.seeds))
     for seed, tree, ari, seconds in results:
         print(f"seed {seed}: ARI {ari:.2f}  {seconds:5.1f}s  {tree}")
     recovered = sum(ari == 1.0 for _, _, ari, _ in results)

@@ -7,13 +7,25 @@ path (the gratings of ``digit_gratings``) is indifferent to where it goes, so th
 merges it into another group's nodes, though sharing those weights is what hurts the other
 group. Nothing in that gradient measures the harm one task's sharing does to another.
 
-``affinity``: adds that signal. During the search it measures, inside the supernet, how the
-tasks' gradients agree on each layer's weights when they share one path (per-layer gradient
-cosine, cf. TAG's lookahead affinity, Fifty et al. 2021, to first order: a step on task i
-changes task j's loss by -lr * g_i . g_j). The routing loss then rewards two tasks for sharing a
-node at layer l in proportion to their affinity at l above the layer's mean, and penalises it
-below the mean (``affinity_weight``): tasks whose gradients pull the shared weights apart are
-pushed onto separate copies, while the cost term keeps everything else together.
+``affinity`` (the default) adds that signal, measured inside the supernet:
+
+1. Warm-up trains one shared path (node 0 of every layer: the all-shared tree). On every second
+   step it measures a lookahead affinity on a fresh batch (TAG, Fifty et al. 2021): for each task
+   i, one SGD step of ``lookahead_lr`` on i's loss alone, and the drop of every task j's loss,
+   weighted by j's loss: ``M[i, j] = (L_j(w) - L_j(w - lr g_i)) * L_j(w)``. The weighting makes
+   harm count where a task still has something to lose: a solved task (loss near 0) is neither
+   hurt nor protected, so the cost term is free to merge it with other solved tasks. ``M + M.T``
+   is averaged with an exponential moving average, so the late warm-up, where easy tasks are
+   solved, dominates.
+2. At the end of warm-up every copy of a layer is loaded with the warmed-up shared block, so
+   the routing phase starts from shared features rather than from random copies.
+3. Routing steps add ``-affinity_weight * sum_l sum_{i != j} A[i, j] * P_l(i, j share a node)``
+   / (T (T - 1)), with A the affinity scaled so its strongest pair is +-1 and P_l from the
+   routing probabilities (``co_assignment``): helpful pairs are pulled onto one node, harmful
+   pairs pushed apart, and indifferent pairs left to the cost term.
+
+On ``digit_gratings`` this moved planted recovery from 0/5 seeds (plain) to 4/5; see
+``benchmarks/README.md`` for the measurements and the variants that did not work.
 """
 
 from __future__ import annotations
@@ -101,7 +113,7 @@ class Plain:
 
 @dataclass
 class AffinityState:
-    """Running per-layer task affinity (T, T) and how many measurements made it."""
+    """Running pairwise task affinity (T, T), the sampler of measurement batches, counters."""
 
     affinity: torch.Tensor
     generator: torch.Generator
@@ -110,7 +122,7 @@ class AffinityState:
 
 
 class Affinity(Plain):
-    """Plain routing plus a per-layer inter-task affinity prior on sharing (see module docstring)."""
+    """Plain routing plus a lookahead-affinity prior on sharing (see the module docstring)."""
 
     every = 2  # measure the affinity on every 2nd weight step of the warm-up
     batch = 256  # samples per measurement

@@ -136,15 +136,15 @@ class SearchConfig:
     """One differentiable search: its budget and hyperparameters (Optuna may sample them)."""
 
     epochs: int = bounded(20, ge=1)
-    warmup_epochs: int = bounded(5, ge=0)
+    warmup_epochs: int = bounded(8, ge=0)
     tau0: float = bounded(2.0, gt=0.0)
     tau_min: float = bounded(0.2, gt=0.0)
-    cost_weight: float = bounded(0.05, ge=0.0)
+    cost_weight: float = bounded(0.2, ge=0.0)
     cost_metric: Literal["flops", "params"] = "flops"
     routing_lr: float = bounded(0.05, gt=0.0)
     holdout: float = bounded(0.2, gt=0.0, lt=1.0)
     method: str = "affinity"
-    affinity_weight: float = bounded(1.0, ge=0.0)
+    affinity_weight: float = bounded(3.0, ge=0.0)
 
     def _validate(self) -> None:
         if self.tau_min > self.tau0:
