@@ -82,14 +82,19 @@ class ConvBlock(nn.Sequential):
         )
 
 
-def _plan_conv(layers: Sequence[ConvLayer], input_shape: tuple[int, ...]) -> list[BlockPlan]:
-    _require_image(input_shape, "conv")
-    plans, (c, h, w) = [], input_shape
-    for i, cfg in enumerate(layers):
-        out = (cfg.channels, _conv_out(h, cfg.stride), _conv_out(w, cfg.stride))
-        plans.append(BlockPlan(i, (c, h, w), out, lambda c=c, cfg=cfg: ConvBlock(c, cfg)))
-        c, h, w = out
-    return plans
+def _image_planner(name: str, block: Callable[[int, Any], nn.Module]) -> Callable[..., list[BlockPlan]]:
+    """A planner for image blocks configured by ``channels`` and ``stride``."""
+
+    def plan(layers: Sequence[Any], input_shape: tuple[int, ...]) -> list[BlockPlan]:
+        _require_image(input_shape, name)
+        plans, (c, h, w) = [], input_shape
+        for i, cfg in enumerate(layers):
+            out = (cfg.channels, _conv_out(h, cfg.stride), _conv_out(w, cfg.stride))
+            plans.append(BlockPlan(i, (c, h, w), out, lambda c=c, cfg=cfg: block(c, cfg)))
+            c, h, w = out
+        return plans
+
+    return plan
 
 
 # --- ResNet basic-block stages -----------------------------------------------------------------
@@ -120,16 +125,6 @@ class BasicBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C_in, H, W) -> (B, C, H/s, W/s)
         y = torch.relu(self.bn1(self.conv1(x)))
         return torch.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
-
-
-def _plan_resnet(layers: Sequence[ResNetLayer], input_shape: tuple[int, ...]) -> list[BlockPlan]:
-    _require_image(input_shape, "resnet")
-    plans, (c, h, w) = [], input_shape
-    for i, cfg in enumerate(layers):
-        out = (cfg.channels, _conv_out(h, cfg.stride), _conv_out(w, cfg.stride))
-        plans.append(BlockPlan(i, (c, h, w), out, lambda c=c, cfg=cfg: BasicBlock(c, cfg)))
-        c, h, w = out
-    return plans
 
 
 # --- MLP for tabular data ----------------------------------------------------------------------
@@ -167,6 +162,6 @@ def _require_image(input_shape: tuple[int, ...], name: str) -> None:
         )
 
 
-BACKBONES.add("conv", BackboneType(ConvLayer, _plan_conv, "plain conv-BN-ReLU stages"))
-BACKBONES.add("resnet", BackboneType(ResNetLayer, _plan_resnet, "ResNet basic-block stages"))
+BACKBONES.add("conv", BackboneType(ConvLayer, _image_planner("conv", ConvBlock), "plain conv-BN-ReLU stages"))
+BACKBONES.add("resnet", BackboneType(ResNetLayer, _image_planner("resnet", BasicBlock), "ResNet basic-block stages"))
 BACKBONES.add("mlp", BackboneType(MLPLayer, _plan_mlp, "linear-ReLU layers for tabular data"))

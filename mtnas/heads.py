@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtnas.errors import MtnasError
 from mtnas.registry import Registry
 
 __all__ = ["HEADS", "HeadType", "build_head"]
@@ -41,11 +40,7 @@ def build_head(
     name: str, kind: str, in_shape: tuple[int, ...], num_outputs: int, out_size: tuple[int, int] | None
 ) -> nn.Module:
     """A fresh head ``name`` for a task of ``kind``; errors when the head does not serve it."""
-    head = HEADS.get(name)
-    if kind not in head.kinds:
-        valid = [n for n in HEADS.names() if kind in HEADS.get(n).kinds]
-        raise MtnasError(f"head {name!r} does not serve {kind} tasks; valid: {', '.join(valid)}")
-    return head.build(tuple(in_shape), num_outputs, out_size)
+    return HEADS.get_for_kind(name, kind, verb="serve").build(tuple(in_shape), num_outputs, out_size)
 
 
 class PooledLinear(nn.Module):

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from mtnas.errors import MtnasError
 from mtnas.registry import Registry
 
 __all__ = ["LOSSES", "LossType", "get_loss"]
@@ -29,11 +28,7 @@ LOSSES: Registry[LossType] = Registry("loss")
 
 def get_loss(name: str, kind: str) -> LossFn:
     """The loss ``name``; errors when it does not fit tasks of ``kind``."""
-    loss = LOSSES.get(name)
-    if kind not in loss.kinds:
-        valid = [n for n in LOSSES.names() if kind in LOSSES.get(n).kinds]
-        raise MtnasError(f"loss {name!r} does not fit {kind} tasks; valid: {', '.join(valid)}")
-    return loss.fn
+    return LOSSES.get_for_kind(name, kind).fn
 
 
 def _cosine(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

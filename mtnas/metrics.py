@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from mtnas.errors import MtnasError
 from mtnas.registry import Registry
 
 __all__ = ["METRICS", "Metric", "get_metric"]
@@ -35,11 +34,7 @@ METRICS: Registry[Metric] = Registry("metric")
 
 def get_metric(name: str, kind: str) -> Metric:
     """The metric ``name``; errors when it does not fit tasks of ``kind``."""
-    metric = METRICS.get(name)
-    if kind not in metric.kinds:
-        valid = [n for n in METRICS.names() if kind in METRICS.get(n).kinds]
-        raise MtnasError(f"metric {name!r} does not fit {kind} tasks; valid: {', '.join(valid)}")
-    return metric
+    return METRICS.get_for_kind(name, kind)
 
 
 def _ratio(stats: torch.Tensor) -> float:

@@ -51,3 +51,11 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries
+
+    def get_for_kind(self, name: str, kind: str, verb: str = "fit") -> T:
+        """Entry ``name``, which must list ``kind`` among its ``kinds``; else the ones that do."""
+        entry = self.get(name)
+        if kind not in entry.kinds:  # type: ignore[attr-defined]
+            valid = [n for n, e in sorted(self._entries.items()) if kind in e.kinds]  # type: ignore[attr-defined]
+            raise MtnasError(f"{self.kind} {name!r} does not {verb} {kind} tasks; valid: {', '.join(valid)}")
+        return entry

@@ -261,10 +261,10 @@ class SearchSpace:
 
 
 def _check_components(task: TaskConfig, where: str) -> None:
-    head = HEADS.get(task.head)
-    if task.kind not in head.kinds:
-        valid = [n for n in HEADS.names() if task.kind in HEADS.get(n).kinds]
-        raise MtnasError(f"{where}.head: {task.head!r} does not serve {task.kind} tasks; valid: {', '.join(valid)}")
+    try:
+        HEADS.get_for_kind(task.head, task.kind, verb="serve")
+    except MtnasError as exc:
+        raise MtnasError(f"{where}: {exc}") from None
     try:
         get_loss(task.loss, task.kind)
         for m in task.metrics:

@@ -105,7 +105,7 @@ def test_head_that_does_not_fit_the_kind(tmp_path: Path) -> None:
     data["tasks"][0] = {"name": "digit", "head": "conv1x1"}
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(data))
-    with pytest.raises(MtnasError, match=r"head: 'conv1x1' does not serve classification tasks; valid: linear, mlp"):
+    with pytest.raises(MtnasError, match=r"tasks\[0\] \(digit\): head 'conv1x1' does not serve classification tasks; valid: linear, mlp"):
         load_resolved(path)
 
 
