@@ -12,7 +12,6 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from mtnas import __version__
 from mtnas.errors import MtnasError

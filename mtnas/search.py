@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from itertools import cycle
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from mtnas.methods import METHODS, RoutingContext
 from mtnas.routing import DerivedTree
 from mtnas.space import SearchConfig, SearchSpace
 from mtnas.supernet import Supernet
-from mtnas.train import check_finite, make_optimizer, task_losses
+from mtnas.train import NonFiniteLossError, check_finite, make_optimizer, task_losses
 from mtnas.tree import BranchingTree
 
 __all__ = ["SearchResult", "search_tree", "split_holdout", "temperature"]
@@ -141,7 +141,7 @@ def search_tree(
                 r_opt.zero_grad(set_to_none=True)
                 loss = method.routing_loss(ctx, state, next(routing_batches), tau)
                 if not torch.isfinite(loss):
-                    raise_nonfinite(loss, epoch, step)
+                    raise NonFiniteLossError(f"routing loss is {float(loss)} at search epoch {epoch}, step {step}")
                 loss.backward()
                 r_opt.step()
         method.after_epoch(ctx, state, epoch, warm)
@@ -158,9 +158,3 @@ def search_tree(
         seconds=time.perf_counter() - start,
         hparams=cfg,
     )
-
-
-def raise_nonfinite(loss: torch.Tensor, epoch: int, step: int) -> None:
-    from mtnas.train import NonFiniteLossError
-
-    raise NonFiniteLossError(f"routing loss is {float(loss)} at search epoch {epoch}, routing step {step}")

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from mtnas.branched import BranchedNet
 from mtnas.methods import METHODS
