@@ -88,9 +88,12 @@ def compute_baselines(
     for task in space.tasks:
         solo = replace(space, tasks=(task,))
         tree = BranchingTree.all_shared((task.name,), space.num_layers)
-        single[task.name] = train_tree(tree, solo, bundle, device=device, seed=seed, progress=progress)
+        single[task.name] = train_tree(
+            tree, solo, bundle, device=device, seed=seed, progress=progress, desc=f"single-task {task.name}"
+        )
     shared = train_tree(
-        BranchingTree.all_shared(space.task_names, space.num_layers), space, bundle, device=device, seed=seed, progress=progress
+        BranchingTree.all_shared(space.task_names, space.num_layers), space, bundle,
+        device=device, seed=seed, progress=progress, desc="all-shared",
     )
     baselines = Baselines(single, shared, seed, space.content_hash)
     if use_cache:

@@ -63,11 +63,13 @@ def train_tree(
     seed: int,
     epochs: int | None = None,
     progress: bool = False,
+    desc: str | None = None,
 ) -> TreeResult:
     """Build ``tree`` with fresh weights (seeded), train it with the space's budget, evaluate it."""
     torch.manual_seed(seed)
     model = BranchedNet.from_space(tree, space)
     result = train_model(
-        model, space, bundle, device=device, seed=seed, epochs=epochs, progress=progress, desc=tree.describe()[:40]
+        model, space, bundle, device=device, seed=seed, epochs=epochs, progress=progress,
+        desc=desc or tree.describe()[:40],
     )
     return TreeResult(tree, tree_cost(tree, space), result.val, result.test, result.seconds)

@@ -67,7 +67,7 @@ def test_every_loss_is_differentiable(name: str) -> None:
     pred = torch.randn(*shape, requires_grad=True)
     loss = get_loss(name, kind)(pred, target)
     loss.backward()
-    assert loss.ndim == 0 and math.isfinite(float(loss)) and pred.grad is not None
+    assert loss.ndim == 0 and math.isfinite(loss.item()) and pred.grad is not None
 
 
 def test_metric_of_the_wrong_kind_is_an_error() -> None:
