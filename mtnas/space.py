@@ -286,8 +286,8 @@ def list_spaces() -> list[tuple[str, str]]:
     """(name, one-line description) of each built-in space."""
     out = []
     for name, path in _builtin_paths().items():
-        data = yaml.safe_load(path.read_text()) or {}
-        out.append((name, str(data.get("description", "")).strip().splitlines()[0] if data.get("description") else ""))
+        description = str((yaml.safe_load(path.read_text()) or {}).get("description", "")).strip()
+        out.append((name, description.splitlines()[0] if description else ""))
     return out
 
 
