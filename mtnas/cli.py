@@ -100,6 +100,85 @@ def _demo(args: argparse.Namespace) -> None:
     run_demo(out=Path(args.out), device=args.device, epochs=args.epochs, progress=not args.quiet)
 
 
+def _search_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("space", nargs="?", help="a built-in search space name or a YAML path (not with --resume)")
+    p.add_argument("--name", help="run folder name under runs/ (default: the space's name)")
+    p.add_argument("--trials", type=int, default=None, help="completed trials to reach (default: search.trials)")
+    p.add_argument("--strategy", default="differentiable", help="differentiable | sampled")
+    p.add_argument("--objectives", default="delta_m,flops", help="comma-separated: delta_m, flops, params")
+    p.add_argument("--sampler", default="tpe", help="tpe | nsga2 | random")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: the space's seed)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run named by --name")
+    p.add_argument("--runs-dir", default="runs", help="where run folders live")
+    p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, mps")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _search(args: argparse.Namespace) -> None:
+    from mtnas.study import run_search, write_pareto
+
+    if not args.resume and not args.space:
+        raise MtnasError("give a search space (a built-in name or a YAML path), or --resume --name NAME")
+    if args.resume and not args.name:
+        raise MtnasError("--resume needs --name NAME of the run to continue")
+    run, study = run_search(
+        args.space or "", name=args.name, trials=args.trials, strategy=args.strategy, objectives=args.objectives,
+        sampler=args.sampler, seed=args.seed, resume=args.resume, device=args.device, runs_dir=args.runs_dir,
+        progress=not args.quiet,
+    )
+    print(f"run folder: {run.root}")
+    print(_front_table(write_pareto(run, study)))
+
+
+def _front_table(front: list) -> str:
+    from mtnas.text import format_table
+
+    rows = [[f["trial"], f["tree"], round(f["delta_m"], 3), f["flops"], f["params"]] for f in front]
+    return "Pareto front:\n" + format_table(["trial", "tree", "delta-m val %", "FLOPs", "params"], rows)
+
+
+def _run_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="a run folder, e.g. runs/dg1")
+
+
+def _trials_args(p: argparse.ArgumentParser) -> None:
+    _run_arg(p)
+    p.add_argument("--json", action="store_true", help="print the trials as JSON")
+
+
+def _trials(args: argparse.Namespace) -> None:
+    from mtnas.study import SearchRun, load_study
+    from mtnas.text import format_table
+
+    study = load_study(SearchRun(Path(args.run)))
+    rows = [
+        {"trial": t.number, "state": t.state.name, "values": t.values, "tree": t.user_attrs.get("tree"),
+         "delta_m": t.user_attrs.get("delta_m"), "flops": t.user_attrs.get("flops"),
+         "reused_from": t.user_attrs.get("reused_from"), "fail_reason": t.user_attrs.get("fail_reason")}
+        for t in study.get_trials(deepcopy=False)
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = [[r["trial"], r["state"], r["tree"] or "-", r["delta_m"], r["flops"], r["reused_from"]] for r in rows]
+    print(format_table(["trial", "state", "tree", "delta-m", "FLOPs", "reused from"], table))
+
+
+def _show(args: argparse.Namespace) -> None:
+    from mtnas.architecture import Architecture
+    from mtnas.study import SearchRun, load_study, pareto
+
+    run = SearchRun(Path(args.run))
+    for t in pareto(load_study(run)):
+        tree = Architecture.load(run.trial_dir(t.number) / "arch.json").tree
+        print(f"trial {t.number}: delta-m {t.user_attrs['delta_m']:+.2f}%  FLOPs {t.user_attrs['flops']:,}  "
+              f"params {t.user_attrs['params']:,}")
+        print(tree.render_text() + "\n")
+
+
+COMMANDS.add("search", Command("search sharing trees with Optuna trials into runs/NAME", _search_args, _search))
+COMMANDS.add("trials", Command("table of a run's trials: objectives, tree, state", _trials_args, _trials))
+COMMANDS.add("show", Command("the Pareto-best trees of a run as text", _run_arg, _show))
 COMMANDS.add("spaces", Command("list the built-in search spaces", lambda p: None, _spaces))
 COMMANDS.add("train", Command("train one fixed tree: per-task metrics, cost, delta-m", _train_args, _train))
 COMMANDS.add("baselines", Command("train single-task networks and the all-shared tree (cached)", _baselines_args, _baselines))

@@ -31,6 +31,7 @@ __all__ = [
     "DatasetConfig",
     "RoutingConfig",
     "SearchConfig",
+    "SearchRanges",
     "SearchSpace",
     "TaskConfig",
     "TrainingConfig",
@@ -132,6 +133,19 @@ class TrainingConfig:
 
 
 @dataclass(frozen=True)
+class SearchRanges:
+    """Optuna ranges of the search hyperparameters: [low, high] (add "log" for a log scale)."""
+
+    max_branches: tuple[int, int] | None = None
+    tau0: tuple[float, float] | None = (1.0, 4.0)
+    tau_min: tuple[float, float] | None = None
+    cost_weight: tuple[float, float, str] | tuple[float, float] | None = (0.05, 1.0, "log")
+    routing_lr: tuple[float, float, str] | tuple[float, float] | None = None
+    warmup_epochs: tuple[int, int] | None = None
+    affinity_weight: tuple[float, float] | None = (1.0, 6.0)
+
+
+@dataclass(frozen=True)
 class SearchConfig:
     """One differentiable search: its budget and hyperparameters (Optuna may sample them)."""
 
@@ -145,6 +159,9 @@ class SearchConfig:
     holdout: float = bounded(0.2, gt=0.0, lt=1.0)
     method: str = "affinity"
     affinity_weight: float = bounded(3.0, ge=0.0)
+    trials: int = bounded(8, ge=1)
+    proxy_epochs: int = bounded(5, ge=1)
+    ranges: SearchRanges = field(default_factory=SearchRanges)
 
     def _validate(self) -> None:
         if self.tau_min > self.tau0:

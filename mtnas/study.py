@@ -1,0 +1,291 @@
+"""``mtnas search``: an Optuna study of sharing trees, quality against cost, in a run folder.
+
+Each trial either runs one differentiable search with hyperparameters sampled from the space's
+``search.ranges`` (strategy ``differentiable``) or samples a tree itself, define-by-run
+(strategy ``sampled``); the tree is then trained briefly (``search.proxy_epochs``) and scored by
+delta-m on the validation split against the cached single-task baselines. Objectives: maximise
+delta-m, minimise FLOPs (or params). The all-shared and independent trees are enqueued first; a
+tree already evaluated in the study is not retrained. The study lives in ``runs/NAME/study.db``
+(SQLite) with heartbeats, so a killed run's trial is failed and retried on ``--resume``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+
+from mtnas import __version__
+from mtnas.architecture import Architecture
+from mtnas.baselines import Baselines, compute_baselines
+from mtnas.data import DatasetBundle
+from mtnas.errors import MtnasError, did_you_mean
+from mtnas.io import atomic_write_text
+from mtnas.registry import Registry
+from mtnas.search import search_tree
+from mtnas.space import SearchSpace, load_resolved
+from mtnas.train import NonFiniteLossError, select_device
+from mtnas.tree import BranchingTree
+from mtnas.tree_training import train_tree
+
+__all__ = ["OBJECTIVES", "SAMPLERS", "STRATEGIES", "SearchRun", "load_study", "run_search"]
+
+SAMPLERS: Registry[Any] = Registry("sampler")
+SAMPLERS.add("tpe", lambda seed: optuna.samplers.TPESampler(seed=seed))
+SAMPLERS.add("nsga2", lambda seed: optuna.samplers.NSGAIISampler(seed=seed))
+SAMPLERS.add("random", lambda seed: optuna.samplers.RandomSampler(seed=seed))
+
+#: objective name -> (direction, value from a trained tree and its delta-m)
+OBJECTIVES: dict[str, tuple[str, Any]] = {
+    "delta_m": ("maximize", lambda r, dm: dm),
+    "flops": ("minimize", lambda r, dm: float(r.cost.flops)),
+    "params": ("minimize", lambda r, dm: float(r.cost.params)),
+}
+
+STRATEGIES: Registry[Any] = Registry("strategy")
+
+
+@dataclass(frozen=True)
+class SearchRun:
+    """A run folder: where everything of one ``mtnas search`` lives."""
+
+    root: Path
+
+    @property
+    def storage_url(self) -> str:
+        return f"sqlite:///{(self.root / 'study.db').resolve()}"
+
+    def trial_dir(self, number: int) -> Path:
+        return self.root / "trials" / f"{number:04d}"
+
+    def info(self) -> dict[str, Any]:
+        path = self.root / "run.json"
+        if not path.is_file():
+            raise MtnasError(f"{self.root}: not an mtnas run folder (no run.json); start one with 'mtnas search'")
+        return json.loads(path.read_text())
+
+
+#: Seconds between a running trial's heartbeats, and of silence after which it counts as dead.
+HEARTBEAT = (5, 20)
+
+
+def _storage(url: str) -> optuna.storages.BaseStorage:
+    """RDB storage with heartbeats: the trial of a killed process is failed, then retried."""
+    interval, grace = HEARTBEAT
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url,
+            heartbeat_interval=interval,
+            grace_period=grace,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
+        )
+
+
+def load_study(run: SearchRun) -> optuna.Study:
+    info = run.info()
+    try:
+        return optuna.load_study(study_name=info["study"], storage=_storage(info["storage"]))
+    except KeyError:
+        raise MtnasError(f"{run.root}: the study {info['study']!r} is missing from {info['storage']}") from None
+
+
+# --- strategies ------------------------------------------------------------------------------
+
+
+def _suggest(trial: optuna.Trial, name: str, spec: tuple) -> Any:
+    low, high, *scale = spec
+    if isinstance(low, int) and isinstance(high, int):
+        return trial.suggest_int(name, low, high)
+    return trial.suggest_float(name, float(low), float(high), log=bool(scale and scale[0] == "log"))
+
+
+def _differentiable(trial: optuna.Trial, space: SearchSpace, bundle: DatasetBundle, ctx: dict) -> BranchingTree:
+    ranges = space.search.ranges
+    values = {name: _suggest(trial, name, spec) for name, spec in vars(ranges).items() if spec is not None}
+    branches = values.pop("max_branches", None)
+    cfg = replace(space.search, **values)
+    if cfg.tau_min > cfg.tau0:
+        cfg = replace(cfg, tau_min=cfg.tau0)
+    if cfg.warmup_epochs >= cfg.epochs:
+        cfg = replace(cfg, warmup_epochs=cfg.epochs - 1)
+    result = search_tree(space, bundle, seed=ctx["seed"] + trial.number, hparams=cfg, device=ctx["device"], branches=branches)
+    result.save_routing(ctx["run"].trial_dir(trial.number) / "routing.npz")
+    trial.set_user_attr("search_seconds", result.seconds)
+    return result.tree
+
+
+def _sampled(trial: optuna.Trial, space: SearchSpace, bundle: DatasetBundle, ctx: dict) -> BranchingTree:
+    """Define-by-run: per layer, per current group, a split label per task."""
+    groups: list[tuple[str, ...]] = [space.task_names]
+    partitions = []
+    for layer, (k, can) in enumerate(zip(space.branches_per_layer, space.can_branch)):
+        if can:
+            new = []
+            for g in groups:
+                if len(g) == 1:
+                    new.append(g)
+                    continue
+                labels = [trial.suggest_int(f"l{layer}_{t}", 0, k - 1) for t in g]
+                new += [tuple(t for t, lab in zip(g, labels) if lab == v) for v in sorted(set(labels))]
+            groups = new
+        partitions.append(tuple(groups))
+    return BranchingTree(space.task_names, tuple(partitions))
+
+
+STRATEGIES.add("differentiable", _differentiable)
+STRATEGIES.add("sampled", _sampled)
+
+FIXED = {"all-shared": BranchingTree.all_shared, "independent": BranchingTree.independent}
+
+
+# --- the objective -----------------------------------------------------------------------------
+
+
+def _evaluated(study: optuna.Study, key: str) -> optuna.trial.FrozenTrial | None:
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        if t.user_attrs.get("tree_key") == key:
+            return t
+    return None
+
+
+def _objective(trial: optuna.Trial, space: SearchSpace, bundle: DatasetBundle, baselines: Baselines, ctx: dict) -> tuple:
+    fixed = trial.user_attrs.get("fixed_tree")
+    if fixed:
+        tree = FIXED[fixed](space.task_names, space.num_layers)
+    else:
+        tree = STRATEGIES.get(ctx["strategy"])(trial, space, bundle, ctx)
+    trial.set_user_attr("tree_key", tree.key)
+    trial.set_user_attr("tree", tree.describe())
+    trial.set_user_attr("partitions", tree.to_dict()["partitions"])
+    seen = _evaluated(trial.study, tree.key)
+    if seen is not None:  # the same tree was trained before in this study: reuse its result
+        trial.set_user_attr("reused_from", seen.number)
+        for key in ("val", "test", "params", "flops", "delta_m"):
+            trial.set_user_attr(key, seen.user_attrs[key])
+        _write_trial(ctx, trial.number, tree, space, dict(seen.user_attrs))
+        return tuple(seen.values)
+    proxy = replace(space, training=replace(space.training, epochs=space.search.proxy_epochs))
+    try:
+        result = train_tree(tree, proxy, bundle, device=ctx["device"], seed=ctx["seed"])
+    except NonFiniteLossError as exc:
+        trial.set_user_attr("fail_reason", str(exc))  # the trial fails with its reason; the study goes on
+        raise
+    dm = baselines.delta_m(result, space, "val")
+    attrs = {"val": result.val, "test": result.test, "params": result.cost.params, "flops": result.cost.flops, "delta_m": dm}
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+    _write_trial(ctx, trial.number, tree, space, attrs)
+    return tuple(OBJECTIVES[name][1](result, dm) for name in ctx["objectives"])
+
+
+def _write_trial(ctx: dict, number: int, tree: BranchingTree, space: SearchSpace, attrs: dict) -> None:
+    folder = ctx["run"].trial_dir(number)
+    Architecture(
+        tree,
+        space.to_dict(),
+        cost={"params": attrs["params"], "flops": attrs["flops"]},
+        metrics={"val": attrs["val"], "delta_m": attrs["delta_m"]},
+        provenance={"run": ctx["run"].root.name, "trial": number, "mtnas_version": __version__},
+    ).save(folder / "arch.json")
+    atomic_write_text(folder / "metrics.json", json.dumps(attrs, indent=1))
+
+
+# --- the command -------------------------------------------------------------------------------
+
+
+def pareto(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The Pareto-best trials, one per distinct tree, by delta-m."""
+    best, seen = [], set()
+    for t in sorted(study.best_trials, key=lambda t: -t.values[0]):
+        key = t.user_attrs.get("tree_key")
+        if key not in seen:
+            seen.add(key)
+            best.append(t)
+    return best
+
+
+def run_search(
+    space_arg: str,
+    *,
+    name: str | None = None,
+    trials: int | None = None,
+    strategy: str = "differentiable",
+    objectives: str = "delta_m,flops",
+    sampler: str = "tpe",
+    seed: int | None = None,
+    resume: bool = False,
+    device: str = "auto",
+    runs_dir: str | Path = "runs",
+    progress: bool = True,
+) -> tuple[SearchRun, optuna.Study]:
+    """Create (or ``resume``) ``runs_dir/NAME`` and run the study until ``trials`` completed."""
+    run = SearchRun(Path(runs_dir) / (name or Path(str(space_arg)).stem))
+    if resume:
+        info = run.info()
+        space_arg, strategy, objectives, seed = str(run.root / "space.yaml"), info["strategy"], ",".join(info["objectives"]), info["seed"]
+        trials = trials or info["trials"]
+    elif (run.root / "run.json").exists():
+        raise MtnasError(f"{run.root} exists already: use --resume to continue it, or another --name")
+    STRATEGIES.get(strategy)
+    names = [o.strip() for o in objectives.split(",") if o.strip()]
+    for o in names:
+        if o not in OBJECTIVES:
+            raise MtnasError(f"unknown objective {o!r}{did_you_mean(o, OBJECTIVES)}; valid: {', '.join(OBJECTIVES)}")
+    space, bundle = load_resolved(space_arg)
+    seed = space.seed if seed is None else seed
+    trials = trials or space.search.trials
+    dev = select_device(device)
+    if not resume:
+        run.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run.root / "space.yaml", yaml.safe_dump(space.to_dict(), sort_keys=False))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = _storage(run.storage_url)
+    study_name = run.root.name
+    study = optuna.create_study(
+        study_name=study_name,
+        storage=storage,
+        load_if_exists=resume,
+        directions=[OBJECTIVES[o][0] for o in names],
+        sampler=SAMPLERS.get(sampler)(seed),
+    )
+    if not resume:
+        atomic_write_text(run.root / "run.json", json.dumps({
+            "mtnas_version": __version__, "space": space.name, "seed": seed, "strategy": strategy,
+            "objectives": names, "sampler": sampler, "trials": trials, "storage": run.storage_url,
+            "study": study_name, "command": sys.argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }, indent=1))
+        for fixed in FIXED:
+            study.enqueue_trial({}, user_attrs={"fixed_tree": fixed})
+    baselines = compute_baselines(space, bundle, device=dev, seed=seed, progress=progress)
+    atomic_write_text(run.root / "baselines.json", json.dumps(baselines.to_dict(), indent=1))
+    ctx = {"run": run, "seed": seed, "device": dev, "strategy": strategy, "objectives": names}
+    done = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+    if done < trials:
+        study.optimize(
+            lambda t: _objective(t, space, bundle, baselines, ctx),
+            callbacks=[optuna.study.MaxTrialsCallback(trials, states=(optuna.trial.TrialState.COMPLETE,))],
+            catch=(NonFiniteLossError,),
+            show_progress_bar=progress,
+            n_trials=trials - done + 2 * trials,  # room for failed trials; the callback stops at `trials`
+        )
+    write_pareto(run, study)
+    return run, study
+
+
+def write_pareto(run: SearchRun, study: optuna.Study) -> list[dict[str, Any]]:
+    front = [
+        {"trial": t.number, "tree_key": t.user_attrs.get("tree_key"), "tree": t.user_attrs.get("tree"),
+         "objectives": list(t.values), "delta_m": t.user_attrs.get("delta_m"),
+         "flops": t.user_attrs.get("flops"), "params": t.user_attrs.get("params")}
+        for t in pareto(study)
+    ]
+    atomic_write_text(run.root / "pareto.json", json.dumps(front, indent=1))
+    return front

@@ -1,0 +1,117 @@
+"""``mtnas search``: run folder, enqueued baselines, reuse of evaluated trees, failures, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from mtnas import study as study_module
+from mtnas.architecture import Architecture
+from mtnas.cli import main
+from mtnas.train import NonFiniteLossError
+from mtnas.tree import BranchingTree
+from tests.conftest import write_tiny_space
+
+
+def _space(tmp_path: Path, **search) -> Path:
+    path = write_tiny_space(tmp_path / "tiny.yaml")
+    data = yaml.safe_load(path.read_text())
+    data["search"].update({"epochs": 3, "warmup_epochs": 1, "proxy_epochs": 1, **search})
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def _completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+
+
+def test_search_writes_the_run_folder_and_keeps_both_baselines(tmp_path: Path) -> None:
+    run, study = study_module.run_search(str(_space(tmp_path)), name="r", trials=3, runs_dir=tmp_path, progress=False)
+    root = tmp_path / "r"
+    for name in ("space.yaml", "run.json", "study.db", "baselines.json", "pareto.json"):
+        assert (root / name).is_file(), name
+    trials = _completed(study)
+    assert [t.number for t in trials] == [0, 1, 2]
+    assert trials[0].user_attrs["tree"] == "0-3: all" and trials[1].user_attrs["tree"] == "0-3: each"
+    for t in trials:
+        arch = Architecture.load(run.trial_dir(t.number) / "arch.json")
+        assert arch.tree.key == t.user_attrs["tree_key"]
+        assert arch.provenance["trial"] == t.number
+        metrics = json.loads((run.trial_dir(t.number) / "metrics.json").read_text())
+        assert metrics["delta_m"] == pytest.approx(t.values[0])
+    assert (run.trial_dir(2) / "routing.npz").is_file()  # a differentiable trial records its routing
+    front = json.loads((root / "pareto.json").read_text())
+    assert 0 in [f["trial"] for f in front]  # all-shared has the fewest FLOPs: always on the front
+    info = json.loads((root / "run.json").read_text())
+    assert info["strategy"] == "differentiable" and info["objectives"] == ["delta_m", "flops"]
+
+
+def test_an_evaluated_tree_is_reused_not_retrained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    trained = []
+    real = study_module.train_tree
+    monkeypatch.setattr(study_module, "train_tree", lambda tree, *a, **k: trained.append(tree) or real(tree, *a, **k))
+    space = _space(tmp_path)
+    data = yaml.safe_load(space.read_text())
+    data["tasks"] = ["digit", "orientation"]
+    data["routing"]["branching_layers"] = [3]  # sampling can give two trees: shared, or split at layer 3
+    space.write_text(yaml.safe_dump(data))
+    _, study = study_module.run_search(
+        str(space), name="r", trials=5, strategy="sampled", sampler="random", runs_dir=tmp_path, progress=False
+    )
+    trials = _completed(study)
+    assert len(trials) == 5
+    # three distinct trees (the enqueued independent one too), each trained once
+    assert len(trained) == len({t.user_attrs["tree_key"] for t in trials}) == 3
+    reused = [t for t in trials if "reused_from" in t.user_attrs]
+    assert len(reused) == 2
+    for t in reused:
+        source = study.trials[t.user_attrs["reused_from"]]
+        assert source.user_attrs["tree_key"] == t.user_attrs["tree_key"] and source.values == t.values
+
+
+def test_a_non_finite_loss_fails_that_trial_with_its_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = study_module.train_tree
+
+    def exploding(tree: BranchingTree, *args, **kwargs):
+        if tree.num_nodes == tree.num_tasks * tree.num_layers:  # the independent tree
+            raise NonFiniteLossError("loss of task 'digit' is nan at epoch 0, step 3")
+        return real(tree, *args, **kwargs)
+
+    monkeypatch.setattr(study_module, "train_tree", exploding)
+    _, study = study_module.run_search(
+        str(_space(tmp_path)), name="r", trials=2, strategy="sampled", runs_dir=tmp_path, progress=False
+    )
+    failed = study.trials[1]
+    assert failed.state == optuna.trial.TrialState.FAIL
+    assert "nan" in failed.user_attrs["fail_reason"]
+    assert len(_completed(study)) == 2  # the study went on
+
+
+def test_resume_continues_to_the_requested_count(tmp_path: Path) -> None:
+    space = str(_space(tmp_path))
+    study_module.run_search(space, name="r", trials=2, strategy="sampled", runs_dir=tmp_path, progress=False)
+    _, study = study_module.run_search("", name="r", trials=3, resume=True, runs_dir=tmp_path, progress=False)
+    assert [t.number for t in _completed(study)] == [0, 1, 2]
+
+
+def test_cli_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["search", "--resume", "--name", "nothing", "--runs-dir", str(tmp_path)]) == 2
+    assert "not an mtnas run folder" in capsys.readouterr().err
+    assert main(["search", str(_space(tmp_path)), "--objectives", "delta_m,flop", "--runs-dir", str(tmp_path)]) == 2
+    assert "unknown objective 'flop' (did you mean 'flops'?)" in capsys.readouterr().err
+    assert main(["search", str(_space(tmp_path)), "--strategy", "grid", "--runs-dir", str(tmp_path)]) == 2
+    assert "unknown strategy 'grid'" in capsys.readouterr().err
+
+
+def test_trials_and_show_read_a_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    study_module.run_search(str(_space(tmp_path)), name="r", trials=2, strategy="sampled", runs_dir=tmp_path, progress=False)
+    capsys.readouterr()
+    assert main(["trials", str(tmp_path / "r"), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["state"] for r in rows] == ["COMPLETE", "COMPLETE"] and rows[0]["tree"] == "0-3: all"
+    assert main(["show", str(tmp_path / "r")]) == 0
+    assert "layers 0-3: digit, parity, ge5, orientation, frequency, diagonal" in capsys.readouterr().out
