@@ -12,6 +12,7 @@ tree already evaluated in the study is not retrained. The study lives in ``runs/
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import warnings
@@ -72,13 +73,15 @@ class SearchRun:
         return json.loads(path.read_text())
 
 
-#: Seconds between a running trial's heartbeats, and of silence after which it counts as dead.
+#: Seconds between a running trial's heartbeats, and of silence after which it counts as dead
+#: (``MTNAS_HEARTBEAT=interval,grace`` overrides them).
 HEARTBEAT = (5, 20)
 
 
 def _storage(url: str) -> optuna.storages.BaseStorage:
     """RDB storage with heartbeats: the trial of a killed process is failed, then retried."""
-    interval, grace = HEARTBEAT
+    override = os.environ.get("MTNAS_HEARTBEAT")
+    interval, grace = (int(x) for x in override.split(",")) if override else HEARTBEAT
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.storages.RDBStorage(

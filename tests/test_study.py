@@ -115,3 +115,41 @@ def test_trials_and_show_read_a_run(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert [r["state"] for r in rows] == ["COMPLETE", "COMPLETE"] and rows[0]["tree"] == "0-3: all"
     assert main(["show", str(tmp_path / "r")]) == 0
     assert "layers 0-3: digit, parity, ge5, orientation, frequency, diagonal" in capsys.readouterr().out
+
+
+def test_a_killed_search_resumes_with_nothing_lost(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    space = _space(tmp_path, epochs=8, warmup_epochs=2)
+    env = {**os.environ, "MTNAS_HEARTBEAT": "1,3"}
+    cmd = [sys.executable, "-m", "mtnas", "search", str(space), "--name", "r", "--runs-dir", str(tmp_path), "--trials", "4", "--quiet"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    storage = f"sqlite:///{tmp_path / 'r' / 'study.db'}"
+    deadline = time.time() + 120
+    before: list[int] = []
+    while time.time() < deadline:
+        time.sleep(0.3)
+        try:
+            trials = optuna.load_study(study_name="r", storage=storage).get_trials(deepcopy=False)
+        except Exception:  # the study is not created yet
+            continue
+        done = [t.number for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+        running = [t.number for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+        if len(done) >= 2 and running:
+            before, killed = done, running[0]
+            break
+    assert before, "the search never reached a running trial after two completed ones"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(4)  # past the grace period: the killed trial's heartbeat is stale
+    resumed = subprocess.run(cmd[:4] + ["--resume", "--name", "r", "--runs-dir", str(tmp_path), "--quiet"], env=env,
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    study = optuna.load_study(study_name="r", storage=storage)
+    completed = [t.number for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))]
+    assert set(before) <= set(completed) and len(completed) == 4
+    assert study.trials[killed].state == optuna.trial.TrialState.FAIL
