@@ -109,6 +109,8 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampler", default="tpe", help="tpe | nsga2 | random")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: the space's seed)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run named by --name")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes (on a journal file)")
+    p.add_argument("--storage", default=None, help="an RDB URL (e.g. postgresql://...) for the study")
     p.add_argument("--runs-dir", default="runs", help="where run folders live")
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, mps")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -124,7 +126,7 @@ def _search(args: argparse.Namespace) -> None:
     run, study = run_search(
         args.space or "", name=args.name, trials=args.trials, strategy=args.strategy, objectives=args.objectives,
         sampler=args.sampler, seed=args.seed, resume=args.resume, device=args.device, runs_dir=args.runs_dir,
-        progress=not args.quiet,
+        workers=args.workers, storage=args.storage, progress=not args.quiet,
     )
     print(f"run folder: {run.root}")
     print(_front_table(write_pareto(run, study)))
@@ -176,6 +178,21 @@ def _show(args: argparse.Namespace) -> None:
         print(tree.render_text() + "\n")
 
 
+def _worker_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage", required=True, help="the study's storage URL (postgresql://..., journal:///...)")
+    p.add_argument("--study", required=True, help="the study's name (the run's name)")
+    p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, mps")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _worker(args: argparse.Namespace) -> None:
+    from mtnas.study import run_worker
+
+    study = run_worker(args.storage, args.study, device=args.device, progress=not args.quiet)
+    print(f"worker done: the study holds {len(study.trials)} trials")
+
+
+COMMANDS.add("worker", Command("join a study from any machine and run its trials", _worker_args, _worker))
 COMMANDS.add("search", Command("search sharing trees with Optuna trials into runs/NAME", _search_args, _search))
 COMMANDS.add("trials", Command("table of a run's trials: objectives, tree, state", _trials_args, _trials))
 COMMANDS.add("show", Command("the Pareto-best trees of a run as text", _run_arg, _show))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 import warnings
@@ -36,7 +37,7 @@ from mtnas.train import NonFiniteLossError, select_device
 from mtnas.tree import BranchingTree
 from mtnas.tree_training import train_tree
 
-__all__ = ["OBJECTIVES", "SAMPLERS", "STRATEGIES", "SearchRun", "load_study", "run_search"]
+__all__ = ["OBJECTIVES", "SAMPLERS", "STRATEGIES", "SearchRun", "load_study", "run_search", "run_worker"]
 
 SAMPLERS: Registry[Any] = Registry("sampler")
 SAMPLERS.add("tpe", lambda seed: optuna.samplers.TPESampler(seed=seed))
@@ -79,17 +80,25 @@ HEARTBEAT = (5, 20)
 
 
 def _storage(url: str) -> optuna.storages.BaseStorage:
-    """RDB storage with heartbeats: the trial of a killed process is failed, then retried."""
+    """``journal:///path`` (local workers) or an RDB URL with heartbeats (a killed process's trial
+    is failed, then retried)."""
+    if url.startswith("journal:///"):
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        return JournalStorage(JournalFileBackend(url[len("journal://"):]))
     override = os.environ.get("MTNAS_HEARTBEAT")
     interval, grace = (int(x) for x in override.split(",")) if override else HEARTBEAT
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
-            url,
-            heartbeat_interval=interval,
-            grace_period=grace,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
-        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url,
+                heartbeat_interval=interval,
+                grace_period=grace,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
+            )
+    except Exception as exc:  # sqlalchemy raises many kinds: a bad URL, a server that does not answer
+        raise MtnasError(f"cannot open the study storage {url!r}: {str(exc).splitlines()[0]}") from None
 
 
 def load_study(run: SearchRun) -> optuna.Study:
@@ -165,6 +174,7 @@ def _objective(trial: optuna.Trial, space: SearchSpace, bundle: DatasetBundle, b
         tree = FIXED[fixed](space.task_names, space.num_layers)
     else:
         tree = STRATEGIES.get(ctx["strategy"])(trial, space, bundle, ctx)
+    trial.set_user_attr("pid", os.getpid())
     trial.set_user_attr("tree_key", tree.key)
     trial.set_user_attr("tree", tree.describe())
     trial.set_user_attr("partitions", tree.to_dict()["partitions"])
@@ -227,14 +237,21 @@ def run_search(
     resume: bool = False,
     device: str = "auto",
     runs_dir: str | Path = "runs",
+    workers: int = 1,
+    storage: str | None = None,
     progress: bool = True,
 ) -> tuple[SearchRun, optuna.Study]:
-    """Create (or ``resume``) ``runs_dir/NAME`` and run the study until ``trials`` completed."""
+    """Create (or ``resume``) ``runs_dir/NAME`` and run the study until ``trials`` completed.
+
+    ``workers`` > 1 runs that many local processes on a journal file in the run folder;
+    ``storage`` (an RDB URL such as ``postgresql://...``) keeps the study elsewhere, where
+    ``mtnas worker`` processes on any machine can join it.
+    """
     run = SearchRun(Path(runs_dir) / (name or Path(str(space_arg)).stem))
     if resume:
         info = run.info()
-        space_arg, strategy, objectives, seed = str(run.root / "space.yaml"), info["strategy"], ",".join(info["objectives"]), info["seed"]
-        trials = trials or info["trials"]
+        space_arg, strategy, seed = str(run.root / "space.yaml"), info["strategy"], info["seed"]
+        objectives, trials, storage = ",".join(info["objectives"]), trials or info["trials"], info["storage"]
     elif (run.root / "run.json").exists():
         raise MtnasError(f"{run.root} exists already: use --resume to continue it, or another --name")
     STRATEGIES.get(strategy)
@@ -250,11 +267,12 @@ def run_search(
         run.root.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run.root / "space.yaml", yaml.safe_dump(space.to_dict(), sort_keys=False))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = _storage(run.storage_url)
+    if storage is None:
+        storage = f"journal:///{(run.root / 'journal.log').resolve()}" if workers > 1 else run.storage_url
     study_name = run.root.name
     study = optuna.create_study(
         study_name=study_name,
-        storage=storage,
+        storage=_storage(storage),
         load_if_exists=resume,
         directions=[OBJECTIVES[o][0] for o in names],
         sampler=SAMPLERS.get(sampler)(seed),
@@ -262,14 +280,32 @@ def run_search(
     if not resume:
         atomic_write_text(run.root / "run.json", json.dumps({
             "mtnas_version": __version__, "space": space.name, "seed": seed, "strategy": strategy,
-            "objectives": names, "sampler": sampler, "trials": trials, "storage": run.storage_url,
+            "objectives": names, "sampler": sampler, "trials": trials, "storage": storage,
             "study": study_name, "command": sys.argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }, indent=1))
+        study.set_user_attr("mtnas", {"run_dir": str(run.root.resolve()), "seed": seed, "strategy": strategy,
+                                      "objectives": names, "trials": trials, "space": space.to_dict()})
         for fixed in FIXED:
             study.enqueue_trial({}, user_attrs={"fixed_tree": fixed})
     baselines = compute_baselines(space, bundle, device=dev, seed=seed, progress=progress)
     atomic_write_text(run.root / "baselines.json", json.dumps(baselines.to_dict(), indent=1))
+    helpers = [
+        subprocess.Popen([sys.executable, "-m", "mtnas", "worker", "--storage", storage, "--study", study_name,
+                          "--device", device, "--quiet"])
+        for _ in range(workers - 1)
+    ]
     ctx = {"run": run, "seed": seed, "device": dev, "strategy": strategy, "objectives": names}
+    _optimize(study, space, bundle, baselines, ctx, trials, progress)
+    failed = [p.wait() for p in helpers]
+    if any(failed):
+        raise MtnasError(f"{sum(1 for code in failed if code)} of the worker processes failed; see their output above")
+    write_pareto(run, study)
+    return run, study
+
+
+def _optimize(study: optuna.Study, space: SearchSpace, bundle: DatasetBundle, baselines: Baselines,
+              ctx: dict, trials: int, progress: bool) -> None:
+    """Run trials until the study holds ``trials`` completed ones (failed ones do not count)."""
     done = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
     if done < trials:
         study.optimize(
@@ -279,8 +315,28 @@ def run_search(
             show_progress_bar=progress,
             n_trials=trials - done + 2 * trials,  # room for failed trials; the callback stops at `trials`
         )
-    write_pareto(run, study)
-    return run, study
+
+
+def run_worker(storage: str, study_name: str, *, device: str = "auto", progress: bool = False) -> optuna.Study:
+    """Join the study ``study_name`` in ``storage`` and run trials until it holds enough."""
+    from mtnas.space import space_from_dict
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.load_study(study_name=study_name, storage=_storage(storage))
+    except KeyError:
+        raise MtnasError(f"no study {study_name!r} in {storage}; start it with 'mtnas search'") from None
+    config = study.user_attrs.get("mtnas")
+    if config is None:
+        raise MtnasError(f"study {study_name!r} was not created by 'mtnas search' (no mtnas settings)")
+    space, bundle = load_resolved(space_from_dict(config["space"]))
+    dev = select_device(device)
+    baselines = compute_baselines(space, bundle, device=dev, seed=config["seed"], progress=progress)
+    run = SearchRun(Path(config["run_dir"]))
+    ctx = {"run": run, "seed": config["seed"], "device": dev, "strategy": config["strategy"],
+           "objectives": config["objectives"]}
+    _optimize(study, space, bundle, baselines, ctx, config["trials"], progress)
+    return study
 
 
 def write_pareto(run: SearchRun, study: optuna.Study) -> list[dict[str, Any]]:

@@ -153,3 +153,20 @@ def test_a_killed_search_resumes_with_nothing_lost(tmp_path: Path) -> None:
     completed = [t.number for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))]
     assert set(before) <= set(completed) and len(completed) == 4
     assert study.trials[killed].state == optuna.trial.TrialState.FAIL
+
+
+def test_two_local_workers_share_one_journal(tmp_path: Path) -> None:
+    run, study = study_module.run_search(
+        str(_space(tmp_path)), name="r", trials=6, strategy="sampled", workers=2, runs_dir=tmp_path, progress=False
+    )
+    assert (tmp_path / "r" / "journal.log").is_file() and not (tmp_path / "r" / "study.db").exists()
+    numbers = [t.number for t in study.trials]
+    assert numbers == list(range(len(numbers)))  # no lost or duplicated trial numbers
+    # Each process stops once 6 are complete; one still running then may add one more.
+    assert 6 <= len(_completed(study)) <= 7
+
+
+def test_an_unreachable_storage_is_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    url = "postgresql://nobody@127.0.0.1:9/none"
+    assert main(["search", str(_space(tmp_path)), "--storage", url, "--runs-dir", str(tmp_path), "--quiet"]) == 2
+    assert "cannot open the study storage" in capsys.readouterr().err
