@@ -109,7 +109,7 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampler", default="tpe", help="tpe | nsga2 | random")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: the space's seed)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run named by --name")
-    p.add_argument("--workers", type=int, default=1, help="local worker processes (on a journal file)")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes (2+: on a journal file; 0: create the study for 'mtnas worker')")
     p.add_argument("--storage", default=None, help="an RDB URL (e.g. postgresql://...) for the study")
     p.add_argument("--runs-dir", default="runs", help="where run folders live")
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, mps")

@@ -98,7 +98,8 @@ def _storage(url: str) -> optuna.storages.BaseStorage:
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
             )
     except Exception as exc:  # sqlalchemy raises many kinds: a bad URL, a server that does not answer
-        raise MtnasError(f"cannot open the study storage {url!r}: {str(exc).splitlines()[0]}") from None
+        hint = "; install the driver: pip install 'mtnas[postgres]'" if "psycopg" in str(exc) else ""
+        raise MtnasError(f"cannot open the study storage {url!r}: {str(exc).splitlines()[0]}{hint}") from None
 
 
 def load_study(run: SearchRun) -> optuna.Study:
@@ -243,7 +244,8 @@ def run_search(
 ) -> tuple[SearchRun, optuna.Study]:
     """Create (or ``resume``) ``runs_dir/NAME`` and run the study until ``trials`` completed.
 
-    ``workers`` > 1 runs that many local processes on a journal file in the run folder;
+    ``workers`` > 1 runs that many local processes on a journal file in the run folder (0 creates
+    the study and returns, for ``mtnas worker`` processes to run);
     ``storage`` (an RDB URL such as ``postgresql://...``) keeps the study elsewhere, where
     ``mtnas worker`` processes on any machine can join it.
     """
@@ -295,7 +297,8 @@ def run_search(
         for _ in range(workers - 1)
     ]
     ctx = {"run": run, "seed": seed, "device": dev, "strategy": strategy, "objectives": names}
-    _optimize(study, space, bundle, baselines, ctx, trials, progress)
+    if workers > 0:  # 0: only create the study, for `mtnas worker` processes to run
+        _optimize(study, space, bundle, baselines, ctx, trials, progress)
     failed = [p.wait() for p in helpers]
     if any(failed):
         raise MtnasError(f"{sum(1 for code in failed if code)} of the worker processes failed; see their output above")
