@@ -3,7 +3,7 @@
 Each trial either runs one differentiable search with hyperparameters sampled from the space's
 ``search.ranges`` (strategy ``differentiable``) or samples a tree itself, define-by-run
 (strategy ``sampled``); the tree is then trained briefly (``search.proxy_epochs``) and scored by
-delta-m on the validation split against the cached single-task baselines. Objectives: maximise
+delta-m on the validation split against cached single-task baselines of the same budget. Objectives: maximise
 delta-m, minimise FLOPs (or params). The all-shared and independent trees are enqueued first; a
 tree already evaluated in the study is not retrained. The study lives in ``runs/NAME/study.db``
 (SQLite) with heartbeats, so a killed run's trial is failed and retried on ``--resume``.
@@ -162,6 +162,15 @@ FIXED = {"all-shared": BranchingTree.all_shared, "independent": BranchingTree.in
 # --- the objective -----------------------------------------------------------------------------
 
 
+def proxy_space(space: SearchSpace) -> SearchSpace:
+    """The space with the trials' short training budget (``search.proxy_epochs``).
+
+    Trial trees and the single-task baselines of delta-m are both trained on it, so delta-m
+    compares like with like.
+    """
+    return replace(space, training=replace(space.training, epochs=space.search.proxy_epochs))
+
+
 def _evaluated(study: optuna.Study, key: str) -> optuna.trial.FrozenTrial | None:
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         if t.user_attrs.get("tree_key") == key:
@@ -186,9 +195,8 @@ def _objective(trial: optuna.Trial, space: SearchSpace, bundle: DatasetBundle, b
             trial.set_user_attr(key, seen.user_attrs[key])
         _write_trial(ctx, trial.number, tree, space, dict(seen.user_attrs))
         return tuple(seen.values)
-    proxy = replace(space, training=replace(space.training, epochs=space.search.proxy_epochs))
     try:
-        result = train_tree(tree, proxy, bundle, device=ctx["device"], seed=ctx["seed"])
+        result = train_tree(tree, proxy_space(space), bundle, device=ctx["device"], seed=ctx["seed"])
     except NonFiniteLossError as exc:
         trial.set_user_attr("fail_reason", str(exc))  # the trial fails with its reason; the study goes on
         raise
@@ -289,7 +297,7 @@ def run_search(
                                       "objectives": names, "trials": trials, "space": space.to_dict()})
         for fixed in FIXED:
             study.enqueue_trial({}, user_attrs={"fixed_tree": fixed})
-    baselines = compute_baselines(space, bundle, device=dev, seed=seed, progress=progress)
+    baselines = compute_baselines(proxy_space(space), bundle, device=dev, seed=seed, progress=progress)
     atomic_write_text(run.root / "baselines.json", json.dumps(baselines.to_dict(), indent=1))
     helpers = [
         subprocess.Popen([sys.executable, "-m", "mtnas", "worker", "--storage", storage, "--study", study_name,
@@ -334,7 +342,7 @@ def run_worker(storage: str, study_name: str, *, device: str = "auto", progress:
         raise MtnasError(f"study {study_name!r} was not created by 'mtnas search' (no mtnas settings)")
     space, bundle = load_resolved(space_from_dict(config["space"]))
     dev = select_device(device)
-    baselines = compute_baselines(space, bundle, device=dev, seed=config["seed"], progress=progress)
+    baselines = compute_baselines(proxy_space(space), bundle, device=dev, seed=config["seed"], progress=progress)
     run = SearchRun(Path(config["run_dir"]))
     ctx = {"run": run, "seed": config["seed"], "device": dev, "strategy": config["strategy"],
            "objectives": config["objectives"]}
