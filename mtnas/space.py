@@ -168,6 +168,13 @@ class SearchConfig:
             raise ConfigError(f"tau_min: must be <= tau0 ({self.tau0}), got {self.tau_min}")
         if self.warmup_epochs >= self.epochs:
             raise ConfigError(f"warmup_epochs: must be < epochs ({self.epochs}), got {self.warmup_epochs}")
+        from mtnas.methods import METHODS  # imported here: the methods module builds on this one
+
+        if self.method not in METHODS:
+            raise ConfigError(
+                f"method: unknown routing method {self.method!r}{did_you_mean(self.method, METHODS.names())}; "
+                f"valid: {', '.join(METHODS.names())}"
+            )
 
 
 @dataclass(frozen=True)

@@ -126,3 +126,10 @@ def test_resolved_space_round_trips_through_plain_data() -> None:
     again = space_from_dict(space.to_dict())
     assert again == space
     assert again.content_hash == space.content_hash
+
+
+def test_unknown_routing_method_is_a_config_error() -> None:
+    data = _base()
+    data["search"]["method"] = "afinity"
+    with pytest.raises(ConfigError, match=r"search\.method: unknown routing method 'afinity' \(did you mean 'affinity'\?\)"):
+        space_from_dict(data)
