@@ -111,6 +111,7 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue the interrupted run named by --name")
     p.add_argument("--workers", type=int, default=1, help="local worker processes (2+: on a journal file; 0: create the study for 'mtnas worker')")
     p.add_argument("--storage", default=None, help="an RDB URL (e.g. postgresql://...) for the study")
+    p.add_argument("--timeout", type=float, default=None, help="seconds after which no new trial starts")
     p.add_argument("--runs-dir", default="runs", help="where run folders live")
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, mps")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -126,7 +127,7 @@ def _search(args: argparse.Namespace) -> None:
     run, study = run_search(
         args.space or "", name=args.name, trials=args.trials, strategy=args.strategy, objectives=args.objectives,
         sampler=args.sampler, seed=args.seed, resume=args.resume, device=args.device, runs_dir=args.runs_dir,
-        workers=args.workers, storage=args.storage, progress=not args.quiet,
+        workers=args.workers, storage=args.storage, timeout=args.timeout, progress=not args.quiet,
     )
     print(f"run folder: {run.root}")
     print(_front_table(write_pareto(run, study)))

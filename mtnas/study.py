@@ -6,7 +6,8 @@ Each trial either runs one differentiable search with hyperparameters sampled fr
 delta-m on the validation split against cached single-task baselines of the same budget. Objectives: maximise
 delta-m, minimise FLOPs (or params). The all-shared and independent trees are enqueued first; a
 tree already evaluated in the study is not retrained. The study lives in ``runs/NAME/study.db``
-(SQLite) with heartbeats, so a killed run's trial is failed and retried on ``--resume``.
+(SQLite) with heartbeats (see ``mtnas.storage``), so a killed run's trial is failed and retried
+on ``--resume`` or by any process still running.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import os
 import subprocess
 import sys
 import time
-import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -33,9 +33,11 @@ from mtnas.io import atomic_write_text
 from mtnas.registry import Registry
 from mtnas.search import search_tree
 from mtnas.space import SearchSpace, load_resolved
+from mtnas.storage import open_storage
 from mtnas.train import NonFiniteLossError, select_device
 from mtnas.tree import BranchingTree
 from mtnas.tree_training import train_tree
+from mtnas.viz import draw_tree, tree_title
 
 __all__ = ["OBJECTIVES", "SAMPLERS", "STRATEGIES", "SearchRun", "load_study", "run_search", "run_worker"]
 
@@ -64,6 +66,12 @@ class SearchRun:
     def storage_url(self) -> str:
         return f"sqlite:///{(self.root / 'study.db').resolve()}"
 
+    def artifact_store(self) -> optuna.artifacts.FileSystemArtifactStore:
+        """Where trial pictures are uploaded for optuna-dashboard (``--artifact-dir runs/NAME/artifacts``)."""
+        folder = self.root / "artifacts"
+        folder.mkdir(parents=True, exist_ok=True)
+        return optuna.artifacts.FileSystemArtifactStore(str(folder))
+
     def trial_dir(self, number: int) -> Path:
         return self.root / "trials" / f"{number:04d}"
 
@@ -74,38 +82,10 @@ class SearchRun:
         return json.loads(path.read_text())
 
 
-#: Seconds between a running trial's heartbeats, and of silence after which it counts as dead
-#: (``MTNAS_HEARTBEAT=interval,grace`` overrides them).
-HEARTBEAT = (5, 20)
-
-
-def _storage(url: str) -> optuna.storages.BaseStorage:
-    """``journal:///path`` (local workers) or an RDB URL with heartbeats (a killed process's trial
-    is failed, then retried)."""
-    if url.startswith("journal:///"):
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-        return JournalStorage(JournalFileBackend(url[len("journal://"):]))
-    override = os.environ.get("MTNAS_HEARTBEAT")
-    interval, grace = (int(x) for x in override.split(",")) if override else HEARTBEAT
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url,
-                heartbeat_interval=interval,
-                grace_period=grace,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
-            )
-    except Exception as exc:  # sqlalchemy raises many kinds: a bad URL, a server that does not answer
-        hint = "; install the driver: pip install 'mtnas[postgres]'" if "psycopg" in str(exc) else ""
-        raise MtnasError(f"cannot open the study storage {url!r}: {str(exc).splitlines()[0]}{hint}") from None
-
-
 def load_study(run: SearchRun) -> optuna.Study:
     info = run.info()
     try:
-        return optuna.load_study(study_name=info["study"], storage=_storage(info["storage"]))
+        return optuna.load_study(study_name=info["study"], storage=open_storage(info["storage"]))
     except KeyError:
         raise MtnasError(f"{run.root}: the study {info['study']!r} is missing from {info['storage']}") from None
 
@@ -193,7 +173,7 @@ def _objective(trial: optuna.Trial, space: SearchSpace, bundle: DatasetBundle, b
         trial.set_user_attr("reused_from", seen.number)
         for key in ("val", "test", "params", "flops", "delta_m"):
             trial.set_user_attr(key, seen.user_attrs[key])
-        _write_trial(ctx, trial.number, tree, space, dict(seen.user_attrs))
+        _write_trial(ctx, trial, tree, space, dict(seen.user_attrs))
         return tuple(seen.values)
     try:
         result = train_tree(tree, proxy_space(space), bundle, device=ctx["device"], seed=ctx["seed"])
@@ -204,11 +184,14 @@ def _objective(trial: optuna.Trial, space: SearchSpace, bundle: DatasetBundle, b
     attrs = {"val": result.val, "test": result.test, "params": result.cost.params, "flops": result.cost.flops, "delta_m": dm}
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
-    _write_trial(ctx, trial.number, tree, space, attrs)
+    _write_trial(ctx, trial, tree, space, attrs)
     return tuple(OBJECTIVES[name][1](result, dm) for name in ctx["objectives"])
 
 
-def _write_trial(ctx: dict, number: int, tree: BranchingTree, space: SearchSpace, attrs: dict) -> None:
+def _write_trial(ctx: dict, trial: optuna.Trial, tree: BranchingTree, space: SearchSpace, attrs: dict) -> None:
+    """``trials/NNNN/``: arch.json, metrics.json and tree.png (also an Optuna artifact of the trial,
+    so optuna-dashboard shows it)."""
+    number = trial.number
     folder = ctx["run"].trial_dir(number)
     Architecture(
         tree,
@@ -218,6 +201,12 @@ def _write_trial(ctx: dict, number: int, tree: BranchingTree, space: SearchSpace
         provenance={"run": ctx["run"].root.name, "trial": number, "mtnas_version": __version__},
     ).save(folder / "arch.json")
     atomic_write_text(folder / "metrics.json", json.dumps(attrs, indent=1))
+    picture = draw_tree(tree, folder / "tree.png", title=tree_title(
+        f"trial {number}", params=attrs["params"], flops=attrs["flops"], delta_m=attrs["delta_m"]))
+    artifact = optuna.artifacts.upload_artifact(
+        artifact_store=ctx["run"].artifact_store(), file_path=str(picture), study_or_trial=trial, mimetype="image/png"
+    )
+    trial.set_user_attr("tree_png_artifact", artifact)
 
 
 # --- the command -------------------------------------------------------------------------------
@@ -248,6 +237,7 @@ def run_search(
     runs_dir: str | Path = "runs",
     workers: int = 1,
     storage: str | None = None,
+    timeout: float | None = None,
     progress: bool = True,
 ) -> tuple[SearchRun, optuna.Study]:
     """Create (or ``resume``) ``runs_dir/NAME`` and run the study until ``trials`` completed.
@@ -255,7 +245,8 @@ def run_search(
     ``workers`` > 1 runs that many local processes on a journal file in the run folder (0 creates
     the study and returns, for ``mtnas worker`` processes to run);
     ``storage`` (an RDB URL such as ``postgresql://...``) keeps the study elsewhere, where
-    ``mtnas worker`` processes on any machine can join it.
+    ``mtnas worker`` processes on any machine can join it. ``timeout`` (seconds) stops starting
+    new trials after that wall time, so strategies can be compared at an equal budget.
     """
     run = SearchRun(Path(runs_dir) / (name or Path(str(space_arg)).stem))
     if resume:
@@ -282,7 +273,7 @@ def run_search(
     study_name = run.root.name
     study = optuna.create_study(
         study_name=study_name,
-        storage=_storage(storage),
+        storage=open_storage(storage),
         load_if_exists=resume,
         directions=[OBJECTIVES[o][0] for o in names],
         sampler=SAMPLERS.get(sampler)(seed),
@@ -306,16 +297,21 @@ def run_search(
     ]
     ctx = {"run": run, "seed": seed, "device": dev, "strategy": strategy, "objectives": names}
     if workers > 0:  # 0: only create the study, for `mtnas worker` processes to run
-        _optimize(study, space, bundle, baselines, ctx, trials, progress)
-    failed = [p.wait() for p in helpers]
-    if any(failed):
-        raise MtnasError(f"{sum(1 for code in failed if code)} of the worker processes failed; see their output above")
+        _optimize(study, space, bundle, baselines, ctx, trials, progress, timeout)
+    failed = [code for code in (p.wait() for p in helpers) if code]
+    if failed:
+        done = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+        if done < trials:
+            raise MtnasError(f"{len(failed)} of the worker processes failed; see their output above")
+        # a killed worker's trial was failed and retried by the others: the study is whole
+        print(f"warning: {len(failed)} worker process(es) ended with an error (exit {failed}); "
+              f"their trials were retried and the study holds {done} completed trials", file=sys.stderr)
     write_pareto(run, study)
     return run, study
 
 
 def _optimize(study: optuna.Study, space: SearchSpace, bundle: DatasetBundle, baselines: Baselines,
-              ctx: dict, trials: int, progress: bool) -> None:
+              ctx: dict, trials: int, progress: bool, timeout: float | None = None) -> None:
     """Run trials until the study holds ``trials`` completed ones (failed ones do not count)."""
     done = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
     if done < trials:
@@ -325,6 +321,7 @@ def _optimize(study: optuna.Study, space: SearchSpace, bundle: DatasetBundle, ba
             catch=(NonFiniteLossError,),
             show_progress_bar=progress,
             n_trials=trials - done + 2 * trials,  # room for failed trials; the callback stops at `trials`
+            timeout=timeout,
         )
 
 
@@ -334,7 +331,7 @@ def run_worker(storage: str, study_name: str, *, device: str = "auto", progress:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        study = optuna.load_study(study_name=study_name, storage=_storage(storage))
+        study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
     except KeyError:
         raise MtnasError(f"no study {study_name!r} in {storage}; start it with 'mtnas search'") from None
     config = study.user_attrs.get("mtnas")

@@ -43,6 +43,13 @@ def test_search_writes_the_run_folder_and_keeps_both_baselines(tmp_path: Path) -
         assert arch.provenance["trial"] == t.number
         metrics = json.loads((run.trial_dir(t.number) / "metrics.json").read_text())
         assert metrics["delta_m"] == pytest.approx(t.values[0])
+        picture = run.trial_dir(t.number) / "tree.png"
+        assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        # the same picture is the trial's Optuna artifact, where optuna-dashboard finds it
+        (meta,) = optuna.artifacts.get_all_artifact_meta(t, storage=study._storage)
+        assert meta.artifact_id == t.user_attrs["tree_png_artifact"] and meta.mimetype == "image/png"
+        with run.artifact_store().open_reader(meta.artifact_id) as stored:
+            assert stored.read() == picture.read_bytes()
     assert (run.trial_dir(2) / "routing.npz").is_file()  # a differentiable trial records its routing
     front = json.loads((root / "pareto.json").read_text())
     assert 0 in [f["trial"] for f in front]  # all-shared has the fewest FLOPs: always on the front
@@ -164,6 +171,48 @@ def test_two_local_workers_share_one_journal(tmp_path: Path) -> None:
     assert numbers == list(range(len(numbers)))  # no lost or duplicated trial numbers
     # Each process stops once 6 are complete; one still running then may add one more.
     assert 6 <= len(_completed(study)) <= 7
+
+
+def test_a_killed_journal_worker_trial_is_failed_and_retried_by_the_other(tmp_path: Path) -> None:
+    """Optuna's JournalStorage has no heartbeats; mtnas adds them, so ``--workers`` survive a kill."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from mtnas.storage import open_storage
+
+    space = _space(tmp_path, proxy_epochs=3)
+    env = {**os.environ, "MTNAS_HEARTBEAT": "1,2"}
+    cmd = [sys.executable, "-m", "mtnas", "search", str(space), "--name", "r", "--runs-dir", str(tmp_path),
+           "--trials", "8", "--strategy", "sampled", "--workers", "2", "--quiet"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    journal = f"journal:///{tmp_path / 'r' / 'journal.log'}"
+    deadline, killed = time.time() + 120, None
+    while time.time() < deadline and killed is None:
+        time.sleep(0.2)
+        if not (tmp_path / "r" / "journal.log").exists():
+            continue
+        try:
+            trials = optuna.load_study(study_name="r", storage=open_storage(journal)).get_trials(deepcopy=False)
+        except KeyError:  # the study is not created yet
+            continue
+        for t in trials:  # a trial the helper worker (not the main process) is running
+            if t.state == optuna.trial.TrialState.RUNNING and t.user_attrs.get("pid") not in (None, proc.pid):
+                os.kill(t.user_attrs["pid"], signal.SIGKILL)
+                killed = t.number
+                break
+    assert killed is not None, "no trial of the helper worker was seen running"
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err
+    assert "their trials were retried" in err
+    study = optuna.load_study(study_name="r", storage=open_storage(journal))
+    assert study.trials[killed].state == optuna.trial.TrialState.FAIL
+    retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == killed]
+    assert len(retries) == 1 and retries[0].state == optuna.trial.TrialState.COMPLETE
+    assert len(_completed(study)) == 8
+    assert [t.number for t in study.trials] == list(range(len(study.trials)))
 
 
 def test_an_unreachable_storage_is_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
