@@ -171,12 +171,39 @@ def _show(args: argparse.Namespace) -> None:
     from mtnas.architecture import Architecture
     from mtnas.study import SearchRun, load_study, pareto
 
+    if Path(args.run).is_file():  # an arch.json: its one tree
+        arch = Architecture.load(args.run)
+        print(arch.tree.render_text())
+        return
     run = SearchRun(Path(args.run))
     for t in pareto(load_study(run)):
         tree = Architecture.load(run.trial_dir(t.number) / "arch.json").tree
         print(f"trial {t.number}: delta-m {t.user_attrs['delta_m']:+.2f}%  FLOPs {t.user_attrs['flops']:,}  "
               f"params {t.user_attrs['params']:,}")
         print(tree.render_text() + "\n")
+
+
+def _plot_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", help="a run folder or an arch.json")
+    p.add_argument("-o", "--out", default=None, help="FILE.png, .svg or .pdf (default: tree.png in the run / beside the arch.json)")
+    p.add_argument("--trial", type=int, default=None, help="the run's trial to draw (default: the knee of the Pareto front)")
+
+
+def _plot(args: argparse.Namespace) -> None:
+    from mtnas.plot import plot_source
+
+    print(plot_source(args.source, args.out, trial=args.trial))
+
+
+def _report_args(p: argparse.ArgumentParser) -> None:
+    _run_arg(p)
+    p.add_argument("-o", "--out", default=None, help="where to write the page (default: RUN/report.html)")
+
+
+def _report(args: argparse.Namespace) -> None:
+    from mtnas.report import write_report
+
+    print(write_report(args.run, out=args.out))
 
 
 def _worker_args(p: argparse.ArgumentParser) -> None:
@@ -193,10 +220,67 @@ def _worker(args: argparse.Namespace) -> None:
     print(f"worker done: the study holds {len(study.trials)} trials")
 
 
+def _retrain_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("arch", help="an arch.json (from 'mtnas export' or a search run)")
+    p.add_argument("-o", "--out", default=None, help="output folder (default: retrain/ beside the arch.json)")
+    p.add_argument("--epochs", type=int, default=None, help="override the space's training epochs")
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
+                   help="auto: bf16 autocast on CUDA, fp32 elsewhere; fp16 needs CUDA")
+    p.add_argument("--compile", action="store_true", help="wrap the model in torch.compile")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in the output folder")
+    p.add_argument("--init", default="scratch", choices=["scratch", "inherited"],
+                   help="fresh weights, or the supernet's inherited weights (--weights)")
+    p.add_argument("--weights", default=None, help="weights for --init inherited (default: weights.safetensors beside the arch.json)")
+    _run_args(p)
+
+
+def _retrain(args: argparse.Namespace) -> None:
+    from mtnas.retrain import retrain
+
+    report = retrain(
+        args.arch, out_dir=args.out, epochs=args.epochs, device=args.device, precision=args.precision,
+        compile=args.compile, resume=args.resume, init=args.init, weights=args.weights, seed=args.seed,
+        progress=not args.quiet,
+    )
+    if report is not None:  # None on the ranks other than 0 of a torchrun launch
+        print(json.dumps(report.to_dict(), indent=2) if args.json else report.render())
+
+
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", help="a run folder (exports a trial's tree) or an arch.json with trained weights (--format)")
+    p.add_argument("-o", "--out", required=True, help="the folder to write")
+    p.add_argument("--trial", type=int, default=None, help="the trial to export (default: --pick from the Pareto front)")
+    p.add_argument("--pick", default="knee", help="quality | cheapest | knee (best trade-off; see the README)")
+    p.add_argument("--with-weights", action="store_true", help="also write the supernet weights the tree inherits")
+    p.add_argument("--format", default=None, help="onnx | torch-export: serialise a retrained model (source: arch.json)")
+    p.add_argument("--weights", default=None, help="trained weights for --format (default: retrain/weights.safetensors)")
+    p.add_argument("--json", action="store_true", help="print what was written as JSON")
+
+
+def _export(args: argparse.Namespace) -> None:
+    from mtnas.export import export_model, export_trial
+
+    source = Path(args.source)
+    if args.format:
+        if source.is_dir():
+            raise MtnasError(f"--format {args.format} serialises a trained model: give its arch.json (after "
+                             "'mtnas retrain'), not a run folder")
+        report = export_model(source, args.out, fmt=args.format, weights=args.weights)
+    else:
+        if not source.is_dir():
+            raise MtnasError(f"{source}: expected a run folder (or an arch.json with --format onnx|torch-export)")
+        report = export_trial(source, args.out, trial=args.trial, pick=args.pick, with_weights=args.with_weights)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.render())
+
+
+COMMANDS.add("retrain", Command("retrain an arch.json at full budget: checkpoints, resume, DDP, delta-m", _retrain_args, _retrain))
+COMMANDS.add("export", Command("export a trial (arch.json, tree.png, weights) or a model (ONNX)", _export_args, _export))
 COMMANDS.add("worker", Command("join a study from any machine and run its trials", _worker_args, _worker))
 COMMANDS.add("search", Command("search sharing trees with Optuna trials into runs/NAME", _search_args, _search))
 COMMANDS.add("trials", Command("table of a run's trials: objectives, tree, state", _trials_args, _trials))
-COMMANDS.add("show", Command("the Pareto-best trees of a run as text", _run_arg, _show))
+COMMANDS.add("show", Command("the Pareto-best trees of a run (or an arch.json's tree) as text", _run_arg, _show))
+COMMANDS.add("plot", Command("draw a sharing tree: a run's trial or an arch.json, to PNG/SVG/PDF", _plot_args, _plot))
+COMMANDS.add("report", Command("a self-contained HTML page of a run: trees, Pareto front, routing", _report_args, _report))
 COMMANDS.add("spaces", Command("list the built-in search spaces", lambda p: None, _spaces))
 COMMANDS.add("train", Command("train one fixed tree: per-task metrics, cost, delta-m", _train_args, _train))
 COMMANDS.add("baselines", Command("train single-task networks and the all-shared tree (cached)", _baselines_args, _baselines))

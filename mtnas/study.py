@@ -27,6 +27,7 @@ import yaml
 from mtnas import __version__
 from mtnas.architecture import Architecture
 from mtnas.baselines import Baselines, compute_baselines
+from mtnas.checkpoint import save_weights
 from mtnas.data import DatasetBundle
 from mtnas.errors import MtnasError, did_you_mean
 from mtnas.io import atomic_write_text
@@ -54,6 +55,9 @@ OBJECTIVES: dict[str, tuple[str, Any]] = {
 }
 
 STRATEGIES: Registry[Any] = Registry("strategy")
+
+#: A differentiable trial's inherited supernet weights, in its trial folder.
+INHERITED = "inherited.safetensors"
 
 
 @dataclass(frozen=True)
@@ -110,7 +114,11 @@ def _differentiable(trial: optuna.Trial, space: SearchSpace, bundle: DatasetBund
     if cfg.warmup_epochs >= cfg.epochs:
         cfg = replace(cfg, warmup_epochs=cfg.epochs - 1)
     result = search_tree(space, bundle, seed=ctx["seed"] + trial.number, hparams=cfg, device=ctx["device"], branches=branches)
-    result.save_routing(ctx["run"].trial_dir(trial.number) / "routing.npz")
+    folder = ctx["run"].trial_dir(trial.number)
+    result.save_routing(folder / "routing.npz")
+    # the supernet weights the derived tree inherits: `mtnas export --with-weights` ships them
+    save_weights(folder / INHERITED, result.weights, tree_key=result.tree.key,
+                 extra_metadata={"tree": result.tree.describe(), "source": f"supernet of trial {trial.number}"})
     trial.set_user_attr("search_seconds", result.seconds)
     return result.tree
 
