@@ -89,15 +89,17 @@ def _baselines(args: argparse.Namespace) -> None:
 
 def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/demo", help="where the demo writes its files")
-    p.add_argument("--epochs", type=int, default=None, help="override the training epochs (smaller: faster)")
+    p.add_argument("--epochs", type=int, default=None, help="shrink every training budget to this many epochs (faster)")
+    p.add_argument("--trials", type=int, default=None, help="search trials, the two enqueued baselines included (default 4)")
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, mps")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from mtnas.demo import run_demo
+    from mtnas.demo import DEMO_TRIALS, run_demo
 
-    run_demo(out=Path(args.out), device=args.device, epochs=args.epochs, progress=not args.quiet)
+    run_demo(out=Path(args.out), device=args.device, epochs=args.epochs, trials=args.trials or DEMO_TRIALS,
+             progress=not args.quiet)
 
 
 def _search_args(p: argparse.ArgumentParser) -> None:

@@ -1,85 +1,129 @@
-"""``mtnas demo``: the path so far on the planted benchmark, on a small budget.
+"""``mtnas demo``: the whole path on the planted benchmark, on a small budget, in minutes on a CPU.
 
-On ``digit_gratings`` it trains the single-task baselines and the classic trees (all-shared,
-independent), runs one differentiable search, retrains the tree it found from scratch, and
-compares them all in delta-m, params and FLOPs. The planted digit | grating split is trained
-too, as the known right answer. Files go to ``out/``: the found tree's ``arch.json``, its
-``routing.npz`` and ``demo.json`` with every figure printed.
+On ``digit_gratings``: a small ``mtnas search`` (the all-shared and independent trees, then a few
+differentiable trials), the found tree with the best delta-m drawn and exported, retrained from
+scratch at the space's full budget against single-task baselines of the same budget, and the run's
+HTML report. Everything lands in one folder (default ``runs/demo``)::
+
+    runs/demo/              the search's run folder (study.db, trials/, pareto.json, report.html)
+    runs/demo/export/       arch.json, tree.png, weights.safetensors (inherited from the supernet)
+    runs/demo/export/retrain/   final.json, metrics.jsonl, curves.png, weights.safetensors
+    runs/demo/demo.json     every figure the demo printed
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from mtnas import __version__
-from mtnas.architecture import Architecture
+import yaml
+
 from mtnas.baselines import compute_baselines
-from mtnas.fixed import COMPARE_HEADERS, compare_rows
+from mtnas.errors import MtnasError
+from mtnas.export import export_trial
 from mtnas.io import atomic_write_text
-from mtnas.search import search_tree
+from mtnas.report import write_report
+from mtnas.retrain import retrain
 from mtnas.space import load_resolved
+from mtnas.study import pareto, run_search
 from mtnas.text import format_table
 from mtnas.train import select_device
-from mtnas.tree import BranchingTree
-from mtnas.tree_training import train_tree
 
-__all__ = ["run_demo"]
+__all__ = ["DEMO_SPACE", "DEMO_TRIALS", "run_demo"]
 
 DEMO_SPACE = "digit_gratings"
+DEMO_TRIALS = 4  # all-shared, independent, and two differentiable searches
+MARKER = ".mtnas-demo"
 
 
-def run_demo(*, out: Path, device: str = "auto", epochs: int | None = None, progress: bool = True) -> dict[str, Any]:
-    """Search, retrain and compare on ``digit_gratings``; write ``out/``; return the summary."""
+def run_demo(*, out: Path, device: str = "auto", epochs: int | None = None, trials: int = DEMO_TRIALS,
+             progress: bool = True) -> dict[str, Any]:
+    """Search, draw, export, retrain and report on ``digit_gratings``; return the summary.
+
+    ``epochs`` shrinks every budget (training, search, proxy) for a quick try.
+    """
     start = time.perf_counter()
     out = Path(out)
+    _clear_previous(out)
     space, bundle = load_resolved(DEMO_SPACE)
     if epochs is not None:
         space = replace(
             space,
             training=replace(space.training, epochs=epochs),
-            search=replace(space.search, epochs=max(2 * epochs, 2), warmup_epochs=epochs),
+            search=replace(space.search, epochs=max(2 * epochs, 2), warmup_epochs=epochs, proxy_epochs=epochs),
         )
     dev = select_device(device)
+    space_file = out.parent / f".{out.name}-space.yaml"
+    atomic_write_text(space_file, yaml.safe_dump(space.to_dict(), sort_keys=False))
     print(f"mtnas demo: {space.name} ({len(bundle.train)} training images, {len(space.tasks)} tasks) on {dev}")
-    print("1/3 single-task baselines and the all-shared tree")
-    baselines = compute_baselines(space, bundle, device=dev, seed=space.seed, progress=progress)
-    print("2/3 differentiable search")
-    found = search_tree(space, bundle, seed=space.seed, device=dev, progress=progress)
-    print(f"    found in {found.seconds:.0f}s: {found.tree.describe()}")
-    print("3/3 training the found tree, the planted split and independent networks from scratch")
-    tasks, layers = space.task_names, space.num_layers
-    trees = {
-        "found by search": found.tree,
-        "planted split @1": BranchingTree.from_split_points(tasks, layers, {1: bundle.planted_groups}),
-        "independent": BranchingTree.independent(tasks, layers),
-    }
-    results = {"all-shared": baselines.all_shared}
-    results.update(
-        {label: train_tree(tree, space, bundle, device=dev, seed=space.seed, progress=progress) for label, tree in trees.items()}
-    )
-    rows = compare_rows(results, baselines, space)
-    print(format_table(COMPARE_HEADERS, rows))
-    arch = Architecture(
-        found.tree,
-        space.to_dict(),
-        cost=results["found by search"].cost.to_dict(),
-        metrics={"val": results["found by search"].val, "delta_m": rows[1][-1]},
-        provenance={"run": "demo", "seed": space.seed, "mtnas_version": __version__},
-    )
-    arch.save(out / "arch.json")
-    found.save_routing(out / "routing.npz")
+
+    print(f"1/4 search: {trials} trials (all-shared, independent, then differentiable searches)")
+    run, study = run_search(str(space_file), name=out.name, runs_dir=out.parent, trials=trials, device=device,
+                            progress=progress)
+    space_file.unlink()
+    found = [t for t in pareto(study) if not t.user_attrs.get("fixed_tree")]
+    if not found:  # every search found one of the enqueued trees: take the best searched trial
+        found = sorted((t for t in study.trials if t.values and not t.user_attrs.get("fixed_tree")),
+                       key=lambda t: -t.values[0])
+    if not found:
+        raise MtnasError("the demo search completed no differentiable trial; run it again or with more --trials")
+    best = max(found, key=lambda t: t.values[0])
+    print(f"    best found tree: trial {best.number}, {best.user_attrs['tree']}")
+
+    print("2/4 export: arch.json, tree.png and the inherited supernet weights")
+    exported = export_trial(run.root, run.root / "export", trial=best.number, with_weights=True)
+
+    print(f"3/4 retrain the found tree from scratch ({space.training.epochs} epochs) against single-task networks")
+    report = retrain(exported.files["arch"], epochs=epochs, device=device, progress=progress)
+    assert report is not None  # the demo is never launched by torchrun
+    budget = replace(space, training=replace(space.training, epochs=report.epochs))
+    baselines = compute_baselines(budget, bundle, device=dev, seed=report.seed, progress=progress)
+    shared = baselines.all_shared
+
+    print("4/4 report")
+    page = write_report(run.root)
+
+    rows = [
+        ["all-shared", shared.tree.describe(), shared.cost.params, shared.cost.flops,
+         baselines.delta_m(shared, budget, "test")],
+        ["found by search", report.tree.describe(), report.params, report.flops, report.delta_m("test")],
+    ]
+    print("\nRetrained at the full budget (delta-m on the test split, against single-task networks):")
+    print(format_table(["tree", "sharing", "params", "FLOPs", "delta-m test %"], rows))
+    verdict = "beats" if rows[1][-1] > rows[0][-1] else "does not beat"
+    print(f"The found tree {verdict} all-shared: {rows[1][-1]:+.2f}% against {rows[0][-1]:+.2f}%.")
+    print(f"\nThe found tree:\n{report.tree.render_text()}")
     summary = {
-        "space": space.name,
-        "device": str(dev),
-        "found_tree": found.tree.describe(),
-        "trees": {label: {**r.to_dict(), "delta_m_test": row[-1]} for (label, r), row in zip(results.items(), rows)},
+        "space": space.name, "device": str(dev), "trials": trials, "best_trial": best.number,
+        "found_tree": report.tree.describe(),
+        "delta_m_test": {"all-shared": rows[0][-1], "found": rows[1][-1]},
+        "files": {
+            "run": str(run.root), "report": str(page), "arch": str(exported.files["arch"]),
+            "tree_png": str(exported.files["picture"]), "weights": str(exported.files["weights"]),
+            "retrain": report.out_dir,
+        },
         "seconds": time.perf_counter() - start,
     }
-    atomic_write_text(out / "demo.json", json.dumps(summary, indent=1))
-    print(f"\nThe found tree:\n{found.tree.render_text()}")
-    print(f"wrote {out / 'arch.json'}, {out / 'routing.npz'} and {out / 'demo.json'} in {summary['seconds']:.0f}s")
+    atomic_write_text(run.root / "demo.json", json.dumps(summary, indent=1))
+    print("\nWhere everything is:")
+    for label, path in [("run folder", run.root), ("report", page), ("tree picture", exported.files["picture"]),
+                        ("architecture", exported.files["arch"]), ("retrained model", report.out_dir),
+                        ("summary", run.root / "demo.json")]:
+        print(f"  {label:16} {path}")
+    print(f"done in {summary['seconds']:.0f}s")
     return summary
+
+
+def _clear_previous(out: Path) -> None:
+    """A previous demo in ``out`` (finished or not) is replaced; any other folder is left alone."""
+    if out.exists():
+        if not (out / MARKER).is_file():
+            raise MtnasError(f"{out} exists and was not written by 'mtnas demo'; pass --out to another folder")
+        print(f"replacing the previous demo in {out}")
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    (out / MARKER).write_text("a folder written by 'mtnas demo', which replaces it on the next run\n")

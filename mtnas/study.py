@@ -79,6 +79,16 @@ class SearchRun:
     def trial_dir(self, number: int) -> Path:
         return self.root / "trials" / f"{number:04d}"
 
+    def storage(self) -> str:
+        """The study's storage URL from ``run.json``; a folder that was copied or moved reads its
+        own ``study.db`` or ``journal.log``, not the file at the absolute path it was made with."""
+        url = str(self.info()["storage"])
+        if url.startswith("sqlite:///") and (self.root / "study.db").is_file():
+            return self.storage_url
+        if url.startswith("journal:///") and (self.root / "journal.log").is_file():
+            return f"journal:///{(self.root / 'journal.log').resolve()}"
+        return url
+
     def info(self) -> dict[str, Any]:
         path = self.root / "run.json"
         if not path.is_file():
@@ -89,7 +99,7 @@ class SearchRun:
 def load_study(run: SearchRun) -> optuna.Study:
     info = run.info()
     try:
-        return optuna.load_study(study_name=info["study"], storage=open_storage(info["storage"]))
+        return optuna.load_study(study_name=info["study"], storage=open_storage(run.storage()))
     except KeyError:
         raise MtnasError(f"{run.root}: the study {info['study']!r} is missing from {info['storage']}") from None
 
@@ -260,7 +270,7 @@ def run_search(
     if resume:
         info = run.info()
         space_arg, strategy, seed = str(run.root / "space.yaml"), info["strategy"], info["seed"]
-        objectives, trials, storage = ",".join(info["objectives"]), trials or info["trials"], info["storage"]
+        objectives, trials, storage = ",".join(info["objectives"]), trials or info["trials"], run.storage()
     elif (run.root / "run.json").exists():
         raise MtnasError(f"{run.root} exists already: use --resume to continue it, or another --name")
     STRATEGIES.get(strategy)

@@ -5,20 +5,40 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
+import pytest
 
 from mtnas.architecture import Architecture
+from mtnas.checkpoint import load_weights
 from mtnas.cli import main
 
 
-def test_demo_writes_its_files(tmp_path: Path, capsys) -> None:
-    assert main(["demo", "--out", str(tmp_path), "--epochs", "1", "--quiet"]) == 0
-    out = capsys.readouterr().out
-    summary = json.loads((tmp_path / "demo.json").read_text())
-    assert set(summary["trees"]) == {"all-shared", "found by search", "planted split @1", "independent"}
-    assert all("delta_m_test" in t for t in summary["trees"].values())
-    arch = Architecture.load(tmp_path / "arch.json")
-    assert arch.tree.describe() == summary["found_tree"] and arch.tree.describe() in out
-    assert arch.resolved_space().is_resolved
-    routing = np.load(tmp_path / "routing.npz")
-    assert routing["heads"].shape[0] == 2 and list(routing["tasks"]) == list(arch.tree.tasks)
+def test_demo_searches_exports_retrains_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--epochs", "1", "--trials", "3", "--device", "cpu", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "demo.json").read_text())
+    files = {k: Path(v) for k, v in summary["files"].items()}
+    arch = Architecture.load(files["arch"])
+    assert arch.tree.describe() == summary["found_tree"] and arch.tree.describe() in printed
+    assert arch.provenance["trial"] == summary["best_trial"] == 2  # the one differentiable trial
+    assert files["tree_png"].read_bytes()[:4] == b"\x89PNG"
+    assert set(load_weights(files["weights"], tree_key=arch.tree.key))  # inherited supernet weights
+    final = json.loads((files["retrain"] / "final.json").read_text())
+    assert final["tree_key"] == arch.tree.key
+    assert final["delta_m"]["test"] == pytest.approx(summary["delta_m_test"]["found"])
+    assert f"{summary['delta_m_test']['all-shared']:+.2f}%" in printed  # both delta-m are printed
+    page = files["report"].read_text()
+    assert page.startswith("<!DOCTYPE html>") and "data:image/png;base64," in page
+    for label in ("run folder", "report", "tree picture", "architecture", "retrained model"):
+        assert label in printed
+    # a second demo replaces the first one's folder
+    assert main(["demo", "--out", str(out), "--epochs", "1", "--trials", "3", "--device", "cpu", "--quiet"]) == 0
+    assert "replacing the previous demo" in capsys.readouterr().out
+
+
+def test_demo_leaves_a_folder_that_is_not_a_demo_alone(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    assert main(["demo", "--out", str(tmp_path / "mine"), "--epochs", "1", "--quiet"]) == 2
+    assert "was not written by 'mtnas demo'" in capsys.readouterr().err
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
