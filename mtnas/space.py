@@ -74,14 +74,39 @@ class BackboneConfig:
     layers: tuple[Any, ...]
 
     def _validate(self) -> None:
+        if self.name not in BACKBONES and ":" in self.name:
+            _register_backbone_factory(self.name)
         if self.name not in BACKBONES:
-            valid = ", ".join(BACKBONES.names())
-            raise ConfigError(f"name: unknown backbone {self.name!r}{did_you_mean(self.name, BACKBONES.names())}; valid: {valid}")
+            builtin = [n for n in BACKBONES.names() if ":" not in n]
+            raise ConfigError(
+                f"name: unknown backbone {self.name!r}{did_you_mean(self.name, builtin)}; valid: {', '.join(builtin)}, "
+                "or 'pkg.module:function' for your own"
+            )
         if not self.layers:
             raise ConfigError("layers: a backbone needs at least one layer")
         layer_cls = BACKBONES.get(self.name).layer_config
         parsed = tuple(parse(layer_cls, layer, f"layers[{i}]") for i, layer in enumerate(self.layers))
         object.__setattr__(self, "layers", parsed)  # typed form of what the user wrote
+
+
+def _register_backbone_factory(spec: str) -> None:
+    """A user's backbone, ``name: "pkg.module:function"``: the function returns a ``BackboneType``,
+    registered under that name (so an arch.json naming it rebuilds wherever the module imports)."""
+    from mtnas.backbones import BackboneType
+    from mtnas.datasets._factory import load_factory
+
+    try:
+        factory = load_factory(spec, "backbone factory", "a mtnas.backbones.BackboneType")
+    except MtnasError as exc:
+        raise ConfigError(f"name: {exc}") from None
+    try:
+        made = factory()
+    except Exception as exc:  # the user's code: say where it failed
+        raise ConfigError(f"name: backbone factory {spec!r} failed: {type(exc).__name__}: {exc}") from None
+    if not isinstance(made, BackboneType):
+        raise ConfigError(f"name: backbone factory {spec!r} returned a {type(made).__name__}, expected a "
+                          "mtnas.backbones.BackboneType (its layer config dataclass and its planner)")
+    BACKBONES.add(spec, made)
 
 
 @dataclass(frozen=True)

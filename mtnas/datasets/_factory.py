@@ -17,8 +17,10 @@ _DOTTED = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
 _SPEC = re.compile(rf"(?P<module>{_DOTTED}):(?P<attr>{_DOTTED})")
 
 
-def load_factory(spec: str) -> Callable[..., Any]:
+def load_factory(spec: str, what: str = "dataset factory", returns: str = "a DatasetBundle") -> Callable[..., Any]:
     """Import ``spec`` ("pkg.module:function", the function may be a dotted attribute path).
+
+    ``what`` names the factory in error messages and ``returns`` what the function must return.
 
     The current directory is searched too, so a module beside the user's search space imports.
 
@@ -29,7 +31,7 @@ def load_factory(spec: str) -> Callable[..., Any]:
     match = _SPEC.fullmatch(spec.strip()) if isinstance(spec, str) else None
     if match is None:
         raise MtnasError(
-            f"dataset factory {spec!r}: expected 'package.module:function' "
+            f"{what} {spec!r}: expected 'package.module:function' "
             "(a module path, a colon, then the function's name), e.g. 'my_pkg.data:make'"
         )
     module_name, attr_path = match["module"], match["attr"]
@@ -39,7 +41,7 @@ def load_factory(spec: str) -> Callable[..., Any]:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
         raise MtnasError(
-            f"dataset factory {spec!r}: cannot import module {module_name!r} ({exc}); "
+            f"{what} {spec!r}: cannot import module {module_name!r} ({exc}); "
             "check the spelling and that it is installed or on PYTHONPATH"
         ) from None
     owner = module_name
@@ -47,12 +49,12 @@ def load_factory(spec: str) -> Callable[..., Any]:
         if not hasattr(obj, part):
             public = [n for n in dir(obj) if not n.startswith("_")]
             raise MtnasError(
-                f"dataset factory {spec!r}: {owner!r} has no attribute {part!r}{did_you_mean(part, public)}"
+                f"{what} {spec!r}: {owner!r} has no attribute {part!r}{did_you_mean(part, public)}"
             )
         obj, owner = getattr(obj, part), f"{owner}.{part}"
     if not callable(obj):
         raise MtnasError(
-            f"dataset factory {spec!r}: {owner!r} is not callable (type {type(obj).__name__}); "
-            "name a function that returns a DatasetBundle"
+            f"{what} {spec!r}: {owner!r} is not callable (type {type(obj).__name__}); "
+            f"name a function that returns {returns}"
         )
     return obj
