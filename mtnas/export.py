@@ -19,7 +19,9 @@ cost relative to that trade-off. With fewer than three trials on the front it is
 from __future__ import annotations
 
 import json
+import logging
 import shutil
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,7 +87,9 @@ class ExportReport:
 
     def render(self) -> str:
         head = f"exported trial {self.trial}: {self.tree}" if self.trial is not None else f"exported {self.tree}"
-        facts = ", ".join(f"{k} {v}" for k, v in self.facts.items())
+        shown = {"delta_m": lambda v: f"delta-m {v:+.2f}%", "flops": lambda v: f"FLOPs {v:,}",
+                 "params": lambda v: f"params {v:,}"}
+        facts = ", ".join(shown[k](v) if k in shown else f"{k} {v}" for k, v in self.facts.items())
         return "\n".join([head + (f" ({facts})" if facts else "")] + [f"  {k}: {p}" for k, p in self.files.items()])
 
     def to_dict(self) -> dict[str, Any]:
@@ -157,10 +161,18 @@ def _onnx(module: _TaskTuple, example: torch.Tensor, out: Path) -> Path:
     except ImportError:
         raise MtnasError("ONNX export needs the onnx extra: pip install 'mtnas[onnx]'") from None
     path = out / "model.onnx"
-    torch.onnx.export(
-        module, (example,), str(path), input_names=["input"], output_names=list(module.tasks),
-        dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1)}}, dynamo=True, verbose=False,
-    )
+    exporter_log = logging.getLogger("torch.onnx")
+    level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)  # it warns about optional torchvision ops our models never use
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            torch.onnx.export(
+                module, (example,), str(path), input_names=["input"], output_names=list(module.tasks),
+                dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1)}}, dynamo=True, verbose=False,
+            )
+    finally:
+        exporter_log.setLevel(level)
     return path
 
 
