@@ -229,6 +229,9 @@ def _retrain_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
                    help="auto: bf16 autocast on CUDA, fp32 elsewhere; fp16 needs CUDA")
     p.add_argument("--compile", action="store_true", help="wrap the model in torch.compile")
+    p.add_argument("--data", default="auto", choices=["auto", "device", "host"],
+                   help="dataset on the device (batches are slices) or in host memory (pinned, copied per batch); "
+                        "auto: device up to 2 GiB")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in the output folder")
     p.add_argument("--init", default="scratch", choices=["scratch", "inherited"],
                    help="fresh weights, or the supernet's inherited weights (--weights)")
@@ -241,7 +244,7 @@ def _retrain(args: argparse.Namespace) -> None:
 
     report = retrain(
         args.arch, out_dir=args.out, epochs=args.epochs, device=args.device, precision=args.precision,
-        compile=args.compile, resume=args.resume, init=args.init, weights=args.weights, seed=args.seed,
+        compile=args.compile, resume=args.resume, init=args.init, weights=args.weights, seed=args.seed, data=args.data,
         progress=not args.quiet,
     )
     if report is not None:  # None on the ranks other than 0 of a torchrun launch

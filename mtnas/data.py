@@ -75,8 +75,17 @@ class TaskData:
         """The same rows with the targets of ``tasks`` alone."""
         return TaskData(self.inputs, {t: self.targets[t] for t in tasks})
 
-    def to(self, device: torch.device | str) -> TaskData:
-        return TaskData(self.inputs.to(device), {k: v.to(device) for k, v in self.targets.items()})
+    def to(self, device: torch.device | str, *, non_blocking: bool = False) -> TaskData:
+        return TaskData(self.inputs.to(device, non_blocking=non_blocking),
+                        {k: v.to(device, non_blocking=non_blocking) for k, v in self.targets.items()})
+
+    def pin_memory(self) -> TaskData:
+        """A copy in page-locked host memory, so copies to a GPU can overlap with compute."""
+        return TaskData(self.inputs.pin_memory(), {k: v.pin_memory() for k, v in self.targets.items()})
+
+    @property
+    def nbytes(self) -> int:
+        return self.inputs.nbytes + sum(t.nbytes for t in self.targets.values())
 
     def batches(
         self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None

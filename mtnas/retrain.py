@@ -58,6 +58,20 @@ STATE_FORMAT = "mtnas-retrain-state"
 FINAL_FORMAT = "mtnas-retrain"
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 INITS = ("scratch", "inherited")
+DATA_PLACEMENTS = ("auto", "device", "host")
+#: ``data="auto"`` keeps a dataset on the accelerator up to this size (all splits together).
+RESIDENT_MAX_BYTES = 2 * 1024**3
+
+
+def data_placement(requested: str, bundle: DatasetBundle, device: torch.device) -> str:
+    """``device`` or ``host`` for ``requested`` (auto, device, host): see :func:`retrain`."""
+    if requested not in DATA_PLACEMENTS:
+        raise MtnasError(f"unknown data placement {requested!r}{did_you_mean(requested, DATA_PLACEMENTS)}; "
+                         f"valid: {', '.join(DATA_PLACEMENTS)}")
+    if requested != "auto":
+        return requested
+    size = sum(s.nbytes for s in (bundle.train, bundle.val, bundle.test))
+    return "device" if device.type == "cpu" or size <= RESIDENT_MAX_BYTES else "host"
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 
 
@@ -165,6 +179,7 @@ class RetrainReport:
     seed: int
     init: str
     compiled: bool
+    data_placement: str = "device"
 
     def delta_m(self, split: str = "test") -> float:
         deltas = per_task_delta(getattr(self, split), self.single_task[split], self.space)
@@ -196,6 +211,7 @@ class RetrainReport:
             "seed": self.seed,
             "init": self.init,
             "compile": self.compiled,
+            "data": self.data_placement,
         }
 
     def render(self) -> str:
@@ -278,6 +294,7 @@ def retrain(
     init: str = "scratch",
     weights: str | Path | None = None,
     seed: int | None = None,
+    data: str = "auto",
     progress: bool = True,
 ) -> RetrainReport | None:
     """Train the architecture of ``arch_path`` at the space's full budget and write its results.
@@ -295,6 +312,9 @@ def retrain(
         weights: a weights file for ``init="inherited"`` (default: ``weights.safetensors``
             beside the arch.json).
         seed: default: the space's seed (on resume: the checkpoint's).
+        data: where the dataset lives: ``device`` (whole, batches are index slices), ``host``
+            (CPU memory, pinned on CUDA, each batch copied over), or ``auto``: device when the
+            splits take at most ``RESIDENT_MAX_BYTES``.
         progress: show a tqdm bar over epochs.
 
     Returns:
@@ -336,7 +356,7 @@ def retrain(
     space, bundle = load_resolved(space)
     with _process_group(dist, dev):
         run = _Run(model, space, bundle, tree, dev=dev, precision=prec, compile=compile, dist=dist,
-                   epochs=epochs, seed=seed, init=init, out=out, progress=progress)
+                   epochs=epochs, seed=seed, init=init, out=out, progress=progress, data=data)
         if resumed is not None:
             run.restore(resumed[1])
         run.fit()
@@ -374,11 +394,18 @@ class _Run:
     def __init__(
         self, model: BranchedNet, space: SearchSpace, bundle: DatasetBundle, tree: BranchingTree, *, dev: torch.device,
         precision: str, compile: bool, dist: _Dist, epochs: int, seed: int, init: str, out: Path, progress: bool,
+        data: str = "auto",
     ) -> None:
         self.model, self.space, self.bundle, self.tree = model.to(dev).train(), space, bundle, tree
         self.dev, self.precision, self.compiled, self.dist = dev, precision, compile, dist
         self.epochs, self.seed, self.init, self.out, self.progress = epochs, seed, init, out, progress
-        self.train_data, self.val_data = (s.only(space.task_names).to(dev) for s in (bundle.train, bundle.val))
+        self.placement = data_placement(data, bundle, dev)
+        splits = [s.only(space.task_names) for s in (bundle.train, bundle.val)]
+        if self.placement == "device":  # the whole dataset lives on the device: batches are index slices
+            splits = [s.to(dev) for s in splits]
+        elif dev.type == "cuda":  # host memory, page-locked: each batch is copied while the GPU computes
+            splits = [s.pin_memory() for s in splits]
+        self.train_data, self.val_data = splits
         cfg = space.training
         self.local_batch = cfg.batch_size // dist.world_size
         if self.local_batch < 1:
@@ -468,7 +495,7 @@ class _Run:
     def _epoch(self) -> dict[str, Any]:
         n, rank, world = len(self.train_data), self.dist.rank, self.dist.world_size
         lr = self.optimizer.param_groups[0]["lr"]
-        order = torch.randperm(n, generator=self.generator).to(self.dev)
+        order = torch.randperm(n, generator=self.generator).to(self.train_data.inputs.device)
         sums = {t: torch.zeros((), device=self.dev) for t in self.space.task_names}
         samples = 0
         self._sync()
@@ -479,6 +506,8 @@ class _Run:
             if world > 1:
                 idx = idx.tensor_split(world)[rank]
             batch = self.train_data.select(idx)
+            if self.placement == "host":
+                batch = batch.to(self.dev, non_blocking=True)
             with self._autocast():
                 losses = task_losses(self.net(batch.inputs), batch.targets, self.space)
             total = sum(losses.values())
@@ -533,7 +562,8 @@ class _Run:
         """Final evaluation, baselines, and the files of rank 0."""
         from mtnas.baselines import compute_baselines
 
-        test_data = self.bundle.test.only(self.space.task_names).to(self.dev)
+        test_data = self.bundle.test.only(self.space.task_names)
+        test_data = test_data.to(self.dev) if self.placement == "device" else test_data
         val, test = self._evaluate(self.val_data), self._evaluate(test_data)
         # single-task networks trained for as many epochs as this retrain: delta-m compares like with like
         budget = replace(self.space, training=replace(self.space.training, epochs=self.epochs))
@@ -546,7 +576,7 @@ class _Run:
             single_task={s: baselines.metrics(s) for s in ("val", "test")}, params=cost.params, flops=cost.flops,
             epochs=self.epochs, seconds=seconds, samples_per_s=samples / seconds if seconds > 0 else 0.0,
             device=str(self.dev) if not self.dist.active else self.dev.type, precision=self.precision,
-            world_size=self.dist.world_size, seed=self.seed, init=self.init, compiled=self.compiled,
+            world_size=self.dist.world_size, seed=self.seed, init=self.init, compiled=self.compiled, data_placement=self.placement,
         )
         save_weights(self.out / "weights.safetensors", self.model.state_dict(), tree_key=self.tree.key,
                      extra_metadata={"tree": self.tree.describe(), "epochs": str(self.epochs)})

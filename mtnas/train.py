@@ -98,11 +98,14 @@ def check_finite(losses: Mapping[str, torch.Tensor], where: str) -> None:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, split: TaskData, space: SearchSpace, *, batch_size: int = 512) -> TaskMetrics:
-    """Every task's metrics on ``split`` (which must already be on the model's device)."""
+    """Every task's metrics on ``split`` (on the model's device, or moved there batch by batch)."""
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     sums: dict[tuple[str, str], torch.Tensor] = {}
     for batch in split.batches(batch_size):
+        if batch.inputs.device != device:
+            batch = batch.to(device, non_blocking=True)
         outputs = model(batch.inputs)
         for t in space.tasks:
             if t.name not in outputs:

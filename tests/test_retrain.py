@@ -294,3 +294,21 @@ def test_checkpoint_survives_a_kill_between_renames_and_state_is_never_unpickled
     torch.save({"epoch": 3, "obj": _NotPlainData()}, tmp_path / "evil.pt")
     with pytest.raises(MtnasError, match="evil.pt: damaged or unreadable training-state file"):
         load_state(tmp_path / "evil.pt")
+
+
+def test_host_resident_data_trains_exactly_like_device_resident(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dataset too large for the accelerator stays in host memory and is copied batch by batch;
+    the result is the same run."""
+    from mtnas import retrain as retrain_module
+
+    arch_path = write_arch(tmp_path, epochs=1)
+    on_device = retrain(arch_path, out_dir=tmp_path / "device", device="cpu", seed=0, data="device", progress=False)
+    monkeypatch.setattr(retrain_module, "RESIDENT_MAX_BYTES", 1)  # nothing fits: auto picks host memory
+    bundle = load_resolved(Architecture.load(arch_path).resolved_space())[1]
+    assert retrain_module.data_placement("auto", bundle, torch.device("cuda")) == "host"
+    assert retrain_module.data_placement("auto", bundle, torch.device("cpu")) == "device"  # host *is* the device
+    on_host = retrain(arch_path, out_dir=tmp_path / "host", device="cpu", seed=0, data="host", progress=False)
+    assert on_host.test == on_device.test and on_host.val == on_device.val
+    assert json.loads((tmp_path / "host" / "final.json").read_text())["data"] == "host"
+    with pytest.raises(MtnasError, match="unknown data placement 'gpu'"):
+        retrain_module.data_placement("gpu", bundle, torch.device("cpu"))
