@@ -29,6 +29,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/planted_truth.py
+	$(PY) benchmarks/supernet_speed.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -170,6 +170,7 @@ def _onnx(module: _TaskTuple, example: torch.Tensor, out: Path) -> Path:
             torch.onnx.export(
                 module, (example,), str(path), input_names=["input"], output_names=list(module.tasks),
                 dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1)}}, dynamo=True, verbose=False,
+                external_data=False,  # one file: weights inside model.onnx (fine below 2 GB)
             )
     finally:
         exporter_log.setLevel(level)

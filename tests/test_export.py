@@ -129,6 +129,7 @@ def test_onnx_gives_the_pytorch_outputs_for_every_task(trained: Path, tmp_path: 
     arch = Architecture.load(trained)
     x = torch.randn(5, *arch.resolved_space().input_shape)  # another batch size than the export's example
     expected = _reference(trained, x)
+    assert sorted(p.name for p in (tmp_path / "deploy").iterdir()) == ["arch.json", "io.json", "model.onnx"]  # one file
     session = ort.InferenceSession(str(report.files["onnx"]), providers=["CPUExecutionProvider"])
     outputs = session.run(signature["outputs"], {"input": x.numpy()})
     assert signature["outputs"] == list(arch.tree.tasks)
