@@ -36,9 +36,16 @@ def _cosine(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (1 - F.cosine_similarity(pred, target, dim=1)).mean()
 
 
+def _depth_l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    # L1 over valid pixels only: a depth of 0 marks a pixel the sensor did not measure.
+    valid = target != 0
+    return ((pred - target).abs() * valid).sum() / valid.sum().clamp_min(1)
+
+
 _REGRESSION = frozenset({"regression", "dense_regression"})
 LOSSES.add("cross_entropy", LossType(F.cross_entropy, frozenset({"classification", "dense_classification"})))
 LOSSES.add("bce", LossType(F.binary_cross_entropy_with_logits, frozenset({"multilabel"})))
 LOSSES.add("mse", LossType(F.mse_loss, _REGRESSION))
 LOSSES.add("l1", LossType(F.l1_loss, _REGRESSION))
+LOSSES.add("depth_l1", LossType(_depth_l1, _REGRESSION))
 LOSSES.add("cosine", LossType(_cosine, frozenset({"dense_regression"})))

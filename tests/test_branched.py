@@ -10,6 +10,7 @@ from mtnas.branched import BranchedNet
 from mtnas.cost import count_params, tree_cost
 from mtnas.space import BUILTIN_DIR, load_resolved, space_from_dict
 from mtnas.tree import BranchingTree
+from tests._spaces import load_builtin
 
 BUILTINS = sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml"))
 
@@ -63,7 +64,7 @@ def test_params_grow_from_all_shared_to_independent(gratings) -> None:
 
 @pytest.mark.parametrize("name", BUILTINS)
 def test_every_space_builds_runs_and_rebuilds_from_its_arch_file(name: str, tmp_path) -> None:
-    space, bundle = load_resolved(name)
+    space, bundle = load_builtin(name)
     tree = BranchingTree.from_split_points(
         space.task_names, space.num_layers, {space.num_layers - 1: [(task,) for task in space.task_names]}
     )

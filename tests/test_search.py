@@ -13,13 +13,14 @@ from mtnas.branched import BranchedNet
 from mtnas.methods import METHODS
 from mtnas.search import search_tree, temperature
 from mtnas.space import BUILTIN_DIR, SearchConfig, load_resolved, space_from_dict
+from tests._spaces import load_builtin
 
 BUILTINS = sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml"))
 TINY = {"epochs": 3, "warmup_epochs": 1}
 
 
 def _tiny(name: str):
-    space, bundle = load_resolved(name)
+    space, bundle = load_builtin(name)
     small = replace(bundle, train=bundle.train.select(slice(0, 96)))
     return replace(space, search=replace(space.search, **TINY)), small
 

@@ -11,6 +11,7 @@ from mtnas.backbones import ConvLayer
 from mtnas.config import ConfigError
 from mtnas.errors import MtnasError
 from mtnas.space import BUILTIN_DIR, list_spaces, load_resolved, load_space, space_from_dict
+from tests._spaces import load_builtin
 
 BUILTINS = sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml"))
 
@@ -21,7 +22,7 @@ def _base() -> dict:
 
 @pytest.mark.parametrize("name", BUILTINS)
 def test_every_builtin_space_parses_and_resolves(name: str) -> None:
-    space, bundle = load_resolved(name)
+    space, bundle = load_builtin(name)
     assert space.is_resolved
     assert space.name == name
     assert space.input_shape == bundle.input_shape

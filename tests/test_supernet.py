@@ -8,6 +8,7 @@ import torch
 from mtnas.branched import BranchedNet
 from mtnas.space import BUILTIN_DIR, load_resolved
 from mtnas.supernet import Supernet
+from tests._spaces import load_builtin
 
 BUILTINS = sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml"))
 
@@ -83,7 +84,7 @@ def test_inherited_weights_reproduce_the_supernet_outputs(gratings) -> None:
 
 @pytest.mark.parametrize("name", BUILTINS)
 def test_every_space_runs_a_sampled_step_without_nan(name: str) -> None:
-    space, bundle = load_resolved(name)
+    space, bundle = load_builtin(name)
     net = Supernet.from_space(space)
     out = net(bundle.train.inputs[:4], net.routing.sample(1.0))
     assert all(torch.isfinite(o).all() for o in out.values())
