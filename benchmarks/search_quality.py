@@ -121,17 +121,20 @@ def main() -> None:
     parser.add_argument("--spaces", default="digit_gratings,multi_digits,synth_scenes")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--first-seed", type=int, default=0)
-    parser.add_argument("--budget", type=float, default=150.0, help="seconds per search (no new trial after it)")
+    parser.add_argument("--budget", type=float, default=150.0,
+                        help="seconds of trials per search (no new trial after it; the baselines come first)")
     parser.add_argument("--jobs", type=int, default=2, help="searches run in parallel processes, one thread each")
     args = parser.parse_args()
     jobs = [(space, strategy, seed, args.budget) for space in args.spaces.split(",")
             for seed in range(args.first_seed, args.first_seed + args.seeds) for strategy in STRATEGIES]
     start = time.perf_counter()
+    outcomes = []
     with ProcessPoolExecutor(args.jobs) as pool:
-        outcomes = list(pool.map(search, *zip(*jobs)))
-    for o in outcomes:
-        front = "; ".join(f"#{p.trial} {p.delta_m:+.2f}% {p.flops / o.independent.flops:.2f}x" for p in o.front)
-        print(f"{o.space} {o.strategy} seed {o.seed}: {o.trials} trials in {o.seconds:.0f}s; front: {front}")
+        for o in pool.map(search, *zip(*jobs)):  # printed as they come: a long run loses nothing
+            front = "; ".join(f"#{p.trial} {p.delta_m:+.2f}% {p.flops / o.independent.flops:.2f}x" for p in o.front)
+            print(f"{o.space} {o.strategy} seed {o.seed}: {o.trials} trials in {o.seconds:.0f}s; front: {front}",
+                  flush=True)
+            outcomes.append(o)
     print()
     print(format_table(HEADERS, summarise(outcomes)))
     print(f"\nbudget {args.budget:.0f}s per search, {args.jobs} searches in parallel (one thread each); "

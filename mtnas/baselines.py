@@ -85,8 +85,11 @@ def compute_baselines(
         except (ValueError, KeyError, TypeError):
             pass  # a stale or damaged cache entry is recomputed
     single = {}
+    # a single task has nothing to balance: its network trains on its plain loss whatever the
+    # space's training.balancing (uncertainty weighting would only rescale its learning rate)
+    solo_training = replace(space.training, balancing="equal")
     for task in space.tasks:
-        solo = replace(space, tasks=(task,))
+        solo = replace(space, tasks=(task,), training=solo_training)
         tree = BranchingTree.all_shared((task.name,), space.num_layers)
         single[task.name] = train_tree(
             tree, solo, bundle, device=device, seed=seed, progress=progress, desc=f"single-task {task.name}"

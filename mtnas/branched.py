@@ -15,6 +15,7 @@ from torch import nn
 
 from mtnas.backbones import BlockPlan, plan_backbone
 from mtnas.heads import DENSE_KINDS, build_head
+from mtnas.pretrained import load_pretrained
 from mtnas.space import SearchSpace
 from mtnas.tree import BranchingTree
 
@@ -63,11 +64,16 @@ class BranchedNet(nn.Module):
         self._head_node = {t: next(j for j, g in enumerate(last) if t in g) for t in tree.tasks}
 
     @classmethod
-    def from_space(cls, tree: BranchingTree, space: SearchSpace) -> BranchedNet:
-        """The network of ``tree`` in a resolved ``space`` (fresh weights)."""
+    def from_space(cls, tree: BranchingTree, space: SearchSpace, *, pretrained: bool = True) -> BranchedNet:
+        """The network of ``tree`` in a resolved ``space``: fresh weights, except that with
+        ``backbone.weights`` set (and ``pretrained``) every group's block starts from the file's
+        block of its layer; heads stay fresh. See ``mtnas.pretrained``."""
         tree.check_against(space.task_names, space.num_layers)
         plans = plan_backbone(space.backbone.name, space.backbone.layers, space.input_shape)
-        return cls(tree=tree, plans=plans, heads=build_heads(space, plans[-1].out_shape))
+        net = cls(tree=tree, plans=plans, heads=build_heads(space, plans[-1].out_shape))
+        if pretrained and space.backbone.weights is not None:
+            load_pretrained(net.layers, space.backbone)
+        return net
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         feats = [x]  # outputs of the previous layer's nodes; the input is the root

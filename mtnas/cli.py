@@ -234,7 +234,7 @@ def _retrain_args(p: argparse.ArgumentParser) -> None:
                         "auto: device up to 2 GiB")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in the output folder")
     p.add_argument("--init", default="scratch", choices=["scratch", "inherited"],
-                   help="fresh weights, or the supernet's inherited weights (--weights)")
+                   help="scratch: fresh weights (a pretrained backbone.weights file if the space names one); inherited: the supernet's (--weights)")
     p.add_argument("--weights", default=None, help="weights for --init inherited (default: weights.safetensors beside the arch.json)")
     _run_args(p)
 

@@ -48,7 +48,7 @@ def tree_cost(tree: BranchingTree, space: SearchSpace) -> Cost:
     """Params and FLOPs of ``tree`` built in the resolved ``space`` (cached per tree and space)."""
     key = (tree, space.content_hash)
     if key not in _COSTS:
-        model = BranchedNet.from_space(tree, space)
+        model = BranchedNet.from_space(tree, space, pretrained=False)  # only counted
         _COSTS[key] = Cost(count_params(model), count_flops(model, space.input_shape))
     return _COSTS[key]
 

@@ -52,40 +52,62 @@ class TaskInfo:
 
 @dataclass(frozen=True)
 class TaskData:
-    """One split: ``inputs`` of shape (N, ...) and ``targets[task]`` of shape (N, ...)."""
+    """One split: ``inputs`` of shape (N, ...) and ``targets[task]`` of shape (N, ...).
+
+    ``masks[task]`` (bool, (N,)) marks the samples that carry a label of ``task`` (partial
+    labels); a task without a mask is labelled on every sample. Losses and metrics use only the
+    labelled samples of each task.
+    """
 
     inputs: torch.Tensor
     targets: Mapping[str, torch.Tensor]
+    masks: Mapping[str, torch.Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.inputs)
         for name, t in self.targets.items():
             if len(t) != n:
                 raise ValueError(f"targets[{name!r}] has {len(t)} rows, inputs have {n}")
+        for name, m in self.masks.items():
+            if name not in self.targets:
+                raise ValueError(f"masks[{name!r}]: no such task among the targets {sorted(self.targets)}")
+            if m.dtype != torch.bool or m.shape != (n,):
+                raise ValueError(f"masks[{name!r}] must be bool of shape ({n},), got {m.dtype} {tuple(m.shape)}")
         object.__setattr__(self, "targets", MappingProxyType(dict(self.targets)))
+        object.__setattr__(self, "masks", MappingProxyType(dict(self.masks)))
 
     def __len__(self) -> int:
         return len(self.inputs)
 
     def select(self, index: torch.Tensor | slice) -> TaskData:
         """Rows ``index`` of every tensor."""
-        return TaskData(self.inputs[index], {k: v[index] for k, v in self.targets.items()})
+        return TaskData(self.inputs[index], {k: v[index] for k, v in self.targets.items()},
+                        {k: m[index] for k, m in self.masks.items()})
 
     def only(self, tasks: list[str] | tuple[str, ...]) -> TaskData:
         """The same rows with the targets of ``tasks`` alone."""
-        return TaskData(self.inputs, {t: self.targets[t] for t in tasks})
+        return TaskData(self.inputs, {t: self.targets[t] for t in tasks},
+                        {t: self.masks[t] for t in tasks if t in self.masks})
 
     def to(self, device: torch.device | str, *, non_blocking: bool = False) -> TaskData:
-        return TaskData(self.inputs.to(device, non_blocking=non_blocking),
-                        {k: v.to(device, non_blocking=non_blocking) for k, v in self.targets.items()})
+        return self._map(lambda x: x.to(device, non_blocking=non_blocking))
 
     def pin_memory(self) -> TaskData:
         """A copy in page-locked host memory, so copies to a GPU can overlap with compute."""
-        return TaskData(self.inputs.pin_memory(), {k: v.pin_memory() for k, v in self.targets.items()})
+        return self._map(torch.Tensor.pin_memory)
+
+    def _map(self, fn) -> TaskData:
+        return TaskData(fn(self.inputs), {k: fn(v) for k, v in self.targets.items()},
+                        {k: fn(m) for k, m in self.masks.items()})
+
+    def labelled(self, task: str) -> torch.Tensor | None:
+        """The mask of the samples labelled for ``task``, or None when all of them are."""
+        return self.masks.get(task)
 
     @property
     def nbytes(self) -> int:
-        return self.inputs.nbytes + sum(t.nbytes for t in self.targets.values())
+        return (self.inputs.nbytes + sum(t.nbytes for t in self.targets.values())
+                + sum(m.nbytes for m in self.masks.values()))
 
     def batches(
         self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None

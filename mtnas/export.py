@@ -204,7 +204,7 @@ def export_model(arch_path: str | Path, out_dir: str | Path, *, fmt: str, weight
             f"{weights}: no trained weights; retrain first ('mtnas retrain {arch_path}') or pass --weights FILE"
         )
     space = arch.resolved_space()
-    model = BranchedNet.from_space(arch.tree, space)
+    model = BranchedNet.from_space(arch.tree, space, pretrained=False)  # trained weights are loaded next
     load_into(model, load_weights(weights, tree_key=arch.tree.key), weights)
     module = _TaskTuple(model, space.task_names).eval()
     out = Path(out_dir)

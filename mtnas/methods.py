@@ -103,7 +103,7 @@ class Plain:
 
     def routing_loss(self, ctx: RoutingContext, state: Any, batch: TaskData, tau: float) -> torch.Tensor:
         sample = ctx.net.routing.sample(tau, hard=True)
-        losses = task_losses(ctx.net(batch.inputs, sample), batch.targets, ctx.space)
+        losses = task_losses(ctx.net(batch.inputs, sample), batch.targets, ctx.space, batch.masks)
         cost = ctx.net.routing.expected_cost(ctx.block_costs, ctx.head_cost)
         return sum(losses.values()) + ctx.cfg.cost_weight * cost
 
@@ -184,7 +184,7 @@ def lookahead_affinity(net: Supernet, batch: TaskData, space: SearchSpace, lr: f
         for block, w, buf in zip(path, weights, buffers):
             h = torch.func.functional_call(block, {**w, **buf}, (h,))
         out = {task: head(h) for task, head in net.heads.items()}
-        losses = task_losses(out, batch.targets, space)
+        losses = task_losses(out, batch.targets, space, batch.masks)  # 0 for a task unlabelled in the batch
         return torch.stack([losses[t] for t in space.task_names])
 
     base = losses_with(params)

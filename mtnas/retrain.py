@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from mtnas.architecture import Architecture
+from mtnas.balancing import make_balancer, optimizer_params, shared_parameters
 from mtnas.branched import BranchedNet
 from mtnas.checkpoint import find_checkpoint, load_checkpoint, load_into, load_weights, save_checkpoint, save_weights
 from mtnas.cost import tree_cost
@@ -308,7 +309,8 @@ def retrain(
         compile: wrap the model in ``torch.compile``.
         resume: continue from ``out_dir/checkpoint`` with its seed, epochs, precision and init;
             the result equals an uninterrupted run (bit for bit on CPU).
-        init: ``scratch`` (fresh seeded weights) or ``inherited`` (from ``weights``).
+        init: ``scratch`` (fresh seeded weights; the backbone from ``backbone.weights`` when the space
+            names a pretrained file) or ``inherited`` (from ``weights``).
         weights: a weights file for ``init="inherited"`` (default: ``weights.safetensors``
             beside the arch.json).
         seed: default: the space's seed (on resume: the checkpoint's).
@@ -345,7 +347,9 @@ def retrain(
         raise MtnasError(f"{out} already holds a retrain checkpoint; pass --resume to continue it, or -o for a new folder")
     seed = space.seed if seed is None else seed
     torch.manual_seed(seed)
-    model = BranchedNet.from_space(tree, space)  # identical on every rank
+    # identical on every rank; a pretrained backbone file (backbone.weights) is read only when
+    # nothing else will overwrite the weights: a scratch start is "from the pretrained backbone"
+    model = BranchedNet.from_space(tree, space, pretrained=resumed is None and init == "scratch")
     if resumed is not None:
         load_into(model, resumed[0], checkpoint / "weights.safetensors")
     elif init == "inherited":
@@ -420,7 +424,11 @@ class _Run:
 
             net = DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
         self.net = torch.compile(net) if compile else net
-        self.optimizer = make_optimizer(list(self.model.parameters()), cfg)
+        self.balancer = make_balancer(cfg.balancing, space.task_names, seed=seed, device=dev)
+        if dist.active and cfg.balancing == "pcgrad":  # one backward per task: DDP reduces once per step
+            raise MtnasError("training.balancing pcgrad does not run under torchrun yet; retrain on one process")
+        self.shared = shared_parameters(self.model)
+        self.optimizer = make_optimizer(optimizer_params(list(self.model.parameters()), self.balancer), cfg)
         self.schedule = SCHEDULES.get(cfg.schedule)(self.optimizer, epochs * self.steps)
         self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
         self.generator = torch.Generator().manual_seed(seed)  # the shuffling order, equal on every rank
@@ -447,6 +455,7 @@ class _Run:
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "history": self.history,
+            "balancer": self.balancer.state_dict(),
         }
 
     def restore(self, state: Mapping[str, Any]) -> None:
@@ -461,6 +470,7 @@ class _Run:
                 torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.epoch = int(state["epoch"])
         self.history = list(state["history"])
+        self.balancer.load_state_dict(state.get("balancer", {}))
         if self.dist.main:  # metrics.jsonl may hold a line past the checkpoint, or half a line
             self._write_metrics()
 
@@ -479,9 +489,9 @@ class _Run:
             while self.epoch < self.epochs:
                 line = self._epoch()
                 self.epoch += 1
+                self.history.append(line)  # on every rank: the balancer reads its train losses
                 if self.dist.main:
                     line["val"] = self._evaluate(self.val_data)
-                    self.history.append(line)
                     with (self.out / "metrics.jsonl").open("a") as f:
                         f.write(json.dumps(line) + "\n")
                     save_checkpoint(
@@ -498,6 +508,7 @@ class _Run:
         order = torch.randperm(n, generator=self.generator).to(self.train_data.inputs.device)
         sums = {t: torch.zeros((), device=self.dev) for t in self.space.task_names}
         samples = 0
+        self.balancer.start_epoch(self.epoch, [h["train_loss"] for h in self.history])
         self._sync()
         start = time.perf_counter()
         for step in range(self.steps):
@@ -509,15 +520,16 @@ class _Run:
             if self.placement == "host":
                 batch = batch.to(self.dev, non_blocking=True)
             with self._autocast():
-                losses = task_losses(self.net(batch.inputs), batch.targets, self.space)
-            total = sum(losses.values())
+                losses = task_losses(self.net(batch.inputs), batch.targets, self.space, batch.masks)
             self.optimizer.zero_grad(set_to_none=True)
+            self.balancer.backward(losses, self.shared, scale=self.scaler.scale if self.scaler is not None else None)
+            for p in self.balancer.parameters() if world > 1 else ():  # outside DDP: average them by hand
+                torch.distributed.all_reduce(p.grad)
+                p.grad /= world
             if self.scaler is not None:
-                self.scaler.scale(total).backward()
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
             else:
-                total.backward()
                 self.optimizer.step()
             self.schedule.step()
             for name, value in losses.items():

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mtnas.balancing import make_balancer, optimizer_params, shared_parameters
 from mtnas.data import DatasetBundle, TaskData
 from mtnas.methods import METHODS, RoutingContext
 from mtnas.routing import DerivedTree
@@ -112,7 +113,9 @@ def search_tree(
         part.only(space.task_names).to(device) for part in split_holdout(bundle.train, cfg.holdout, seed)
     )
     bs = space.training.batch_size
-    w_opt = make_optimizer(net.weight_parameters(), space.training)
+    balancer = make_balancer(space.training.balancing, space.task_names, seed=seed, device=device)
+    shared = shared_parameters(net)  # the block copies; heads are task-specific
+    w_opt = make_optimizer(optimizer_params(net.weight_parameters(), balancer), space.training)
     steps = cfg.epochs * math.ceil(len(weight_part) / bs)
     w_sched = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, T_max=steps)
     r_opt = torch.optim.Adam(net.routing.parameters(), lr=cfg.routing_lr, betas=(0.5, 0.999))
@@ -121,20 +124,25 @@ def search_tree(
     state = method.init(ctx)
     generator = torch.Generator().manual_seed(seed)
     history: dict[str, list[Any]] = {}
+    loss_history: list[dict[str, float]] = []  # each epoch's mean weight-step task losses (for DWA)
     start = time.perf_counter()
     for epoch in tqdm(range(cfg.epochs), desc="search", disable=not progress, leave=False):
         tau = temperature(epoch, cfg)
         warm = epoch < cfg.warmup_epochs
         routing_batches = cycle(routing_part.batches(bs, shuffle=True, generator=generator))
+        balancer.start_epoch(epoch, loss_history)
+        loss_sums: dict[str, torch.Tensor] = {}
         for step, batch in enumerate(weight_part.batches(bs, shuffle=True, generator=generator)):
             # Weight step: a sampled tree, routing logits detached (uniform during warm-up).
             with torch.no_grad():
                 sample = method.weight_sample(ctx, state, tau, warm)
-            losses = task_losses(net(batch.inputs, sample), batch.targets, space)
+            losses = task_losses(net(batch.inputs, sample), batch.targets, space, batch.masks)
             check_finite(losses, f"search epoch {epoch}, weight step {step}")
             w_opt.zero_grad(set_to_none=True)
-            sum(losses.values()).backward()
+            balancer.backward(losses, shared)
             w_opt.step()
+            for name, value in losses.items():
+                loss_sums[name] = loss_sums[name] + value.detach() if name in loss_sums else value.detach()
             w_sched.step()
             method.after_weight_step(ctx, state, batch, warm)
             if not warm:
@@ -145,6 +153,7 @@ def search_tree(
                 loss.backward()
                 r_opt.step()
         method.after_epoch(ctx, state, epoch, warm)
+        loss_history.append({name: float(total) / (step + 1) for name, total in loss_sums.items()})  # epoch means
         for key, value in _snapshot(net).items():
             history.setdefault(key, []).append(value)
         history.setdefault("tau", []).append(tau)

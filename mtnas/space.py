@@ -8,6 +8,7 @@ built dataset (task kinds, output sizes, input shape), so a resolved space alone
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -18,6 +19,7 @@ from typing import Any, ClassVar, Literal
 import yaml
 
 from mtnas.backbones import BACKBONES
+from mtnas.balancing import BALANCERS
 from mtnas.config import ConfigError, bounded, parse, to_data
 from mtnas.data import TASK_KINDS, DatasetBundle
 from mtnas.errors import MtnasError, did_you_mean
@@ -68,10 +70,17 @@ class DatasetConfig:
 
 @dataclass(frozen=True)
 class BackboneConfig:
-    """A registered backbone and its per-layer block configs (parsed by the backbone's type)."""
+    """A registered backbone and its per-layer block configs (parsed by the backbone's type).
+
+    ``weights`` optionally names a local file the blocks start from (a relative path is read from
+    the directory mtnas runs in; it is read when a model is built, see ``mtnas.pretrained``), and
+    ``weights_map`` its key layout: ``mtnas`` or ``torchvision-resnet`` (default: detected).
+    """
 
     name: str
     layers: tuple[Any, ...]
+    weights: str | None = None
+    weights_map: Literal["mtnas", "torchvision-resnet"] | None = None
 
     def _validate(self) -> None:
         if self.name not in BACKBONES and ":" in self.name:
@@ -87,6 +96,37 @@ class BackboneConfig:
         layer_cls = BACKBONES.get(self.name).layer_config
         parsed = tuple(parse(layer_cls, layer, f"layers[{i}]") for i, layer in enumerate(self.layers))
         object.__setattr__(self, "layers", parsed)  # typed form of what the user wrote
+        self._validate_weights()
+
+    def _validate_weights(self) -> None:
+        from mtnas.pretrained import WEIGHTS_SUFFIXES
+
+        if self.weights is not None and not self.weights.endswith(WEIGHTS_SUFFIXES):
+            raise ConfigError(f"weights: expected a {', '.join(WEIGHTS_SUFFIXES)} file, got {self.weights!r}")
+        if self.weights_map is not None and self.weights is None:
+            raise ConfigError(f"weights_map: {self.weights_map!r} is set but backbone.weights is not; name the file")
+        if self.weights_map == "torchvision-resnet" and self.name != "resnet":
+            raise ConfigError(
+                f"weights_map: 'torchvision-resnet' loads only into the 'resnet' backbone, this one is {self.name!r}"
+            )
+
+
+def _file_digest(path: str) -> str | None:
+    """sha256 of a file, cached by path, size and modification time (None when it is missing)."""
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        return None
+    return _digest_of(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _digest_of(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _register_backbone_factory(spec: str) -> None:
@@ -155,11 +195,16 @@ class TrainingConfig:
     weight_decay: float = bounded(0.0, ge=0.0)
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     schedule: Literal["cosine", "constant"] = "cosine"
+    balancing: str = "equal"  # a loss balancer of mtnas.balancing.BALANCERS
+
+    def _validate(self) -> None:
+        _check_balancing("balancing", (self.balancing,))
 
 
 @dataclass(frozen=True)
 class SearchRanges:
-    """Optuna ranges of the search hyperparameters: [low, high] (add "log" for a log scale)."""
+    """Optuna ranges of the search hyperparameters: [low, high] (add "log" for a log scale), or
+    a list of names to choose from (``balancing``)."""
 
     max_branches: tuple[int, int] | None = None
     tau0: tuple[float, float] | None = (1.0, 4.0)
@@ -168,6 +213,22 @@ class SearchRanges:
     routing_lr: tuple[float, float, str] | tuple[float, float] | None = None
     warmup_epochs: tuple[int, int] | None = None
     affinity_weight: tuple[float, float] | None = (1.0, 6.0)
+    balancing: tuple[str, ...] | None = None  # choices of training.balancing (categorical)
+
+    def _validate(self) -> None:
+        if self.balancing is not None:
+            if not self.balancing:
+                raise ConfigError("balancing: give at least one choice, or null to keep training.balancing")
+            _check_balancing("balancing", self.balancing)
+
+
+def _check_balancing(key: str, names: tuple[str, ...]) -> None:
+    for name in names:
+        if name not in BALANCERS:
+            raise ConfigError(
+                f"{key}: unknown loss balancing {name!r}{did_you_mean(name, BALANCERS.names())}; "
+                f"valid: {', '.join(BALANCERS.names())}"
+            )
 
 
 @dataclass(frozen=True)
@@ -270,6 +331,8 @@ class SearchSpace:
         """A digest of everything that shapes a training result (used as a cache key)."""
         data = self.to_dict()
         data.pop("description", None)
+        if self.backbone.weights:  # the pretrained file's content, not only its path, shapes results
+            data["backbone_weights_sha256"] = _file_digest(self.backbone.weights)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     @property

@@ -108,6 +108,8 @@ def load_study(run: SearchRun) -> optuna.Study:
 
 
 def _suggest(trial: optuna.Trial, name: str, spec: tuple) -> Any:
+    if all(isinstance(v, str) for v in spec):  # a list of choices, e.g. balancing: [equal, pcgrad]
+        return trial.suggest_categorical(name, list(spec))
     low, high, *scale = spec
     if isinstance(low, int) and isinstance(high, int):
         return trial.suggest_int(name, low, high)
@@ -118,6 +120,8 @@ def _differentiable(trial: optuna.Trial, space: SearchSpace, bundle: DatasetBund
     ranges = space.search.ranges
     values = {name: _suggest(trial, name, spec) for name, spec in vars(ranges).items() if spec is not None}
     branches = values.pop("max_branches", None)
+    values.pop("balancing", None)  # a training setting: see _trial_space
+    space = _trial_space(trial, space)
     cfg = replace(space.search, **values)
     if cfg.tau_min > cfg.tau0:
         cfg = replace(cfg, tau_min=cfg.tau0)
@@ -131,6 +135,13 @@ def _differentiable(trial: optuna.Trial, space: SearchSpace, bundle: DatasetBund
                  extra_metadata={"tree": result.tree.describe(), "source": f"supernet of trial {trial.number}"})
     trial.set_user_attr("search_seconds", result.seconds)
     return result.tree
+
+
+def _trial_space(trial: optuna.Trial, space: SearchSpace) -> SearchSpace:
+    """``space`` with the trial's sampled ``training.balancing`` (``search.ranges.balancing``):
+    the supernet's weight steps and the proxy training of the trial's tree both use it."""
+    balancing = trial.params.get("balancing")
+    return space if balancing is None else replace(space, training=replace(space.training, balancing=balancing))
 
 
 def _sampled(trial: optuna.Trial, space: SearchSpace, bundle: DatasetBundle, ctx: dict) -> BranchingTree:
@@ -169,9 +180,10 @@ def proxy_space(space: SearchSpace) -> SearchSpace:
     return replace(space, training=replace(space.training, epochs=space.search.proxy_epochs))
 
 
-def _evaluated(study: optuna.Study, key: str) -> optuna.trial.FrozenTrial | None:
+def _evaluated(study: optuna.Study, key: str, balancing: str) -> optuna.trial.FrozenTrial | None:
+    """A completed trial that trained tree ``key`` with the same loss balancing."""
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        if t.user_attrs.get("tree_key") == key:
+        if t.user_attrs.get("tree_key") == key and t.user_attrs.get("balancing", "equal") == balancing:
             return t
     return None
 
@@ -182,11 +194,13 @@ def _objective(trial: optuna.Trial, space: SearchSpace, bundle: DatasetBundle, b
         tree = FIXED[fixed](space.task_names, space.num_layers)
     else:
         tree = STRATEGIES.get(ctx["strategy"])(trial, space, bundle, ctx)
+    space = _trial_space(trial, space)
     trial.set_user_attr("pid", os.getpid())
+    trial.set_user_attr("balancing", space.training.balancing)
     trial.set_user_attr("tree_key", tree.key)
     trial.set_user_attr("tree", tree.describe())
     trial.set_user_attr("partitions", tree.to_dict()["partitions"])
-    seen = _evaluated(trial.study, tree.key)
+    seen = _evaluated(trial.study, tree.key, space.training.balancing)
     if seen is not None:  # the same tree was trained before in this study: reuse its result
         trial.set_user_attr("reused_from", seen.number)
         for key in ("val", "test", "params", "flops", "delta_m"):

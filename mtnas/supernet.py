@@ -22,6 +22,7 @@ from torch import nn
 from mtnas.backbones import BlockPlan, plan_backbone
 from mtnas.branched import build_heads
 from mtnas.cost import count_flops, count_params
+from mtnas.pretrained import load_pretrained
 from mtnas.routing import DerivedTree, Routing, RoutingSample, effective_branches
 from mtnas.space import SearchSpace
 
@@ -59,8 +60,14 @@ class Supernet(nn.Module):
         self.routing = routing
 
     @classmethod
-    def from_space(cls, space: SearchSpace, branches: int | Sequence[int] | None = None) -> Supernet:
-        """The supernet of a resolved space; ``branches`` overrides the space's K per layer."""
+    def from_space(
+        cls, space: SearchSpace, branches: int | Sequence[int] | None = None, *, pretrained: bool = True
+    ) -> Supernet:
+        """The supernet of a resolved space; ``branches`` overrides the space's K per layer.
+
+        With ``backbone.weights`` set (and ``pretrained``), every copy of a layer's block starts
+        from the file's block (all K equal); heads stay fresh. See ``mtnas.pretrained``.
+        """
         plans = plan_backbone(space.backbone.name, space.backbone.layers, space.input_shape)
         if branches is None:
             per_layer = space.branches_per_layer
@@ -70,7 +77,10 @@ class Supernet(nn.Module):
             per_layer = tuple(branches)
         k = effective_branches(per_layer, space.can_branch)
         routing = Routing(space.task_names, k, space.can_branch)
-        return cls(plans=plans, heads=build_heads(space, plans[-1].out_shape), routing=routing)
+        net = cls(plans=plans, heads=build_heads(space, plans[-1].out_shape), routing=routing)
+        if pretrained and space.backbone.weights is not None:
+            load_pretrained(net.layers, space.backbone)
+        return net
 
     @property
     def tasks(self) -> tuple[str, ...]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from mtnas.balancing import make_balancer, optimizer_params, shared_parameters
 from mtnas.data import DatasetBundle, TaskData
 from mtnas.errors import MtnasError
 from mtnas.losses import get_loss
@@ -80,14 +81,29 @@ class TrainResult:
 
 
 def task_losses(
-    outputs: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor], space: SearchSpace
+    outputs: Mapping[str, torch.Tensor],
+    targets: Mapping[str, torch.Tensor],
+    space: SearchSpace,
+    masks: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Each task's weighted loss for one batch."""
-    return {
-        t.name: t.weight * get_loss(t.loss, t.kind)(outputs[t.name].float(), targets[t.name])
-        for t in space.tasks
-        if t.name in outputs
-    }
+    """Each task's weighted loss for one batch, over the samples labelled for it (``masks``).
+
+    A task with no labelled sample in the batch gets a zero loss that still reaches its head
+    (a zero gradient), so every parameter takes part in every step, as DDP requires.
+    """
+    losses = {}
+    for t in space.tasks:
+        if t.name not in outputs:
+            continue
+        pred, target = outputs[t.name].float(), targets[t.name]
+        mask = masks.get(t.name) if masks else None
+        if mask is not None:
+            if not bool(mask.any()):
+                losses[t.name] = pred.sum() * 0.0
+                continue
+            pred, target = pred[mask], target[mask]
+        losses[t.name] = t.weight * get_loss(t.loss, t.kind)(pred, target)
+    return losses
 
 
 def check_finite(losses: Mapping[str, torch.Tensor], where: str) -> None:
@@ -110,8 +126,13 @@ def evaluate(model: nn.Module, split: TaskData, space: SearchSpace, *, batch_siz
         for t in space.tasks:
             if t.name not in outputs:
                 continue
+            pred, target, mask = outputs[t.name].float(), batch.targets[t.name], batch.labelled(t.name)
+            if mask is not None:  # partial labels: only the samples labelled for this task count
+                if not bool(mask.any()):
+                    continue
+                pred, target = pred[mask], target[mask]
             for m in t.metrics:
-                stats = get_metric(m, t.kind).stats(outputs[t.name].float(), batch.targets[t.name]).cpu()
+                stats = get_metric(m, t.kind).stats(pred, target).cpu()
                 sums[t.name, m] = sums[t.name, m] + stats if (t.name, m) in sums else stats
     model.train(was_training)
     result: TaskMetrics = {}
@@ -138,7 +159,9 @@ def train_model(
     epochs = epochs or cfg.epochs
     model.to(device).train()
     train, val, test = (s.only(space.task_names).to(device) for s in (bundle.train, bundle.val, bundle.test))
-    optimizer = make_optimizer(list(model.parameters()), cfg)
+    balancer = make_balancer(cfg.balancing, space.task_names, seed=seed, device=device)
+    shared = shared_parameters(model)
+    optimizer = make_optimizer(optimizer_params(list(model.parameters()), balancer), cfg)
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     schedule = _schedule(optimizer, cfg, epochs * steps_per_epoch)
     generator = torch.Generator().manual_seed(seed)
@@ -146,11 +169,12 @@ def train_model(
     bar = tqdm(range(epochs), desc=desc, disable=not progress, leave=False)
     for epoch in bar:
         totals: dict[str, float] = {}
+        balancer.start_epoch(epoch, history)
         for step, batch in enumerate(train.batches(cfg.batch_size, shuffle=True, generator=generator)):
-            losses = task_losses(model(batch.inputs), batch.targets, space)
+            losses = task_losses(model(batch.inputs), batch.targets, space, batch.masks)
             check_finite(losses, f"epoch {epoch}, step {step}")
             optimizer.zero_grad(set_to_none=True)
-            sum(losses.values()).backward()
+            balancer.backward(losses, shared)
             optimizer.step()
             schedule.step()
             for name, value in losses.items():

@@ -121,7 +121,7 @@ def test_depth_l1_loss_ignores_unmeasured_pixels_and_its_gradient_stays_off_them
     target = torch.tensor([[[[0.0, 2.0], [4.0, 0.0]]]])  # (1, 1, 2, 2): two pixels unmeasured
     pred = torch.tensor([[[[9.0, 3.0], [2.0, -7.0]]]], requires_grad=True)
     loss = get_loss("depth_l1", "dense_regression")(pred, target)
-    assert float(loss) == pytest.approx((1.0 + 2.0) / 2)
+    assert loss.item() == pytest.approx((1.0 + 2.0) / 2)
     loss.backward()
     assert pred.grad[0, 0, 0, 0] == 0 and pred.grad[0, 0, 1, 1] == 0 and pred.grad[0, 0, 0, 1] != 0
 

@@ -17,6 +17,7 @@ from mtnas.datasets._multi_digits import make_multi_digits
 from mtnas.datasets._npy_layout import IGNORE_INDEX, DataNotFoundError
 from mtnas.datasets._nyuv2 import make_nyuv2
 from mtnas.datasets._registry import DATASETS, build_dataset, list_datasets
+from mtnas.datasets._synth_attributes import make_synth_attributes
 from mtnas.datasets._synth_scenes import make_synth_scenes
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "make_multi_digits",
     "make_digit_gratings",
     "make_synth_scenes",
+    "make_synth_attributes",
     "make_nyuv2",
     "make_cityscapes",
     "make_celeba",

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 
 from mtnas.data import DatasetBundle, TaskData, TaskInfo
-from mtnas.datasets._common import check_int, streams
+from mtnas.datasets._common import check_float, check_int, streams
 from mtnas.datasets._registry import DATASETS
+from mtnas.errors import MtnasError
 
 __all__ = ["SHAPES", "make_synth_scenes"]
 
@@ -185,7 +186,8 @@ def _render(scenes: _Scenes, size: int) -> dict[str, np.ndarray]:
 
 @DATASETS.register("synth_scenes")
 def make_synth_scenes(
-    *, n_train: int = 2000, n_val: int = 500, n_test: int = 500, size: int = 32, max_objects: int = 3, seed: int = 0
+    *, n_train: int = 2000, n_val: int = 500, n_test: int = 500, size: int = 32, max_objects: int = 3, seed: int = 0,
+    drop_labels: float = 0.0,
 ) -> DatasetBundle:
     """Rendered scenes: inputs (N, 3, size, size) float32 in [0, 1]; five tasks.
 
@@ -198,6 +200,9 @@ def make_synth_scenes(
         size: image side in pixels.
         max_objects: most objects placed in one scene (at least one is always placed).
         seed: fixes every scene; each split has its own random stream.
+        drop_labels: the fraction of (scene, task) labels removed at random in every split, to
+            exercise partial labels: ``TaskData.masks`` marks what is left (every scene keeps at
+            least one label).
     """
     sizes = {
         split: check_int("synth_scenes", f"n_{split}", n, minimum=1)
@@ -206,11 +211,26 @@ def make_synth_scenes(
     size = check_int("synth_scenes", "size", size, minimum=8)
     max_objects = check_int("synth_scenes", "max_objects", max_objects, minimum=1)
     seed = check_int("synth_scenes", "seed", seed, minimum=0)
+    drop_labels = check_float("synth_scenes", "drop_labels", drop_labels, minimum=0.0)
+    if drop_labels >= 1.0:
+        raise MtnasError(f"dataset 'synth_scenes': drop_labels must be below 1 (a fraction), got {drop_labels}")
     rngs = streams(seed, tuple(sizes))
+    drops = streams(seed + 1, tuple(sizes))
     splits = {}
     for split, n in sizes.items():
         scenes = _draw(rngs[split], n, size, max_objects)
         chunks = [_render(scenes.rows(slice(i, i + _CHUNK)), size) for i in range(0, n, _CHUNK)]
         arrays = {name: torch.from_numpy(np.concatenate([c[name] for c in chunks])) for name in chunks[0]}
-        splits[split] = TaskData(arrays.pop("inputs"), arrays)
+        inputs = arrays.pop("inputs")
+        splits[split] = TaskData(inputs, arrays, _label_masks(drops[split], n, tuple(arrays), drop_labels))
     return DatasetBundle(**splits, tasks=_tasks(max_objects))
+
+
+def _label_masks(rng: np.random.Generator, n: int, tasks: tuple[str, ...], fraction: float) -> dict[str, torch.Tensor]:
+    """Which (scene, task) labels survive when ``fraction`` of them are dropped; none dropped: no masks."""
+    if fraction == 0:
+        return {}
+    keep = rng.random((n, len(tasks))) >= fraction
+    bare = np.flatnonzero(~keep.any(axis=1))  # a scene with no label left keeps one at random
+    keep[bare, rng.integers(len(tasks), size=len(bare))] = True
+    return {task: torch.from_numpy(keep[:, i].copy()) for i, task in enumerate(tasks)}
