@@ -1,8 +1,8 @@
 """How the cost of one supernet epoch grows with the number of tasks, at a fixed K.
 
 On the generated CelebA-shaped ``synth_attributes`` space (2,000 training images 16x16, 4 conv
-layers, K = 4 copies per layer), one differentiable search per task count: 10, 20 and 40
-attributes. A warm-up epoch trains the shared path and measures the lookahead task affinity (one
+layers, K = 4 copies per layer), one differentiable search of 2 warm-up and 2 routing epochs per
+task count: 10, 20 and 40 attributes, each epoch timed inside the search. A warm-up epoch trains the shared path and measures the lookahead task affinity (one
 extra backward pass per task, so it grows with T); a routing epoch alternates weight and routing
 steps over sampled trees (whose block count is bounded by sum K_l, not by T). Printed: seconds
 per warm-up epoch and per routing epoch, and their ratio to the 10-task figure.
@@ -23,18 +23,15 @@ from mtnas.text import format_table
 
 
 def epoch_times(num_tasks: int) -> tuple[float, float]:
+    """Mean seconds of a warm-up epoch and of a routing epoch (timed inside the search)."""
     base = load_space("synth_attributes")
     names = tuple(f"attr_{j:02d}" for j in range(num_tasks))
     space = replace(base, dataset=replace(base.dataset, args={**base.dataset.args, "attributes": num_tasks}),
-                    tasks=tuple(t for t in base.tasks if t.name in names))
+                    tasks=tuple(t for t in base.tasks if t.name in names),
+                    search=replace(base.search, epochs=4, warmup_epochs=2))
     space, bundle = load_resolved(space)
-    seconds = {}
-    for epochs in (3, 5):  # 1 warm-up epoch + 2 or 4 routing epochs
-        cfg = replace(space.search, epochs=epochs, warmup_epochs=1)
-        seconds[epochs] = search_tree(replace(space, search=cfg), bundle, seed=0).seconds
-    routing = (seconds[5] - seconds[3]) / 2
-    warm = seconds[3] - 2 * routing
-    return warm, routing
+    seconds = search_tree(space, bundle, seed=0).routing["epoch_seconds"]
+    return float(seconds[:2].mean()), float(seconds[2:].mean())
 
 
 def main() -> None:

@@ -40,7 +40,7 @@ class SearchResult:
         tree: the derived tree (argmax routes, unused nodes pruned, canonical).
         derived: the tree with the supernet node behind each of its nodes.
         routing: per-epoch routing probabilities: ``heads`` (E, T, K_last), ``layer{l}``
-            (E, K_l, K_{l-1}), ``tau`` (E,), ``expected_cost`` (E,).
+            (E, K_l, K_{l-1}), ``tau`` (E,), ``expected_cost`` (E,), ``epoch_seconds`` (E,).
         weights: a BranchedNet state dict for ``tree``, inherited from the supernet.
         seconds: wall time of the search.
     """
@@ -127,6 +127,7 @@ def search_tree(
     loss_history: list[dict[str, float]] = []  # each epoch's mean weight-step task losses (for DWA)
     start = time.perf_counter()
     for epoch in tqdm(range(cfg.epochs), desc="search", disable=not progress, leave=False):
+        epoch_start = time.perf_counter()
         tau = temperature(epoch, cfg)
         warm = epoch < cfg.warmup_epochs
         routing_batches = cycle(routing_part.batches(bs, shuffle=True, generator=generator))
@@ -157,6 +158,7 @@ def search_tree(
         for key, value in _snapshot(net).items():
             history.setdefault(key, []).append(value)
         history.setdefault("tau", []).append(tau)
+        history.setdefault("epoch_seconds", []).append(time.perf_counter() - epoch_start)
         history.setdefault("expected_cost", []).append(float(net.routing.expected_cost(block_costs, head_cost).detach()))
     derived = net.routing.derive()
     return SearchResult(
