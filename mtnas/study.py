@@ -345,13 +345,25 @@ def run_search(
 def _optimize(study: optuna.Study, space: SearchSpace, bundle: DatasetBundle, baselines: Baselines,
               ctx: dict, trials: int, progress: bool, timeout: float | None = None) -> None:
     """Run trials until the study holds ``trials`` completed ones (failed ones do not count)."""
-    done = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
-    if done < trials:
+    from tqdm.auto import tqdm
+
+    complete = (optuna.trial.TrialState.COMPLETE,)
+    done = len(study.get_trials(deepcopy=False, states=complete))
+    if done >= trials:
+        return
+    # The bar counts completed trials of the whole study (other workers' too) against the target.
+    with tqdm(total=trials, initial=done, desc="trials", unit="trial", disable=not progress) as bar:
+
+        def advance(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            bar.update(len(study.get_trials(deepcopy=False, states=complete)) - bar.n)
+            dm = trial.user_attrs.get("delta_m")
+            if dm is not None:
+                bar.set_postfix_str(f"last: {trial.user_attrs.get('tree', '')[:40]} delta-m {dm:+.2f}%")
+
         study.optimize(
             lambda t: _objective(t, space, bundle, baselines, ctx),
-            callbacks=[optuna.study.MaxTrialsCallback(trials, states=(optuna.trial.TrialState.COMPLETE,))],
+            callbacks=[optuna.study.MaxTrialsCallback(trials, states=complete), advance],
             catch=(NonFiniteLossError,),
-            show_progress_bar=progress,
             n_trials=trials - done + 2 * trials,  # room for failed trials; the callback stops at `trials`
             timeout=timeout,
         )
