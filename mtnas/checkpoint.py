@@ -31,6 +31,7 @@ __all__ = [
     "WEIGHTS_FORMAT",
     "WEIGHTS_VERSION",
     "find_checkpoint",
+    "fit_problems",
     "load_checkpoint",
     "load_into",
     "load_state",
@@ -138,23 +139,29 @@ def load_weights(path: str | Path, *, tree_key: str | None = None) -> dict[str, 
     return tensors
 
 
-def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], source: str | Path) -> None:
-    """Copy ``state`` into ``model`` after checking names and shapes; ``source`` names the file in errors."""
-    own = model.state_dict()
+def fit_problems(own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]) -> list[str]:
+    """What keeps ``state`` from loading into a module whose state dict is ``own``: shape
+    mismatches, missing and unexpected tensors, each with its first names (empty: it fits)."""
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     mismatched = [
-        f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        f"{k}: expected {tuple(v.shape)}, found {tuple(state[k].shape)}"
         for k, v in own.items()
         if k in state and tuple(state[k].shape) != tuple(v.shape)
     ]
     problems = []
+    if mismatched:
+        problems.append(f"{len(mismatched)} shape mismatch(es) ({_first(mismatched)})")
     if missing:
         problems.append(f"missing {len(missing)} tensor(s) ({_first(missing)})")
     if unexpected:
         problems.append(f"{len(unexpected)} unexpected tensor(s) ({_first(unexpected)})")
-    if mismatched:
-        problems.append(f"{len(mismatched)} shape mismatch(es) ({_first(mismatched)})")
+    return problems
+
+
+def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], source: str | Path) -> None:
+    """Copy ``state`` into ``model`` after checking names and shapes; ``source`` names the file in errors."""
+    problems = fit_problems(model.state_dict(), state)
     if problems:
         raise MtnasError(f"{source}: weights do not fit the model: {'; '.join(problems)}")
     model.load_state_dict(dict(state), strict=True)

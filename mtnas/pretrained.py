@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from mtnas.checkpoint import WEIGHTS_FORMAT, tensors_sha256
+from mtnas.checkpoint import WEIGHTS_FORMAT, fit_problems, tensors_sha256
 from mtnas.errors import MtnasError
 from mtnas.io import atomic_write_bytes
 
@@ -295,21 +295,7 @@ def _torchvision_states(
 
 def _checked(state: State, block: nn.Module, where: str, source: str) -> State:
     """``state`` when its names and shapes are exactly ``block``'s; else one error naming them."""
-    own = block.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    mismatched = [
-        f"{k}: expected {tuple(v.shape)}, found {tuple(state[k].shape)}"
-        for k, v in own.items()
-        if k in state and tuple(state[k].shape) != tuple(v.shape)
-    ]
-    problems = []
-    if mismatched:
-        problems.append(f"{len(mismatched)} shape mismatch(es) ({_first(mismatched)})")
-    if missing:
-        problems.append(f"missing {len(missing)} key(s) ({_first(missing)})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected key(s) ({_first(unexpected)})")
+    problems = fit_problems(block.state_dict(), state)
     if problems:
         raise MtnasError(f"{source}: {where} does not fit the backbone's block: {'; '.join(problems)}")
     return state

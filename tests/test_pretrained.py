@@ -260,7 +260,7 @@ def test_unsafe_or_unfit_files_are_one_clear_error(tmp_path: Path, monkeypatch) 
     fails(tmp_path / "b.safetensors", r"b\.safetensors: layer 2 does not fit the backbone's block: 5 shape mismatch"
           r"\(es\) \(0\.weight: expected \(9, 6, 3, 3\), found \(8, 6, 3, 3\)", wide, "conv")
     save_file({**file, "layers.0.extra": torch.zeros(1)}, str(tmp_path / "extra.safetensors"))
-    fails(tmp_path / "extra.safetensors", r"layer 0 does not fit .* 1 unexpected key\(s\) \(extra\)", CONV_LAYERS, "conv")
+    fails(tmp_path / "extra.safetensors", r"layer 0 does not fit .* 1 unexpected tensor\(s\) \(extra\)", CONV_LAYERS, "conv")
     save_file({"stem.weight": torch.zeros(1)}, str(tmp_path / "odd.safetensors"))
     fails(tmp_path / "odd.safetensors", r"cannot tell the key layout \(first keys: stem\.weight\)", CONV_LAYERS, "conv")
     (tmp_path / "torn.safetensors").write_bytes((tmp_path / "b.safetensors").read_bytes()[:100])
