@@ -330,14 +330,22 @@ def run_search(
     ctx = {"run": run, "seed": seed, "device": dev, "strategy": strategy, "objectives": names}
     if workers > 0:  # 0: only create the study, for `mtnas worker` processes to run
         _optimize(study, space, bundle, baselines, ctx, trials, progress, timeout)
-    failed = [code for code in (p.wait() for p in helpers) if code]
-    if failed:
+    dead = {p.pid: code for p in helpers if (code := p.wait())}
+    if dead:
+        # A local worker that died left its trial RUNNING: fail it now (no need to wait for its
+        # heartbeat to go stale), then finish the count here.
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            if t.user_attrs.get("pid") in dead:
+                study._storage.set_trial_user_attr(t._trial_id, "fail_reason",
+                                                   f"worker process {t.user_attrs['pid']} died (exit {dead[t.user_attrs['pid']]})")
+                study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+        if workers > 0:
+            _optimize(study, space, bundle, baselines, ctx, trials, progress, timeout)
         done = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
         if done < trials:
-            raise MtnasError(f"{len(failed)} of the worker processes failed; see their output above")
-        # a killed worker's trial was failed and retried by the others: the study is whole
-        print(f"warning: {len(failed)} worker process(es) ended with an error (exit {failed}); "
-              f"their trials were retried and the study holds {done} completed trials", file=sys.stderr)
+            raise MtnasError(f"{len(dead)} of the worker processes failed; see their output above")
+        print(f"warning: {len(dead)} worker process(es) ended with an error (exit {sorted(dead.values())}); "
+              f"their trials were failed and the study holds {done} completed trials", file=sys.stderr)
     write_pareto(run, study)
     return run, study
 

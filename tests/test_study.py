@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+import warnings
 from pathlib import Path
 
 import optuna
@@ -173,8 +175,9 @@ def test_two_local_workers_share_one_journal(tmp_path: Path) -> None:
     assert 6 <= len(_completed(study)) <= 7
 
 
-def test_a_killed_journal_worker_trial_is_failed_and_retried_by_the_other(tmp_path: Path) -> None:
-    """Optuna's JournalStorage has no heartbeats; mtnas adds them, so ``--workers`` survive a kill."""
+def test_a_killed_local_worker_trial_is_failed_and_the_count_still_reached(tmp_path: Path) -> None:
+    """SIGKILL the helper of ``--workers 2`` mid-trial: its trial ends FAIL with the reason, and the
+    study still ends with exactly the requested completed trials, numbered without gaps."""
     import os
     import signal
     import subprocess
@@ -190,8 +193,8 @@ def test_a_killed_journal_worker_trial_is_failed_and_retried_by_the_other(tmp_pa
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     journal = f"journal:///{tmp_path / 'r' / 'journal.log'}"
     deadline, killed = time.time() + 120, None
-    while time.time() < deadline and killed is None:
-        time.sleep(0.2)
+    while time.time() < deadline and killed is None and proc.poll() is None:
+        time.sleep(0.1)
         if not (tmp_path / "r" / "journal.log").exists():
             continue
         try:
@@ -206,13 +209,43 @@ def test_a_killed_journal_worker_trial_is_failed_and_retried_by_the_other(tmp_pa
     assert killed is not None, "no trial of the helper worker was seen running"
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 0, err
-    assert "their trials were retried" in err
+    assert "worker process(es) ended with an error" in err
     study = optuna.load_study(study_name="r", storage=open_storage(journal))
     assert study.trials[killed].state == optuna.trial.TrialState.FAIL
-    retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == killed]
-    assert len(retries) == 1 and retries[0].state == optuna.trial.TrialState.COMPLETE
+    # Failed either by the main process's heartbeat check (then retried), or, when the study was
+    # done before the heartbeat went stale, as soon as the helper's death was seen.
+    retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == killed]
+    assert retried or "died" in study.trials[killed].user_attrs.get("fail_reason", "")
     assert len(_completed(study)) == 8
     assert [t.number for t in study.trials] == list(range(len(study.trials)))
+
+
+def test_journal_heartbeats_fail_a_silent_trial_and_enqueue_its_retry(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Optuna's JournalStorage has no heartbeats; mtnas's adds them: a trial silent past the grace
+    period is failed by any process and retried (RetryHeartbeatStaleTrialCallback)."""
+    from mtnas import storage as storage_module
+
+    monkeypatch.setenv("MTNAS_HEARTBEAT", "1,5")
+    store = storage_module.open_storage(f"journal:///{tmp_path / 'journal.log'}")
+    assert isinstance(store, storage_module.HeartbeatJournalStorage)
+    study = optuna.create_study(storage=store, study_name="s")
+    trial = study.ask({"x": optuna.distributions.IntDistribution(0, 9)})
+    now = time.time()
+    monkeypatch.setattr(storage_module.time, "time", lambda: now)
+    store.record_heartbeat(trial._trial_id)
+    assert store._get_stale_trial_ids(study._study_id) == []  # beating
+    monkeypatch.setattr(storage_module.time, "time", lambda: now + 4)
+    assert store._get_stale_trial_ids(study._study_id) == []  # within the grace period
+    monkeypatch.setattr(storage_module.time, "time", lambda: now + 6)
+    assert store._get_stale_trial_ids(study._study_id) == [trial._trial_id]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    states = [t.state for t in study.get_trials()]
+    assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.WAITING]
+    retry = study.get_trials()[1]
+    assert retry.system_attrs["failed_trial"] == trial.number and retry.params == study.get_trials()[0].params
 
 
 def test_an_unreachable_storage_is_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
