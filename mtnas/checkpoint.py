@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mtnas.errors import MtnasError
+from mtnas.errors import MtnasError, first_few, first_line
 from mtnas.io import atomic_write_bytes
 
 __all__ = [
@@ -111,7 +111,7 @@ def load_weights(path: str | Path, *, tree_key: str | None = None) -> dict[str, 
             metadata = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise MtnasError(f"{path}: damaged or truncated weights file ({_first_line(exc)})") from None
+        raise MtnasError(f"{path}: damaged or truncated weights file ({first_line(exc)})") from None
     fmt = metadata.get("format")
     if fmt != WEIGHTS_FORMAT:
         found = "no format in its metadata" if fmt is None else f"format {fmt!r}"
@@ -151,11 +151,11 @@ def fit_problems(own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tens
     ]
     problems = []
     if mismatched:
-        problems.append(f"{len(mismatched)} shape mismatch(es) ({_first(mismatched)})")
+        problems.append(f"{len(mismatched)} shape mismatch(es) ({first_few(mismatched)})")
     if missing:
-        problems.append(f"missing {len(missing)} tensor(s) ({_first(missing)})")
+        problems.append(f"missing {len(missing)} tensor(s) ({first_few(missing)})")
     if unexpected:
-        problems.append(f"{len(unexpected)} unexpected tensor(s) ({_first(unexpected)})")
+        problems.append(f"{len(unexpected)} unexpected tensor(s) ({first_few(unexpected)})")
     return problems
 
 
@@ -184,7 +184,7 @@ def load_state(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for damaged or unsafe files
-        raise MtnasError(f"{path}: damaged or unreadable training-state file ({_first_line(exc)})") from None
+        raise MtnasError(f"{path}: damaged or unreadable training-state file ({first_line(exc)})") from None
     if not isinstance(state, dict):
         raise MtnasError(f"{path}: not an mtnas training-state file (a {type(state).__name__}, expected a dict)")
     return state
@@ -236,13 +236,3 @@ def load_checkpoint(folder: str | Path, *, tree_key: str) -> tuple[dict[str, tor
 
 def _sibling(folder: Path, suffix: str) -> Path:
     return folder.with_name(f".{folder.name}.{suffix}")
-
-
-def _first(items: list[str], n: int = 3) -> str:
-    more = f", ... {len(items) - n} more" if len(items) > n else ""
-    return ", ".join(items[:n]) + more
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

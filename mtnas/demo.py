@@ -20,7 +20,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from mtnas.baselines import compute_baselines
 from mtnas.errors import MtnasError
@@ -57,14 +56,10 @@ def run_demo(*, out: Path, device: str = "auto", epochs: int | None = None, tria
             search=replace(space.search, epochs=max(2 * epochs, 2), warmup_epochs=epochs, proxy_epochs=epochs),
         )
     dev = select_device(device)
-    space_file = out.parent / f".{out.name}-space.yaml"
-    atomic_write_text(space_file, yaml.safe_dump(space.to_dict(), sort_keys=False))
     print(f"mtnas demo: {space.name} ({len(bundle.train)} training images, {len(space.tasks)} tasks) on {dev}")
 
     print(f"1/4 search: {trials} trials (all-shared, independent, then differentiable searches)")
-    run, study = run_search(str(space_file), name=out.name, runs_dir=out.parent, trials=trials, device=device,
-                            progress=progress)
-    space_file.unlink()
+    run, study = run_search(space, name=out.name, runs_dir=out.parent, trials=trials, device=device, progress=progress)
     found = [t for t in pareto(study) if not t.user_attrs.get("fixed_tree")]
     if not found:  # every search found one of the enqueued trees: take the best searched trial
         found = sorted((t for t in study.trials if t.values and not t.user_attrs.get("fixed_tree")),

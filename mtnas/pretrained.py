@@ -53,7 +53,7 @@ import torch
 from torch import nn
 
 from mtnas.checkpoint import WEIGHTS_FORMAT, fit_problems, tensors_sha256
-from mtnas.errors import MtnasError
+from mtnas.errors import MtnasError, first_few, first_line
 from mtnas.io import atomic_write_bytes
 
 if TYPE_CHECKING:
@@ -167,7 +167,7 @@ def _read_tensors(path: Path, source: str) -> State:
     bad = [str(k) for k, v in data.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
         hint = " (a training checkpoint? save its model's state_dict() alone)" if {"state_dict", "model"} & set(bad) else ""
-        raise MtnasError(f"{source}: not a state dict of tensors: {len(bad)} entry(ies) are not tensors ({_first(bad)}){hint}")
+        raise MtnasError(f"{source}: not a state dict of tensors: {len(bad)} entry(ies) are not tensors ({first_few(bad)}){hint}")
     return dict(data)
 
 
@@ -180,7 +180,7 @@ def _torch_load_problem(exc: Exception) -> str:
         )
     if isinstance(exc, pickle.UnpicklingError):
         return "damaged, or not a torch.save file of tensors (torch.load(weights_only=True) could not read it)"
-    return f"damaged or unreadable ({_first_line(exc)})"
+    return f"damaged or unreadable ({first_line(exc)})"
 
 
 def _read_safetensors(path: Path, source: str) -> State:
@@ -191,7 +191,7 @@ def _read_safetensors(path: Path, source: str) -> State:
             metadata = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise MtnasError(f"{source}: damaged or truncated safetensors file ({_first_line(exc)})") from None
+        raise MtnasError(f"{source}: damaged or truncated safetensors file ({first_line(exc)})") from None
     if metadata.get("format") == WEIGHTS_FORMAT:
         raise MtnasError(
             f"{source}: this is a trained network's weights file (layers.{{l}}.{{group}}.* and heads), not a backbone; "
@@ -209,7 +209,7 @@ def _detect(tensors: State, source: str) -> str:
     if any(_TV_BLOCK.fullmatch(k) for k in tensors):
         return "torchvision-resnet"
     raise MtnasError(
-        f"{source}: cannot tell the key layout (first keys: {_first(sorted(tensors))}); expected 'layers.{{l}}.*' "
+        f"{source}: cannot tell the key layout (first keys: {first_few(sorted(tensors))}); expected 'layers.{{l}}.*' "
         "(mtnas) or a torchvision ResNet ('layer1.0.conv1.weight', ...); set backbone.weights_map"
     )
 
@@ -228,7 +228,7 @@ def _mtnas_states(tensors: State, reference: Sequence[nn.Module], source: str) -
         else:
             per_layer.setdefault(int(index), {})[name] = value
     if stray:
-        raise MtnasError(f"{source}: {len(stray)} key(s) outside 'layers.{{l}}.*' ({_first(stray)})")
+        raise MtnasError(f"{source}: {len(stray)} key(s) outside 'layers.{{l}}.*' ({first_few(stray)})")
     extra = sorted(set(per_layer) - set(range(len(reference))))
     absent = sorted(set(range(len(reference))) - set(per_layer))
     if extra or absent:
@@ -258,10 +258,10 @@ def _torchvision_states(
         blocks.setdefault((stage, block), {})[name.replace("downsample.", "shortcut.", 1)] = value
     if bottleneck:
         raise MtnasError(
-            f"{source}: bottleneck blocks ({_first(bottleneck)}) are not supported; use a basic-block ResNet (18 or 34)"
+            f"{source}: bottleneck blocks ({first_few(bottleneck)}) are not supported; use a basic-block ResNet (18 or 34)"
         )
     if stray:
-        raise MtnasError(f"{source}: {len(stray)} key(s) that are not part of a torchvision ResNet ({_first(stray)})")
+        raise MtnasError(f"{source}: {len(stray)} key(s) that are not part of a torchvision ResNet ({first_few(stray)})")
     order = sorted(blocks)
     counts = {s: sum(1 for st, _ in order if st == s) for s in sorted({st for st, _ in order})}
     expected = [(s, b) for s, n in counts.items() for b in range(n)]
@@ -302,14 +302,4 @@ def _checked(state: State, block: nn.Module, where: str, source: str) -> State:
 
 
 def _names(order: Sequence[tuple[int, int]]) -> str:
-    return _first([f"layer{s}.{b}" for s, b in order], 8)
-
-
-def _first(items: Sequence[str], n: int = 3) -> str:
-    more = f", ... {len(items) - n} more" if len(items) > n else ""
-    return ", ".join(items[:n]) + more
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    return first_few([f"layer{s}.{b}" for s, b in order], 8)

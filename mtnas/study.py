@@ -256,7 +256,7 @@ def pareto(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 
 def run_search(
-    space_arg: str,
+    space_arg: str | SearchSpace,
     *,
     name: str | None = None,
     trials: int | None = None,
@@ -274,13 +274,17 @@ def run_search(
 ) -> tuple[SearchRun, optuna.Study]:
     """Create (or ``resume``) ``runs_dir/NAME`` and run the study until ``trials`` completed.
 
+    ``space_arg`` is a built-in space name, a YAML path, or a ``SearchSpace`` (NAME defaults to
+    its name).
+
     ``workers`` > 1 runs that many local processes on a journal file in the run folder (0 creates
     the study and returns, for ``mtnas worker`` processes to run);
     ``storage`` (an RDB URL such as ``postgresql://...``) keeps the study elsewhere, where
     ``mtnas worker`` processes on any machine can join it. ``timeout`` (seconds) stops starting
     new trials after that wall time, so strategies can be compared at an equal budget.
     """
-    run = SearchRun(Path(runs_dir) / (name or Path(str(space_arg)).stem))
+    default_name = space_arg.name if isinstance(space_arg, SearchSpace) else Path(str(space_arg)).stem
+    run = SearchRun(Path(runs_dir) / (name or default_name))
     if resume:
         info = run.info()
         space_arg, strategy, seed = str(run.root / "space.yaml"), info["strategy"], info["seed"]

@@ -59,6 +59,20 @@ def test_search_writes_the_run_folder_and_keeps_both_baselines(tmp_path: Path) -
     assert info["strategy"] == "differentiable" and info["objectives"] == ["delta_m", "flops"]
 
 
+def test_timeout_stops_starting_trials_and_a_space_object_is_accepted(tmp_path: Path) -> None:
+    from mtnas.space import load_space
+
+    space = load_space(_space(tmp_path))
+    # A timeout already spent: no trial starts; the enqueued baselines wait for a --resume.
+    run, study = study_module.run_search(space, trials=10, timeout=1e-6, runs_dir=tmp_path, progress=False)
+    assert run.root == tmp_path / space.name
+    assert _completed(study) == []
+    assert [(t.state, t.user_attrs["fixed_tree"]) for t in study.trials] == [
+        (optuna.trial.TrialState.WAITING, "all-shared"), (optuna.trial.TrialState.WAITING, "independent")]
+    _, resumed = study_module.run_search("", name=space.name, resume=True, trials=2, runs_dir=tmp_path, progress=False)
+    assert [t.user_attrs["fixed_tree"] for t in _completed(resumed)] == ["all-shared", "independent"]
+
+
 def test_an_evaluated_tree_is_reused_not_retrained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     trained = []
     real = study_module.train_tree
