@@ -18,10 +18,10 @@ from dataclasses import replace
 
 import torch
 
+from mtnas.core import format_table
 from mtnas.space import load_resolved, load_space
-from mtnas.text import format_table
+from mtnas.train import mean_metric, train_tree
 from mtnas.tree import BranchingTree
-from mtnas.tree_training import mean_metric, train_tree
 
 WRONG = (("digit", "parity", "orientation"), ("ge5", "frequency", "diagonal"))
 

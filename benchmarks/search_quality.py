@@ -30,8 +30,8 @@ from dataclasses import dataclass
 
 import torch
 
+from mtnas.core import format_table
 from mtnas.study import pareto, run_search
-from mtnas.text import format_table
 
 STRATEGIES = ("differentiable", "sampled")
 

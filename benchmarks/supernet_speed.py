@@ -19,11 +19,10 @@ from dataclasses import replace
 
 import torch
 
-from mtnas.branched import BranchedNet
 from mtnas.data import DatasetBundle, TaskData, TaskInfo
-from mtnas.routing import Routing
+from mtnas.model import BranchedNet
+from mtnas.search import Routing, Supernet
 from mtnas.space import TaskConfig, load_resolved
-from mtnas.supernet import Supernet
 from mtnas.train import task_losses
 from mtnas.tree import BranchingTree
 
@@ -78,17 +77,23 @@ def measure(space, bundle, steps: int, batch: int) -> None:
         sample = net.routing.sample(1.0, frozen=True)
         blocks["a"] = sum(len(u) for u in sample.used)
         loss = sum(task_losses(net(x, sample), targets, space).values())
-        opt_net.zero_grad(); loss.backward(); opt_net.step()
+        opt_net.zero_grad()
+        loss.backward()
+        opt_net.step()
 
     def step_b() -> None:
         paths = [[int(torch.randint(k, ())) for k in net.routing.branches] for _ in space.tasks]
         blocks["b"] = len(paths) * len(paths[0])
         loss = sum(task_losses(per_task_path_forward(net, x, paths), targets, space).values())
-        opt_net.zero_grad(); loss.backward(); opt_net.step()
+        opt_net.zero_grad()
+        loss.backward()
+        opt_net.step()
 
     def step_c() -> None:
         loss = sum(task_losses(shared(x), targets, space).values())
-        opt_shared.zero_grad(); loss.backward(); opt_shared.step()
+        opt_shared.zero_grad()
+        loss.backward()
+        opt_shared.step()
 
     ta, tb, tc = (time_steps(s, steps) for s in (step_a, step_b, step_c))
     t, k = len(space.tasks), max(net.routing.branches)

@@ -17,9 +17,9 @@ from dataclasses import replace
 
 import torch
 
+from mtnas.core import format_table
 from mtnas.search import search_tree
 from mtnas.space import load_resolved, load_space
-from mtnas.text import format_table
 
 
 def epoch_times(num_tasks: int) -> tuple[float, float]:

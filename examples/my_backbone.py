@@ -4,8 +4,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from mtnas.backbones import BackboneType, BlockPlan
-from mtnas.config import bounded
+from mtnas.core import bounded
+from mtnas.nn import BackboneType, BlockPlan
 
 
 @dataclass(frozen=True)

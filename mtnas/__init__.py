@@ -1,3 +1,35 @@
-"""mtnas: multi-task neural architecture search — find which layers tasks should share."""
+"""mtnas: multi-task neural architecture search — find which layers tasks should share.
 
-__version__ = "0.1.0"
+The public API, importable from ``mtnas`` directly (each name loads its module on first use, so
+``import mtnas`` stays cheap)::
+
+    import mtnas
+
+    space, bundle = mtnas.load_resolved("digit_gratings")     # a search space and its dataset
+    result = mtnas.search_tree(space, bundle, seed=1)          # one differentiable search
+    run, study = mtnas.run_search(space, name="dg1")           # an Optuna study in runs/dg1
+    front = mtnas.front_trees(study)                           # its Pareto trees, as objects
+    model = mtnas.load_model("out/arch.json", "out/retrain/weights.safetensors")  # nn.Module
+
+The packages, bottom to top (each imports only those below it): ``core``, ``tree``, ``viz``,
+``data``, ``nn``, ``space``, ``model``, ``train``, ``search``, ``study``, ``export``, ``report``,
+``cli``.
+"""
+
+from mtnas.core._lazy import lazy_exports
+from mtnas.core._version import __version__
+
+__all__, __getattr__, __dir__ = lazy_exports(__name__, {
+    "mtnas.core": ("MtnasError", "bounded"),
+    "mtnas.tree": ("Architecture", "BranchingTree"),
+    "mtnas.data": ("DatasetBundle", "TaskData", "TaskInfo"),
+    "mtnas.nn": ("BackboneType", "BlockPlan"),
+    "mtnas.space": ("SearchSpace", "list_spaces", "load_resolved", "load_space"),
+    "mtnas.model": ("BranchedNet", "load_model"),
+    "mtnas.train": ("retrain", "train_tree"),
+    "mtnas.search": ("SearchResult", "search_tree"),
+    "mtnas.study": ("FrontTree", "SearchRun", "front_trees", "load_study", "run_search", "run_worker"),
+    "mtnas.export": ("export_model", "export_trial"),
+    "mtnas.report": ("plot_source", "write_report"),
+})
+__all__ = [*__all__, "__version__"]

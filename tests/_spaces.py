@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from mtnas.data import DatasetBundle
-from mtnas.datasets import DataNotFoundError
+from mtnas.data.datasets import DataNotFoundError
 from mtnas.space import BUILTIN_DIR, SearchSpace, load_resolved
 
 BUILTINS = sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml"))

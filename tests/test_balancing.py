@@ -14,17 +14,15 @@ import torch
 import yaml
 from torch import nn
 
-from mtnas import retrain as retrain_module
-from mtnas import study as study_module
-from mtnas.architecture import Architecture
-from mtnas.balancing import BALANCERS, DWA, Equal, PCGrad, Uncertainty, pcgrad_project, shared_parameters
-from mtnas.branched import BranchedNet
-from mtnas.checkpoint import load_checkpoint
-from mtnas.config import ConfigError
+from mtnas.core import ConfigError
+from mtnas.model import BranchedNet, arch_space, load_checkpoint
+from mtnas.nn import BALANCERS, DWA, Equal, PCGrad, Uncertainty, pcgrad_project, shared_parameters
 from mtnas.search import search_tree
 from mtnas.space import load_resolved, load_space, space_from_dict
+from mtnas.study import _optimize as study_module
+from mtnas.train import _retrain as retrain_module
 from mtnas.train import train_model
-from mtnas.tree import BranchingTree
+from mtnas.tree import Architecture, BranchingTree
 
 from .conftest import write_tiny_space
 
@@ -207,7 +205,7 @@ def test_a_study_samples_the_balancing_and_trains_the_trial_with_it(tmp_path: Pa
     assert trial.params["balancing"] in ("uncertainty", "pcgrad")
     assert trial.user_attrs["balancing"] == trial.params["balancing"]
     arch = Architecture.load(run.trial_dir(2) / "arch.json")  # what the trial's tree was trained with
-    assert arch.resolved_space().training.balancing == trial.params["balancing"]
+    assert arch_space(arch).training.balancing == trial.params["balancing"]
     assert study.trials[0].user_attrs["balancing"] == "equal"  # the fixed trees keep the space's
 
 

@@ -5,11 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mtnas.architecture import Architecture
-from mtnas.branched import BranchedNet
-from mtnas.cost import count_params, tree_cost
+from mtnas.model import BranchedNet, count_params, tree_cost
 from mtnas.space import BUILTIN_DIR, load_resolved, space_from_dict
-from mtnas.tree import BranchingTree
+from mtnas.tree import Architecture, BranchingTree
 from tests._spaces import load_builtin
 
 BUILTINS = sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml"))

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from mtnas.architecture import Architecture
 from mtnas.cli import COMMANDS, main
 from mtnas.space import load_resolved
-from mtnas.tree import BranchingTree
+from mtnas.tree import Architecture, BranchingTree
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

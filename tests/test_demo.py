@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from mtnas.architecture import Architecture
-from mtnas.checkpoint import load_weights
 from mtnas.cli import main
+from mtnas.model import load_weights
+from mtnas.tree import Architecture
 
 
 def test_demo_searches_exports_retrains_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

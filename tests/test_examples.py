@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from mtnas.cli import main
+from mtnas.model import arch_space
 from mtnas.space import load_resolved
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,9 +40,8 @@ def test_readme_shows_the_example_backbone() -> None:
 def test_a_users_backbone_builds_trains_and_rebuilds_from_arch_json(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    from mtnas.architecture import Architecture
-    from mtnas.branched import BranchedNet
-    from mtnas.tree import BranchingTree
+    from mtnas.model import BranchedNet
+    from mtnas.tree import Architecture, BranchingTree
 
     monkeypatch.chdir(ROOT)
     space, _ = load_resolved("examples/my_backbone_space.yaml")
@@ -50,7 +50,7 @@ def test_a_users_backbone_builds_trains_and_rebuilds_from_arch_json(
     assert type(model.layers[0][0]).__name__ == "ResidualBlock"
     Architecture(tree, space.to_dict()).save(tmp_path / "arch.json")
     rebuilt = Architecture.load(tmp_path / "arch.json")
-    again = BranchedNet.from_space(rebuilt.tree, rebuilt.resolved_space())
+    again = BranchedNet.from_space(rebuilt.tree, arch_space(rebuilt))
     assert [n for n, _ in again.named_parameters()] == [n for n, _ in model.named_parameters()]
     assert main(["train", "examples/my_backbone_space.yaml", "--tree", str(tmp_path / "arch.json"),
                  "--epochs", "1", "--json", "--quiet"]) == 0
@@ -59,12 +59,12 @@ def test_a_users_backbone_builds_trains_and_rebuilds_from_arch_json(
 
 @pytest.mark.parametrize("name,message", [
     ("examples.my_backbone:nothing", "'examples.my_backbone' has no attribute 'nothing'"),
-    ("examples.my_dataset:make", "returned a DatasetBundle, expected a mtnas.backbones.BackboneType"),
+    ("examples.my_dataset:make", "returned a DatasetBundle, expected a mtnas.nn.BackboneType"),
     ("examples.my_backbone:ResidualLayer", "failed: TypeError"),
     ("examples.no_such_module:f", "cannot import module 'examples.no_such_module'"),
 ])
 def test_a_bad_backbone_factory_is_a_clear_error(name: str, message: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mtnas.errors import MtnasError
+    from mtnas.core import MtnasError
     from mtnas.space import space_from_dict
 
     monkeypatch.chdir(ROOT)

@@ -12,12 +12,11 @@ import pytest
 import torch
 import yaml
 
-from mtnas.architecture import Architecture
-from mtnas.branched import BranchedNet
-from mtnas.checkpoint import load_into, load_weights, save_weights
 from mtnas.cli import main
-from mtnas.export import PICKS, export_model, export_trial, knee
-from mtnas.study import pareto, run_search
+from mtnas.export import export_model, export_trial
+from mtnas.model import BranchedNet, arch_space, load_into, load_weights, save_weights
+from mtnas.study import PICKS, choose_trial, front_point, knee, pareto, run_search
+from mtnas.tree import Architecture
 from tests.conftest import write_tiny_space
 
 
@@ -44,11 +43,12 @@ def test_knee_is_the_point_farthest_above_the_cheap_to_best_line() -> None:
 def test_pick_chooses_from_the_pareto_front(run_dir: Path, tmp_path: Path, pick: str) -> None:
     study = optuna.load_study(study_name="r", storage=f"sqlite:///{run_dir / 'study.db'}")
     front = pareto(study)
-    expected = PICKS.get(pick)(front)
+    expected = front[PICKS.get(pick)([front_point(study, t) for t in front])]
+    assert choose_trial(study, pick=pick).number == expected.number
     report = export_trial(run_dir, tmp_path, pick=pick)
     assert report.trial == expected.number
     if pick == "quality":
-        assert expected.values[0] == max(t.values[0] for t in front)
+        assert expected.user_attrs["delta_m"] == max(t.user_attrs["delta_m"] for t in front)
     if pick == "cheapest":
         assert expected.number == 0  # all-shared has the fewest FLOPs
 
@@ -61,7 +61,7 @@ def test_exported_arch_rebuilds_with_no_run_folder(run_dir: Path, tmp_path: Path
     monkeypatch.chdir(tmp_path)
     arch = Architecture.load(tmp_path / "out" / "arch.json")
     assert arch.provenance["trial"] == 1 and report.trial == 1
-    model = BranchedNet.from_space(arch.tree, arch.resolved_space())
+    model = BranchedNet.from_space(arch.tree, arch_space(arch))
     assert sum(p.numel() for p in model.parameters()) == arch.cost["params"]
     assert (tmp_path / "out" / "tree.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -71,7 +71,7 @@ def test_with_weights_ships_the_inherited_supernet_weights(run_dir: Path, tmp_pa
     export_trial(run_dir, tmp_path, trial=trial, with_weights=True)
     arch = Architecture.load(tmp_path / "arch.json")
     state = load_weights(tmp_path / "weights.safetensors", tree_key=arch.tree.key)
-    model = BranchedNet.from_space(arch.tree, arch.resolved_space())
+    model = BranchedNet.from_space(arch.tree, arch_space(arch))
     load_into(model, state, tmp_path / "weights.safetensors")  # BranchedNet takes the keys as they are
     assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
     assert set(state) == set(model.state_dict())
@@ -98,14 +98,14 @@ def trained(run_dir: Path, tmp_path: Path) -> Path:
     export_trial(run_dir, tmp_path, trial=2)
     arch = Architecture.load(tmp_path / "arch.json")
     torch.manual_seed(0)
-    model = BranchedNet.from_space(arch.tree, arch.resolved_space())
+    model = BranchedNet.from_space(arch.tree, arch_space(arch))
     save_weights(tmp_path / "retrain" / "weights.safetensors", model.state_dict(), tree_key=arch.tree.key)
     return tmp_path / "arch.json"
 
 
 def _reference(arch_path: Path, x: torch.Tensor) -> dict[str, torch.Tensor]:
     arch = Architecture.load(arch_path)
-    model = BranchedNet.from_space(arch.tree, arch.resolved_space())
+    model = BranchedNet.from_space(arch.tree, arch_space(arch))
     load_into(model, load_weights(arch_path.parent / "retrain" / "weights.safetensors"), "w")
     with torch.no_grad():
         return model.eval()(x)
@@ -127,7 +127,7 @@ def test_onnx_gives_the_pytorch_outputs_for_every_task(trained: Path, tmp_path: 
     report = export_model(trained, tmp_path / "deploy", fmt="onnx")
     signature = json.loads((tmp_path / "deploy" / "io.json").read_text())
     arch = Architecture.load(trained)
-    x = torch.randn(5, *arch.resolved_space().input_shape)  # another batch size than the export's example
+    x = torch.randn(5, *arch_space(arch).input_shape)  # another batch size than the export's example
     expected = _reference(trained, x)
     assert sorted(p.name for p in (tmp_path / "deploy").iterdir()) == ["arch.json", "io.json", "model.onnx"]  # one file
     session = ort.InferenceSession(str(report.files["onnx"]), providers=["CPUExecutionProvider"])
@@ -141,7 +141,7 @@ def test_torch_export_gives_the_pytorch_outputs(trained: Path, tmp_path: Path) -
     report = export_model(trained, tmp_path / "deploy", fmt="torch-export")
     program = torch.export.load(str(report.files["torch-export"]))
     arch = Architecture.load(trained)
-    x = torch.randn(3, *arch.resolved_space().input_shape)
+    x = torch.randn(3, *arch_space(arch).input_shape)
     expected = _reference(trained, x)
     for task, got in zip(arch.tree.tasks, program.module()(x)):
         torch.testing.assert_close(got, expected[task])
@@ -159,7 +159,7 @@ def test_deployment_export_refuses_weights_of_another_tree(trained: Path, tmp_pa
 
 
 def test_plot_draws_a_run_trial_or_an_arch_json(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from mtnas.plot import tree_source
+    from mtnas.report import tree_source
 
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)

@@ -7,11 +7,10 @@ import math
 import pytest
 import torch
 
-from mtnas.delta_m import delta_m
-from mtnas.errors import MtnasError
-from mtnas.losses import LOSSES, get_loss
-from mtnas.metrics import METRICS, get_metric
+from mtnas.core import MtnasError
+from mtnas.nn import LOSSES, METRICS, get_loss, get_metric
 from mtnas.space import load_resolved
+from mtnas.train import delta_m
 
 
 def _value(name: str, kind: str, pred: torch.Tensor, target: torch.Tensor) -> float:

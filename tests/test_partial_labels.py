@@ -7,10 +7,10 @@ from dataclasses import replace
 import pytest
 import torch
 
-from mtnas.branched import BranchedNet
+from mtnas.core import MtnasError
 from mtnas.data import TaskData
-from mtnas.datasets import make_synth_scenes
-from mtnas.errors import MtnasError
+from mtnas.data.datasets import make_synth_scenes
+from mtnas.model import BranchedNet
 from mtnas.space import load_resolved, space_from_dict
 from mtnas.train import evaluate, task_losses, train_model
 from mtnas.tree import BranchingTree

@@ -11,14 +11,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from mtnas.architecture import Architecture
-from mtnas.branched import BranchedNet
-from mtnas.config import ConfigError
-from mtnas.errors import MtnasError
-from mtnas.pretrained import save_backbone_weights
+from mtnas.core import ConfigError, MtnasError
+from mtnas.model import BranchedNet, arch_space, save_backbone_weights
+from mtnas.search import Supernet
 from mtnas.space import SearchSpace, space_from_dict
-from mtnas.supernet import Supernet
-from mtnas.tree import BranchingTree
+from mtnas.tree import Architecture, BranchingTree
 
 TASKS = ("a", "b", "c")
 CONV_LAYERS = [{"channels": 4, "stride": 1}, {"channels": 6, "stride": 2}, {"channels": 8, "stride": 1}]
@@ -114,7 +111,7 @@ def test_a_trained_networks_backbone_is_reusable_and_arch_json_keeps_the_path(tm
     space = _space(CONV_LAYERS, weights="mine.safetensors")
     arch = Architecture(tree=BranchingTree.all_shared(TASKS, 3), space=space.to_dict())
     arch.save(tmp_path / "arch.json")
-    rebuilt_space = Architecture.load(tmp_path / "arch.json").resolved_space()
+    rebuilt_space = arch_space(Architecture.load(tmp_path / "arch.json"))
     assert rebuilt_space == space and rebuilt_space.backbone.weights == "mine.safetensors"
     model = BranchedNet.from_space(arch.tree, rebuilt_space)
     for layer, blocks in enumerate(model.layers):
@@ -268,7 +265,7 @@ def test_unsafe_or_unfit_files_are_one_clear_error(tmp_path: Path, monkeypatch) 
 
 
 def test_a_trained_networks_weights_file_is_not_taken_for_a_backbone(tmp_path: Path) -> None:
-    from mtnas.checkpoint import save_weights
+    from mtnas.model import save_weights
 
     tree, space = _tree(3), _space(CONV_LAYERS)
     save_weights(tmp_path / "weights.safetensors", BranchedNet.from_space(tree, space).state_dict(), tree_key=tree.key)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mtnas.metrics import METRICS, get_metric
+from mtnas.nn import METRICS, get_metric
 
 
 def _value(name: str, pred: torch.Tensor, target: torch.Tensor, kind: str = "dense_regression") -> float:
@@ -116,7 +116,7 @@ def test_directions(name: str, higher: bool) -> None:
 
 
 def test_depth_l1_loss_ignores_unmeasured_pixels_and_its_gradient_stays_off_them() -> None:
-    from mtnas.losses import get_loss
+    from mtnas.nn import get_loss
 
     target = torch.tensor([[[[0.0, 2.0], [4.0, 0.0]]]])  # (1, 1, 2, 2): two pixels unmeasured
     pred = torch.tensor([[[[9.0, 3.0], [2.0, -7.0]]]], requires_grad=True)

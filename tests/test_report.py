@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from mtnas.cli import main
-from mtnas.errors import MtnasError
+from mtnas.core import MtnasError
 from mtnas.report import write_report
 from tests.test_viz_study import searched_run  # noqa: F401  (the shared tiny search, a session fixture)
 

@@ -7,16 +7,17 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from mtnas.architecture import Architecture
-from mtnas.branched import BranchedNet
-from mtnas.checkpoint import (
+from mtnas.cli import main
+from mtnas.core import MtnasError
+from mtnas.model import (
+    BranchedNet,
+    arch_space,
     find_checkpoint,
     load_checkpoint,
     load_into,
@@ -25,12 +26,10 @@ from mtnas.checkpoint import (
     save_checkpoint,
     save_weights,
 )
-from mtnas.cli import main
-from mtnas.errors import MtnasError
-from mtnas.retrain import curve_data, resolve_precision, retrain
 from mtnas.space import load_resolved
-from mtnas.train import evaluate
-from mtnas.tree import BranchingTree
+from mtnas.train import curve_data, evaluate, resolve_precision, retrain
+from mtnas.tree import Architecture, BranchingTree
+from tests._wait import wait_until
 
 from .conftest import write_tiny_space
 
@@ -79,7 +78,7 @@ def test_retrain_writes_its_files_and_weights_reload(tmp_path: Path) -> None:
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     arch = Architecture.load(arch_path)
-    space, bundle = load_resolved(arch.resolved_space())
+    space, bundle = load_resolved(arch_space(arch))
     state = load_weights(out / "weights.safetensors", tree_key=arch.tree.key)
     models = [BranchedNet.from_space(arch.tree, space) for _ in range(2)]
     for model in models:
@@ -105,8 +104,8 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path: Path, capsys
     )
     metrics = killed / "metrics.jsonl"
     try:
-        while proc.poll() is None and not (metrics.is_file() and metrics.read_text().count("\n") >= 2):
-            time.sleep(0.005)
+        wait_until(lambda: proc.poll() is not None or (metrics.is_file() and metrics.read_text().count("\n") >= 2),
+                   timeout=120, interval=0.005, what="two epochs of the retrain")
         assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
         os.kill(proc.pid, signal.SIGKILL)
     finally:
@@ -163,7 +162,7 @@ def test_torchrun_two_ranks_on_gloo(tmp_path: Path) -> None:
 def arch_and_space(tmp_path: Path):
     arch_path = write_arch(tmp_path)
     arch = Architecture.load(arch_path)
-    return arch_path, arch, arch.resolved_space()
+    return arch_path, arch, arch_space(arch)
 
 
 def _weights_of(tree: BranchingTree, space, path: Path) -> Path:
@@ -235,7 +234,7 @@ def test_cli_refuses_bad_weights_in_one_line(
 def test_inherited_weights_are_the_starting_point(tmp_path: Path) -> None:
     arch_path = write_arch(tmp_path, epochs=1)
     arch = Architecture.load(arch_path)
-    space = arch.resolved_space()
+    space = arch_space(arch)
 
     def first_losses(out: str, **kwargs) -> dict:
         retrain(arch_path, out_dir=tmp_path / out, device="cpu", seed=0, progress=False, **kwargs)
@@ -299,12 +298,12 @@ def test_checkpoint_survives_a_kill_between_renames_and_state_is_never_unpickled
 def test_host_resident_data_trains_exactly_like_device_resident(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A dataset too large for the accelerator stays in host memory and is copied batch by batch;
     the result is the same run."""
-    from mtnas import retrain as retrain_module
+    from mtnas.train import _retrain as retrain_module
 
     arch_path = write_arch(tmp_path, epochs=1)
     on_device = retrain(arch_path, out_dir=tmp_path / "device", device="cpu", seed=0, data="device", progress=False)
     monkeypatch.setattr(retrain_module, "RESIDENT_MAX_BYTES", 1)  # nothing fits: auto picks host memory
-    bundle = load_resolved(Architecture.load(arch_path).resolved_space())[1]
+    bundle = load_resolved(arch_space(Architecture.load(arch_path)))[1]
     assert retrain_module.data_placement("auto", bundle, torch.device("cuda")) == "host"
     assert retrain_module.data_placement("auto", bundle, torch.device("cpu")) == "device"  # host *is* the device
     on_host = retrain(arch_path, out_dir=tmp_path / "host", device="cpu", seed=0, data="host", progress=False)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mtnas.cost import tree_cost
-from mtnas.routing import Routing, effective_branches, tree_of
+from mtnas.model import tree_cost
+from mtnas.search import Routing, Supernet, effective_branches, tree_of
 from mtnas.space import load_resolved
-from mtnas.supernet import Supernet
 from mtnas.tree import BranchingTree
 
 TASKS = tuple(f"t{i}" for i in range(5))

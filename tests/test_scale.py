@@ -7,9 +7,9 @@ from pathlib import Path
 
 import yaml
 
-from mtnas.architecture import Architecture
 from mtnas.space import BUILTIN_DIR
 from mtnas.study import run_search
+from mtnas.tree import Architecture
 
 
 def test_a_40_task_search_runs_end_to_end_and_draws_its_trees(tmp_path: Path) -> None:

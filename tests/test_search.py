@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from mtnas.branched import BranchedNet
-from mtnas.methods import METHODS
-from mtnas.search import search_tree, temperature
+from mtnas.model import BranchedNet
+from mtnas.search import METHODS, search_tree, temperature
 from mtnas.space import BUILTIN_DIR, SearchConfig, load_resolved, space_from_dict
 from tests._spaces import load_builtin
 

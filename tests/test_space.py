@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mtnas.backbones import ConvLayer
-from mtnas.config import ConfigError
-from mtnas.errors import MtnasError
+from mtnas.core import ConfigError, MtnasError
+from mtnas.nn import ConvLayer
+from mtnas.search import check_search_space
 from mtnas.space import BUILTIN_DIR, list_spaces, load_resolved, load_space, space_from_dict
 from tests._spaces import load_builtin
 
@@ -132,5 +132,6 @@ def test_resolved_space_round_trips_through_plain_data() -> None:
 def test_unknown_routing_method_is_a_config_error() -> None:
     data = _base()
     data["search"]["method"] = "afinity"
+    space = space_from_dict(data)  # the schema does not know the search's routing methods ...
     with pytest.raises(ConfigError, match=r"search\.method: unknown routing method 'afinity' \(did you mean 'affinity'\?\)"):
-        space_from_dict(data)
+        check_search_space(space)  # ... the search checks them before it starts

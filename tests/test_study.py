@@ -11,11 +11,13 @@ import optuna
 import pytest
 import yaml
 
-from mtnas import study as study_module
-from mtnas.architecture import Architecture
 from mtnas.cli import main
+from mtnas.study import _objective as objective_module
+from mtnas.study import _optimize as study_module
+from mtnas.study import fail_reason
 from mtnas.train import NonFiniteLossError
-from mtnas.tree import BranchingTree
+from mtnas.tree import Architecture, BranchingTree
+from tests._wait import wait_until
 from tests.conftest import write_tiny_space
 
 
@@ -75,8 +77,8 @@ def test_timeout_stops_starting_trials_and_a_space_object_is_accepted(tmp_path: 
 
 def test_an_evaluated_tree_is_reused_not_retrained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     trained = []
-    real = study_module.train_tree
-    monkeypatch.setattr(study_module, "train_tree", lambda tree, *a, **k: trained.append(tree) or real(tree, *a, **k))
+    real = objective_module.train_tree
+    monkeypatch.setattr(objective_module, "train_tree", lambda tree, *a, **k: trained.append(tree) or real(tree, *a, **k))
     space = _space(tmp_path)
     data = yaml.safe_load(space.read_text())
     data["tasks"] = ["digit", "orientation"]
@@ -97,14 +99,14 @@ def test_an_evaluated_tree_is_reused_not_retrained(tmp_path: Path, monkeypatch: 
 
 
 def test_a_non_finite_loss_fails_that_trial_with_its_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = study_module.train_tree
+    real = objective_module.train_tree
 
     def exploding(tree: BranchingTree, *args, **kwargs):
         if tree.num_nodes == tree.num_tasks * tree.num_layers:  # the independent tree
             raise NonFiniteLossError("loss of task 'digit' is nan at epoch 0, step 3")
         return real(tree, *args, **kwargs)
 
-    monkeypatch.setattr(study_module, "train_tree", exploding)
+    monkeypatch.setattr(objective_module, "train_tree", exploding)
     _, study = study_module.run_search(
         str(_space(tmp_path)), name="r", trials=2, strategy="sampled", runs_dir=tmp_path, progress=False
     )
@@ -141,41 +143,44 @@ def test_trials_and_show_read_a_run(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 def test_a_killed_search_resumes_with_nothing_lost(tmp_path: Path) -> None:
+    """SIGKILL ``mtnas search`` mid-trial, then ``--resume`` at once (well within the heartbeat
+    grace): the dead trial is failed and retried straight away, and no completed trial is lost."""
     import os
     import signal
     import subprocess
     import sys
-    import time
 
     space = _space(tmp_path, epochs=8, warmup_epochs=2)
-    env = {**os.environ, "MTNAS_HEARTBEAT": "1,3"}
     cmd = [sys.executable, "-m", "mtnas", "search", str(space), "--name", "r", "--runs-dir", str(tmp_path), "--trials", "4", "--quiet"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     storage = f"sqlite:///{tmp_path / 'r' / 'study.db'}"
-    deadline = time.time() + 120
-    before: list[int] = []
-    while time.time() < deadline:
-        time.sleep(0.3)
+
+    def running_after_two_completed() -> tuple[list[int], int] | None:
         try:
             trials = optuna.load_study(study_name="r", storage=storage).get_trials(deepcopy=False)
         except Exception:  # the study is not created yet
-            continue
+            return None
         done = [t.number for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-        running = [t.number for t in trials if t.state == optuna.trial.TrialState.RUNNING]
-        if len(done) >= 2 and running:
-            before, killed = done, running[0]
-            break
-    assert before, "the search never reached a running trial after two completed ones"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    time.sleep(4)  # past the grace period: the killed trial's heartbeat is stale
-    resumed = subprocess.run(cmd[:4] + ["--resume", "--name", "r", "--runs-dir", str(tmp_path), "--quiet"], env=env,
-                             capture_output=True, text=True)
+        running = [t.number for t in trials if t.state == optuna.trial.TrialState.RUNNING and "pid" in t.user_attrs]
+        return (done, running[0]) if len(done) >= 2 and running else None
+
+    try:
+        before, killed = wait_until(running_after_two_completed, timeout=120, interval=0.2,
+                                    what="a running trial after two completed ones")
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    resumed = subprocess.run(cmd[:4] + ["--resume", "--name", "r", "--runs-dir", str(tmp_path), "--quiet"],
+                             capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     study = optuna.load_study(study_name="r", storage=storage)
     completed = [t.number for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))]
     assert set(before) <= set(completed) and len(completed) == 4
     assert study.trials[killed].state == optuna.trial.TrialState.FAIL
+    retry = [t for t in study.trials if t.user_attrs.get("retry_of") == killed]
+    assert len(retry) == 1 and retry[0].state == optuna.trial.TrialState.COMPLETE
+    assert retry[0].params == study.trials[killed].params  # the same trial again
+    assert "is gone" in fail_reason(study, study.trials[killed])
 
 
 def test_two_local_workers_share_one_journal(tmp_path: Path) -> None:
@@ -196,9 +201,8 @@ def test_a_killed_local_worker_trial_is_failed_and_the_count_still_reached(tmp_p
     import signal
     import subprocess
     import sys
-    import time
 
-    from mtnas.storage import open_storage
+    from mtnas.study import open_storage
 
     space = _space(tmp_path, proxy_epochs=3)
     env = {**os.environ, "MTNAS_HEARTBEAT": "1,2"}
@@ -206,21 +210,22 @@ def test_a_killed_local_worker_trial_is_failed_and_the_count_still_reached(tmp_p
            "--trials", "8", "--strategy", "sampled", "--workers", "2", "--quiet"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     journal = f"journal:///{tmp_path / 'r' / 'journal.log'}"
-    deadline, killed = time.time() + 120, None
-    while time.time() < deadline and killed is None and proc.poll() is None:
-        time.sleep(0.1)
+
+    def kill_a_helper_trial() -> int | None:
+        assert proc.poll() is None, "the search ended before a helper trial was seen"
         if not (tmp_path / "r" / "journal.log").exists():
-            continue
+            return None
         try:
             trials = optuna.load_study(study_name="r", storage=open_storage(journal)).get_trials(deepcopy=False)
         except KeyError:  # the study is not created yet
-            continue
+            return None
         for t in trials:  # a trial the helper worker (not the main process) is running
             if t.state == optuna.trial.TrialState.RUNNING and t.user_attrs.get("pid") not in (None, proc.pid):
                 os.kill(t.user_attrs["pid"], signal.SIGKILL)
-                killed = t.number
-                break
-    assert killed is not None, "no trial of the helper worker was seen running"
+                return t.number + 1  # truthy for trial 0 too
+        return None
+
+    killed = wait_until(kill_a_helper_trial, timeout=120, interval=0.1, what="a running trial of the helper") - 1
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 0, err
     assert "worker process(es) ended with an error" in err
@@ -228,8 +233,8 @@ def test_a_killed_local_worker_trial_is_failed_and_the_count_still_reached(tmp_p
     assert study.trials[killed].state == optuna.trial.TrialState.FAIL
     # Failed either by the main process's heartbeat check (then retried), or, when the study was
     # done before the heartbeat went stale, as soon as the helper's death was seen.
-    retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == killed]
-    assert retried or "died" in study.trials[killed].user_attrs.get("fail_reason", "")
+    retried = [t for t in study.trials if killed in (t.system_attrs.get("failed_trial"), t.user_attrs.get("retry_of"))]
+    assert len(retried) == 1  # enqueued once (it may still wait: the study was complete before it ran)
     assert len(_completed(study)) == 8
     assert [t.number for t in study.trials] == list(range(len(study.trials)))
 
@@ -238,7 +243,7 @@ def test_journal_heartbeats_fail_a_silent_trial_and_enqueue_its_retry(tmp_path: 
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """Optuna's JournalStorage has no heartbeats; mtnas's adds them: a trial silent past the grace
     period is failed by any process and retried (RetryHeartbeatStaleTrialCallback)."""
-    from mtnas import storage as storage_module
+    from mtnas.study import _storage as storage_module
 
     monkeypatch.setenv("MTNAS_HEARTBEAT", "1,5")
     store = storage_module.open_storage(f"journal:///{tmp_path / 'journal.log'}")

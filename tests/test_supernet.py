@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mtnas.branched import BranchedNet
+from mtnas.model import BranchedNet
+from mtnas.search import Supernet
 from mtnas.space import BUILTIN_DIR, load_resolved
-from mtnas.supernet import Supernet
 from tests._spaces import load_builtin
 
 BUILTINS = sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml"))

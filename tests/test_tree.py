@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mtnas.errors import MtnasError
+from mtnas.core import MtnasError
 from mtnas.tree import BranchingTree, InvalidTreeError, parse_tree_spec
 
 TASKS = ("a", "b", "c", "d")

@@ -4,6 +4,7 @@ routing series of a real (tiny) search, and the graceful skips of the Optuna plo
 from __future__ import annotations
 
 import shutil
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,16 +14,9 @@ import optuna
 import pytest
 import yaml
 
-from mtnas.errors import MtnasError
-from mtnas.viz import (
-    draw_history,
-    draw_importances,
-    draw_pareto,
-    draw_routing,
-    pareto_plot_data,
-    routing_evolution,
-)
-from mtnas.viz._study import short_tree
+from mtnas.core import MtnasError
+from mtnas.report import draw_history, draw_importances, draw_pareto, pareto_plot_data, short_tree
+from mtnas.viz import draw_routing, routing_evolution
 from tests.conftest import write_tiny_space
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -65,9 +59,18 @@ def searched(searched_run: Path) -> tuple[Path, optuna.Study]:
     return searched_run, load_study(SearchRun(searched_run))
 
 
+def _new_study() -> optuna.Study:
+    """An in-memory study with mtnas's default objectives, by name."""
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(["delta_m", "flops"])
+    return study
+
+
 def _study(rows: list[tuple[float, float, str, dict]]) -> optuna.Study:
     """An in-memory two-objective study; each row: delta-m, FLOPs, tree text, extra user attrs."""
-    study = optuna.create_study(directions=["maximize", "minimize"])
+    study = _new_study()
     for dm, flops, tree, extra in rows:
         study.add_trial(optuna.trial.create_trial(
             values=[dm, flops], user_attrs={"delta_m": dm, "flops": flops, "params": int(flops / 10), "tree": tree,
@@ -123,7 +126,7 @@ def test_short_tree_cuts_task_names_to_unique_prefixes() -> None:
 
 
 def _with_params(values: list[float]) -> optuna.Study:
-    study = optuna.create_study(directions=["maximize", "minimize"])
+    study = _new_study()
     dist = {"lam": optuna.distributions.FloatDistribution(0.0, 1.0)}
     study.add_trial(optuna.trial.create_trial(values=[-9.0, 1.0], user_attrs={"fixed_tree": "all-shared"}))
     for i, v in enumerate(values):
@@ -142,7 +145,7 @@ def test_history_and_importances_draw_and_leave_the_style_alone(tmp_path: Path) 
 def test_importances_are_skipped_when_not_computable(tmp_path: Path) -> None:
     assert draw_importances(_with_params([-1.0]), tmp_path / "a.png") is None  # one trial with params
     assert draw_importances(_with_params([-1.0, -1.0, -1.0]), tmp_path / "b.png") is None  # delta-m all equal
-    sampled = optuna.create_study(directions=["maximize", "minimize"])  # define-by-run: no common params
+    sampled = _new_study()  # define-by-run: no common params
     for i in range(3):
         dist = {f"l0_t{i}": optuna.distributions.IntDistribution(0, 1)}
         sampled.add_trial(optuna.trial.create_trial(values=[-i, 1.0], params={f"l0_t{i}": 1}, distributions=dist))

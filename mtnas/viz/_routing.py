@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from mtnas.errors import MtnasError
+from mtnas.core import MtnasError
 
 __all__ = ["LayerRouting", "RoutingEvolution", "draw_routing", "routing_evolution"]
 
@@ -92,7 +92,7 @@ def routing_evolution(npz_path: str | Path) -> RoutingEvolution:
         for name in arrays
         if name.startswith("layer") and name[len("layer"):].isdigit()
     )
-    per_epoch = [_argmax_tree(heads[e], [(l, q[e]) for l, q in routed]) for e in range(num_epochs)]
+    per_epoch = [_argmax_tree(heads[e], [(layer, q[e]) for layer, q in routed]) for e in range(num_epochs)]
     final_used, final_signature = per_epoch[-1]
     layers = []
     for i, (layer, q) in enumerate(routed):

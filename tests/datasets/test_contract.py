@@ -7,9 +7,9 @@ from collections.abc import Callable
 import pytest
 import torch
 
+from mtnas.core import MtnasError
 from mtnas.data import TASK_KINDS, DatasetBundle, TaskInfo
-from mtnas.datasets import DATASETS, build_dataset, list_datasets
-from mtnas.errors import MtnasError
+from mtnas.data.datasets import DATASETS, build_dataset, list_datasets
 
 SMALL = {"n_train": 12, "n_val": 5, "n_test": 7}
 #: Real benchmarks read a folder (``root``) instead of generating samples; test_real_loaders.py

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from mtnas.datasets import make_digit_gratings
-from mtnas.datasets._digit_gratings import FREQUENCIES, ORIENTATIONS_DEG
-from mtnas.datasets._digits import digit_images, split_pools, upsample
+from mtnas.data.datasets import make_digit_gratings
+from mtnas.data.datasets._digit_gratings import FREQUENCIES, ORIENTATIONS_DEG
+from mtnas.data.datasets._digits import digit_images, split_pools, upsample
 
 SIZES = {"n_train": 400, "n_val": 100, "n_test": 100}
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from mtnas.datasets import make_multi_digits
-from mtnas.datasets._digits import NUM_IMAGES, digit_images, split_pools
+from mtnas.data.datasets import make_multi_digits
+from mtnas.data.datasets._digits import NUM_IMAGES, digit_images, split_pools
 
 SPLITS = ("train", "val", "test")
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from mtnas.core import MtnasError
 from mtnas.data import DatasetBundle
-from mtnas.datasets import build_dataset, load_factory
-from mtnas.errors import MtnasError
+from mtnas.data.datasets import build_dataset, load_factory
 
 
 def test_factory_in_a_package_is_called_with_the_args() -> None:

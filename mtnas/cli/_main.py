@@ -1,0 +1,375 @@
+"""The ``mtnas`` command line: each subcommand parses, calls the library, prints.
+
+Exit codes: 0 success, 2 user error (one line on stderr; ``--debug`` adds the traceback), 1 bug,
+130 interrupted. Only the invoked command's arguments are declared, and each command imports
+what it needs when it runs: ``mtnas trials``, ``show`` and ``spaces`` never import torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mtnas.cli._options import OPTIONS, Parser, at_least, choice, positive_float
+from mtnas.core import MtnasError, Registry, format_table
+from mtnas.core._version import __version__
+
+__all__ = ["COMMANDS", "Command", "build_parser", "main"]
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: one-line help, the shared options it takes, its own arguments, what it runs."""
+
+    help: str
+    options: tuple[str, ...]
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int | None]
+
+
+#: The subcommands, registered in pipeline order (``--help`` lists them so).
+COMMANDS: Registry[Command] = Registry("command")
+
+
+def command(name: str, help: str, options: tuple[str, ...] = ()) -> Callable:
+    """Register ``run`` as subcommand ``name``; ``run.arguments`` (if set) declares its own arguments."""
+
+    def decorate(run: Callable[[argparse.Namespace], int | None]) -> Callable[[argparse.Namespace], int | None]:
+        COMMANDS.add(name, Command(help, options, getattr(run, "arguments", lambda p: None), run))
+        return run
+
+    return decorate
+
+
+def arguments(add: Callable[[argparse.ArgumentParser], None]) -> Callable:
+    """Attach a command's own argument declarations (applied before ``command`` registers it)."""
+
+    def decorate(run: Callable) -> Callable:
+        run.arguments = add
+        return run
+
+    return decorate
+
+
+def _choices(registry: Registry) -> str:
+    return " | ".join(registry.names())
+
+
+def _emit(data: object, text: str, as_json: bool) -> None:
+    print(json.dumps(data, indent=2) if as_json else text)
+
+
+# --- the pipeline: spaces, search, look, export, retrain ------------------------------------------
+
+
+@command("spaces", "list the built-in search spaces", ("json",))
+def _spaces(args: argparse.Namespace) -> None:
+    from mtnas.space._builtin import list_spaces  # YAML only: no torch
+
+    spaces = list_spaces()
+    _emit([{"space": n, "description": d} for n, d in spaces],
+          format_table(["space", "description"], [list(s) for s in spaces]), args.json)
+
+
+def _search_args(p: argparse.ArgumentParser) -> None:
+    from mtnas.study import OBJECTIVES, SAMPLERS, STRATEGIES
+
+    p.add_argument("space", nargs="?", help="a built-in search space name or a YAML path (not with --resume)")
+    p.add_argument("--name", help="run folder name under --runs-dir (default: the space's name)")
+    p.add_argument("--trials", type=at_least(1), default=None, help="completed trials to reach (default: search.trials)")
+    p.add_argument("--strategy", default="differentiable", type=choice(STRATEGIES),
+                   help=f"how a trial gets its tree: {_choices(STRATEGIES)}")
+    p.add_argument("--objectives", default="delta_m,flops",
+                   help=f"comma-separated, delta_m among them; from: {', '.join(OBJECTIVES.names())}")
+    p.add_argument("--sampler", default="tpe", type=choice(SAMPLERS), help=f"Optuna sampler: {_choices(SAMPLERS)}")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run named by --name")
+    p.add_argument("--workers", type=at_least(0), default=1,
+                   help="local worker processes (2+: on a journal file; 0: create the study for 'mtnas worker')")
+    p.add_argument("--storage", default=None, help="an RDB URL (e.g. postgresql://user@host/db) for the study")
+    p.add_argument("--timeout", type=positive_float, default=None, help="seconds after which no new trial starts")
+    p.add_argument("--runs-dir", default="runs", help="where run folders live")
+
+
+@command("search", "search sharing trees with Optuna trials into runs/NAME", ("seed", "device", "json", "quiet"))
+@arguments(_search_args)
+def _search(args: argparse.Namespace) -> None:
+    from mtnas.study import run_search, write_pareto
+
+    if not args.resume and not args.space:
+        raise MtnasError("give a search space (a built-in name or a YAML path), or --resume --name NAME")
+    if args.resume and not args.name:
+        raise MtnasError("--resume needs --name NAME of the run to continue")
+    run, study = run_search(
+        args.space or "", name=args.name, trials=args.trials, strategy=args.strategy, objectives=args.objectives,
+        sampler=args.sampler, seed=args.seed, resume=args.resume, device=args.device, runs_dir=args.runs_dir,
+        workers=args.workers, storage=args.storage, timeout=args.timeout, progress=not args.quiet,
+    )
+    front = write_pareto(run, study)
+    _emit({"run": str(run.root), "front": front}, f"run folder: {run.root}\n{_front_table(front)}", args.json)
+
+
+def _front_table(front: list) -> str:
+    rows = [[f["trial"], f["tree"], round(f["delta_m"], 3), f["flops"], f["params"]] for f in front]
+    return "Pareto front:\n" + format_table(["trial", "tree", "delta-m val %", "FLOPs", "params"], rows)
+
+
+def _worker_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage", required=True, help="the study's storage URL (postgresql://..., journal:///...)")
+    p.add_argument("--study", required=True, help="the study's name (the run's name)")
+
+
+@command("worker", "join a study from any machine and run its trials", ("device", "quiet"))
+@arguments(_worker_args)
+def _worker(args: argparse.Namespace) -> None:
+    from mtnas.study import run_worker
+
+    study = run_worker(args.storage, args.study, device=args.device, progress=not args.quiet)
+    print(f"worker done: the study holds {len(study.trials)} trials")
+
+
+@command("trials", "table of a run's trials: objectives, tree, state", ("run", "json"))
+def _trials(args: argparse.Namespace) -> None:
+    from mtnas.study import SearchRun, fail_reason, load_study, trial_objectives
+
+    study = load_study(SearchRun(Path(args.run)))
+    rows = [
+        {"trial": t.number, "state": t.state.name,
+         "objectives": trial_objectives(study, t) if t.values else None, "tree": t.user_attrs.get("tree"),
+         "delta_m": t.user_attrs.get("delta_m"), "flops": t.user_attrs.get("flops"),
+         "reused_from": t.user_attrs.get("reused_from"), "fail_reason": fail_reason(study, t)}
+        for t in study.get_trials(deepcopy=False)
+    ]
+    table = [[r["trial"], r["state"], r["tree"] or "-", r["delta_m"], r["flops"], r["reused_from"]] for r in rows]
+    _emit(rows, format_table(["trial", "state", "tree", "delta-m", "FLOPs", "reused from"], table), args.json)
+
+
+def _show_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="a run folder (its Pareto trees) or an arch.json (its tree)")
+
+
+@command("show", "the Pareto-best trees of a run (or an arch.json's tree) as text", ("json",))
+@arguments(_show_args)
+def _show(args: argparse.Namespace) -> None:
+    from mtnas.study import SearchRun, load_study, pareto, trial_tree
+    from mtnas.tree import Architecture
+
+    if Path(args.run).is_file():  # an arch.json: its one tree
+        arch = Architecture.load(args.run)
+        _emit({"tree": arch.tree.to_dict(), "sharing": arch.tree.describe(), "cost": arch.cost,
+               "metrics": arch.metrics}, arch.tree.render_text(), args.json)
+        return
+    run = SearchRun(Path(args.run))
+    study = load_study(run)
+    entries, blocks = [], []
+    for t in pareto(study):
+        a, tree = t.user_attrs, trial_tree(study, t)
+        entries.append({"trial": t.number, "delta_m": a["delta_m"], "flops": a["flops"], "params": a["params"],
+                        "sharing": tree.describe(), "tree": tree.to_dict()})
+        blocks.append(f"trial {t.number}: delta-m {a['delta_m']:+.2f}%  FLOPs {a['flops']:,}  params {a['params']:,}\n"
+                      f"{tree.render_text()}\n")
+    _emit(entries, "\n".join(blocks), args.json)
+
+
+def _plot_args(p: argparse.ArgumentParser) -> None:
+    from mtnas.study import PICKS
+
+    p.add_argument("source", help="a run folder or an arch.json")
+    p.add_argument("-o", "--out", default=None,
+                   help="FILE.png, .svg or .pdf (default: tree.png in the run / beside the arch.json)")
+    p.add_argument("--trial", type=at_least(0), default=None, help="the run's trial to draw (default: --pick)")
+    p.add_argument("--pick", default="knee", type=choice(PICKS),
+                   help=f"which Pareto trial to draw: {_choices(PICKS)} (see the README)")
+
+
+@command("plot", "draw a sharing tree: a run's trial or an arch.json, to PNG/SVG/PDF")
+@arguments(_plot_args)
+def _plot(args: argparse.Namespace) -> None:
+    from mtnas.report import plot_source
+
+    print(plot_source(args.source, args.out, trial=args.trial, pick=args.pick))
+
+
+def _report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--out", default=None, help="where to write the page (default: RUN/report.html)")
+
+
+@command("report", "a self-contained HTML page of a run: trees, Pareto front, routing", ("run",))
+@arguments(_report_args)
+def _report(args: argparse.Namespace) -> None:
+    from mtnas.report import write_report
+
+    print(write_report(args.run, out=args.out))
+
+
+def _export_args(p: argparse.ArgumentParser) -> None:
+    from mtnas.export import DEPLOY_FORMATS
+    from mtnas.study import PICKS
+
+    p.add_argument("source", help="a run folder (exports a trial's tree) or an arch.json with trained weights (--format)")
+    p.add_argument("-o", "--out", required=True, help="the folder to write")
+    p.add_argument("--trial", type=at_least(0), default=None, help="the trial to export (default: --pick)")
+    p.add_argument("--pick", default="knee", type=choice(PICKS),
+                   help=f"which Pareto trial: {_choices(PICKS)} (knee: the best trade-off; see the README)")
+    p.add_argument("--with-weights", action="store_true", help="also write the supernet weights the tree inherits")
+    p.add_argument("--format", default=None, type=choice(DEPLOY_FORMATS),
+                   help=f"serialise a retrained model (source: its arch.json): {_choices(DEPLOY_FORMATS)}")
+    p.add_argument("--weights", default=None, help="trained weights for --format (default: retrain/weights.safetensors)")
+
+
+@command("export", "export a trial (arch.json, tree.png, weights) or a model (ONNX)", ("json",))
+@arguments(_export_args)
+def _export(args: argparse.Namespace) -> None:
+    from mtnas.export import export_model, export_trial
+
+    source = Path(args.source)
+    if args.format:
+        if source.is_dir():
+            raise MtnasError(f"--format {args.format} serialises a trained model: give its arch.json (after "
+                             "'mtnas retrain'), not a run folder")
+        report = export_model(source, args.out, fmt=args.format, weights=args.weights)
+    else:
+        if not source.is_dir():
+            raise MtnasError(f"{source}: expected a run folder (or an arch.json with --format onnx|torch-export)")
+        report = export_trial(source, args.out, trial=args.trial, pick=args.pick, with_weights=args.with_weights)
+    _emit(report.to_dict(), report.render(), args.json)
+
+
+def _retrain_args(p: argparse.ArgumentParser) -> None:
+    from mtnas.train import DATA_PLACEMENTS, INITS, PRECISIONS
+
+    p.add_argument("arch", help="an arch.json (from 'mtnas export' or a search run)")
+    p.add_argument("-o", "--out", default=None, help="output folder (default: retrain/ beside the arch.json)")
+    p.add_argument("--precision", default="auto", type=choice(PRECISIONS, "precision"),
+                   help=f"{' | '.join(PRECISIONS)}; auto: bf16 autocast on CUDA, fp32 elsewhere; fp16 needs CUDA")
+    p.add_argument("--compile", action="store_true", help="wrap the model in torch.compile")
+    p.add_argument("--data", default="auto", type=choice(DATA_PLACEMENTS, "data placement"),
+                   help=f"{' | '.join(DATA_PLACEMENTS)}: the dataset on the device (batches are slices) or in "
+                        "host memory (pinned, copied per batch); auto: device up to 2 GiB")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in the output folder")
+    p.add_argument("--init", default="scratch", type=choice(INITS, "init"),
+                   help=f"{' | '.join(INITS)}; scratch: fresh weights (a pretrained backbone.weights file if "
+                        "the space names one); inherited: the supernet's (--weights)")
+    p.add_argument("--weights", default=None,
+                   help="weights for --init inherited (default: weights.safetensors beside the arch.json)")
+
+
+@command("retrain", "retrain an arch.json at full budget: checkpoints, resume, DDP, delta-m",
+         ("epochs", "seed", "device", "json", "quiet"))
+@arguments(_retrain_args)
+def _retrain(args: argparse.Namespace) -> None:
+    from mtnas.train import retrain
+
+    report = retrain(
+        args.arch, out_dir=args.out, epochs=args.epochs, device=args.device, precision=args.precision,
+        compile=args.compile, resume=args.resume, init=args.init, weights=args.weights, seed=args.seed, data=args.data,
+        progress=not args.quiet,
+    )
+    if report is not None:  # None on the ranks other than 0 of a torchrun launch
+        _emit(report.to_dict(), report.render(), args.json)
+
+
+# --- fixed trees and the demo --------------------------------------------------------------------
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    from mtnas.tree import NAMED_TREES
+
+    p.add_argument("--tree", default="all-shared", help=f"{' | '.join(NAMED_TREES)}, or an arch.json path")
+
+
+@command("train", "train one fixed tree: per-task metrics, cost, delta-m", ("space", "epochs", "seed", "device", "json", "quiet"))
+@arguments(_train_args)
+def _train(args: argparse.Namespace) -> None:
+    from mtnas.train import run_train
+
+    report = run_train(
+        args.space, args.tree, seed=args.seed, device=args.device, epochs=args.epochs, progress=not args.quiet
+    )
+    _emit(report.to_dict(), report.render(), args.json)
+
+
+def _baselines_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-cache", action="store_true", help="retrain even when cached results exist")
+
+
+@command("baselines", "train single-task networks and the all-shared tree (cached)", ("space", "seed", "device", "json", "quiet"))
+@arguments(_baselines_args)
+def _baselines(args: argparse.Namespace) -> None:
+    from mtnas.train import run_baselines
+
+    report = run_baselines(
+        args.space, seed=args.seed, device=args.device, use_cache=not args.no_cache, progress=not args.quiet
+    )
+    _emit(report.to_dict(), report.render(), args.json)
+
+
+def _demo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="runs/demo", help="where the demo writes its files")
+    p.add_argument("--epochs", type=at_least(1), default=None,
+                   help="shrink every training budget to this many epochs (faster)")
+    p.add_argument("--trials", type=at_least(3), default=None,
+                   help="search trials, the two enqueued baselines included (default 4)")
+
+
+@command("demo", "the whole path on a small budget, minutes on a CPU", ("device", "quiet"))
+@arguments(_demo_args)
+def _demo(args: argparse.Namespace) -> None:
+    from mtnas.cli._demo import DEMO_TRIALS, run_demo
+
+    run_demo(out=Path(args.out), device=args.device, epochs=args.epochs, trials=args.trials or DEMO_TRIALS,
+             progress=not args.quiet)
+
+
+# --- entry point ---------------------------------------------------------------------------------
+
+
+def _invoked(argv: Sequence[str]) -> str | None:
+    """The subcommand named in ``argv`` (the first word that is one), or None."""
+    return next((a for a in argv if a in COMMANDS), None)
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser: every subcommand is listed; only the arguments of ``only`` are declared (so the
+    registries behind its choices are imported for that command alone)."""
+    parser = Parser(
+        prog="mtnas", description="Multi-task neural architecture search: find which layers tasks should share."
+    )
+    parser.add_argument("--version", action="version", version=f"mtnas {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS.in_order():
+        cmd = COMMANDS.get(name)
+        p = sub.add_parser(name, help=cmd.help, description=cmd.help)
+        p.set_defaults(_run=cmd.run)
+        if name != only:
+            continue
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks of errors")
+        for option in cmd.options:
+            OPTIONS.get(option)(p)
+        cmd.add_arguments(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        args = build_parser(_invoked(argv)).parse_args(argv)
+        return int(args._run(args) or 0)
+    except MtnasError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"mtnas: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mtnas: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Options shared by several commands, each declared once.
+
+A command lists the options it takes by name (``OPTIONS``); an option with a fixed set of values
+reads its choices from the registry behind it, when the parser of that command is built (so a
+command that only reads a run never imports the training code).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from mtnas.core import MtnasError, Registry, did_you_mean
+
+__all__ = ["OPTIONS", "Parser", "at_least", "choice", "positive_float"]
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are mtnas's one-line user errors (exit 2), not usage dumps."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise MtnasError(f"{self.prog}: {message} (see '{self.prog} --help')")
+
+
+def choice(names: Registry | tuple[str, ...], kind: str | None = None) -> Callable[[str], str]:
+    """An argparse type: one of a registry's names (or of a tuple), with a did-you-mean otherwise."""
+    valid = names.names() if isinstance(names, Registry) else list(names)
+    kind = kind or (names.kind if isinstance(names, Registry) else "value")
+
+    def parse(text: str) -> str:
+        if text not in valid:
+            raise argparse.ArgumentTypeError(f"unknown {kind} {text!r}{did_you_mean(text, valid)}; valid: {', '.join(valid)}")
+        return text
+
+    parse.__name__ = kind
+    return parse
+
+
+def at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``low``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def _device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")
+
+
+def _seed(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: the space's seed)")
+
+
+def _json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _quiet(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _space(p: argparse.ArgumentParser) -> None:
+    p.add_argument("space", help="a built-in search space name (see 'mtnas spaces') or a YAML path")
+
+
+def _run(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="a run folder, e.g. runs/dg1")
+
+
+def _epochs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--epochs", type=at_least(1), default=None, help="override the space's training epochs")
+
+
+#: option name -> the function that adds it to a command's parser
+OPTIONS: Registry[Callable[[argparse.ArgumentParser], None]] = Registry("option")
+for _name, _add in (("space", _space), ("run", _run), ("epochs", _epochs), ("seed", _seed), ("device", _device),
+                    ("json", _json), ("quiet", _quiet)):
+    OPTIONS.add(_name, _add)

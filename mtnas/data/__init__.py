@@ -1,0 +1,9 @@
+"""Multi-task data held as tensors (``TaskInfo``, ``TaskData``, ``DatasetBundle``); the built-in
+datasets and the loader of a user's factory are in ``mtnas.data.datasets``.
+"""
+
+from mtnas.core._lazy import lazy_exports
+
+__all__, __getattr__, __dir__ = lazy_exports(__name__, {
+    "._bundle": ("DatasetBundle", "TASK_KINDS", "TaskData", "TaskInfo",),
+})

@@ -1,0 +1,158 @@
+"""Multi-task data held as tensors: task descriptions, one split, and a dataset's three splits.
+
+Built-in datasets are small, so a split is a pair of resident tensors (inputs, per-task targets)
+that can live on the training device; no DataLoader is needed to feed it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+import torch
+
+__all__ = ["TASK_KINDS", "DatasetBundle", "TaskData", "TaskInfo"]
+
+#: Task kinds and the target each one expects, per sample.
+TASK_KINDS: Mapping[str, str] = MappingProxyType(
+    {
+        "classification": "int64 class index, shape ()",
+        "multilabel": "float 0/1, shape (num_outputs,)",
+        "regression": "float, shape (num_outputs,)",
+        "dense_classification": "int64 class index per pixel, shape (H, W)",
+        "dense_regression": "float per pixel, shape (num_outputs, H, W)",
+    }
+)
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What a dataset says about one of its tasks.
+
+    Attributes:
+        name: the key of this task's targets.
+        kind: one of ``TASK_KINDS``.
+        num_outputs: classes for (dense) classification, labels for multilabel, channels for
+            (dense) regression.
+        description: one line for humans.
+    """
+
+    name: str
+    kind: str
+    num_outputs: int
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in TASK_KINDS:
+            raise ValueError(f"task {self.name!r}: unknown kind {self.kind!r}; valid: {sorted(TASK_KINDS)}")
+        if self.num_outputs < 1:
+            raise ValueError(f"task {self.name!r}: num_outputs must be >= 1, got {self.num_outputs}")
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """One split: ``inputs`` of shape (N, ...) and ``targets[task]`` of shape (N, ...).
+
+    ``masks[task]`` (bool, (N,)) marks the samples that carry a label of ``task`` (partial
+    labels); a task without a mask is labelled on every sample. Losses and metrics use only the
+    labelled samples of each task.
+    """
+
+    inputs: torch.Tensor
+    targets: Mapping[str, torch.Tensor]
+    masks: Mapping[str, torch.Tensor] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.inputs)
+        for name, t in self.targets.items():
+            if len(t) != n:
+                raise ValueError(f"targets[{name!r}] has {len(t)} rows, inputs have {n}")
+        for name, m in self.masks.items():
+            if name not in self.targets:
+                raise ValueError(f"masks[{name!r}]: no such task among the targets {sorted(self.targets)}")
+            if m.dtype != torch.bool or m.shape != (n,):
+                raise ValueError(f"masks[{name!r}] must be bool of shape ({n},), got {m.dtype} {tuple(m.shape)}")
+        object.__setattr__(self, "targets", MappingProxyType(dict(self.targets)))
+        object.__setattr__(self, "masks", MappingProxyType(dict(self.masks)))
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def select(self, index: torch.Tensor | slice) -> TaskData:
+        """Rows ``index`` of every tensor."""
+        return TaskData(self.inputs[index], {k: v[index] for k, v in self.targets.items()},
+                        {k: m[index] for k, m in self.masks.items()})
+
+    def only(self, tasks: list[str] | tuple[str, ...]) -> TaskData:
+        """The same rows with the targets of ``tasks`` alone."""
+        return TaskData(self.inputs, {t: self.targets[t] for t in tasks},
+                        {t: self.masks[t] for t in tasks if t in self.masks})
+
+    def to(self, device: torch.device | str, *, non_blocking: bool = False) -> TaskData:
+        return self._map(lambda x: x.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> TaskData:
+        """A copy in page-locked host memory, so copies to a GPU can overlap with compute."""
+        return self._map(torch.Tensor.pin_memory)
+
+    def _map(self, fn) -> TaskData:
+        return TaskData(fn(self.inputs), {k: fn(v) for k, v in self.targets.items()},
+                        {k: fn(m) for k, m in self.masks.items()})
+
+    def labelled(self, task: str) -> torch.Tensor | None:
+        """The mask of the samples labelled for ``task``, or None when all of them are."""
+        return self.masks.get(task)
+
+    @property
+    def nbytes(self) -> int:
+        return (self.inputs.nbytes + sum(t.nbytes for t in self.targets.values())
+                + sum(m.nbytes for m in self.masks.values()))
+
+    def batches(
+        self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None
+    ) -> Iterator[TaskData]:
+        """Minibatches in order, or shuffled with ``generator``; the last one may be short."""
+        n = len(self)
+        order = torch.randperm(n, generator=generator).to(self.inputs.device) if shuffle else None
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size] if order is not None else slice(start, start + batch_size)
+            yield self.select(idx)
+
+
+@dataclass(frozen=True)
+class DatasetBundle:
+    """What every dataset (built-in or a user's factory) returns.
+
+    Attributes:
+        train, val, test: the three disjoint splits.
+        tasks: one ``TaskInfo`` per task, in the dataset's order.
+        planted_groups: the known-good task grouping, for benchmarks with a planted structure.
+    """
+
+    train: TaskData
+    val: TaskData
+    test: TaskData
+    tasks: tuple[TaskInfo, ...]
+    planted_groups: tuple[tuple[str, ...], ...] | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        names = [t.name for t in self.tasks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"task names repeat: {names}")
+        for split_name in ("train", "val", "test"):
+            split = getattr(self, split_name)
+            missing = set(names) - set(split.targets)
+            if missing:
+                raise ValueError(f"{split_name} split lacks targets for tasks {sorted(missing)}")
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input, without the batch dimension."""
+        return tuple(self.train.inputs.shape[1:])
+
+    def task(self, name: str) -> TaskInfo:
+        for t in self.tasks:
+            if t.name == name:
+                return t
+        raise KeyError(name)

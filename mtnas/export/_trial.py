@@ -1,0 +1,73 @@
+"""``mtnas export RUN``: a found tree leaves its run as files anyone can rebuild.
+
+One trial is picked (``--trial N`` or ``--pick``, see ``mtnas.study.PICKS``) and written as
+``DIR/arch.json`` (self-contained: the resolved space is inside), ``DIR/tree.png`` and, with
+``--with-weights``, ``DIR/weights.safetensors``: the supernet weights that tree inherits, keyed as
+``BranchedNet`` names its parameters, so ``mtnas retrain DIR/arch.json --init inherited`` loads them.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mtnas.core import MtnasError
+from mtnas.model import load_weights
+from mtnas.study import INHERITED, SearchRun, choose_trial, load_study
+from mtnas.tree import Architecture
+from mtnas.viz import draw_tree, tree_title
+
+__all__ = ["ExportReport", "export_trial"]
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What ``mtnas export`` wrote."""
+
+    files: dict[str, Path]
+    trial: int | None
+    tree: str
+    facts: dict[str, Any]
+
+    def render(self) -> str:
+        head = f"exported trial {self.trial}: {self.tree}" if self.trial is not None else f"exported {self.tree}"
+        shown = {"delta_m": lambda v: f"delta-m {v:+.2f}%", "flops": lambda v: f"FLOPs {v:,}",
+                 "params": lambda v: f"params {v:,}"}
+        facts = ", ".join(shown[k](v) if k in shown else f"{k} {v}" for k, v in self.facts.items())
+        return "\n".join([head + (f" ({facts})" if facts else "")] + [f"  {k}: {p}" for k, p in self.files.items()])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"trial": self.trial, "tree": self.tree, "facts": self.facts,
+                "files": {k: str(p) for k, p in self.files.items()}}
+
+
+def export_trial(run_dir: str | Path, out_dir: str | Path, *, trial: int | None = None, pick: str = "knee",
+                 with_weights: bool = False) -> ExportReport:
+    """Write the arch.json and tree.png of one trial of a run (and its inherited weights)."""
+    run = SearchRun(Path(run_dir))
+    study = load_study(run)
+    chosen = choose_trial(study, trial, pick)
+    source = run.trial_dir(chosen.number)
+    arch = Architecture.load(source / "arch.json")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"arch": arch.save(out / "arch.json")}
+    attrs = chosen.user_attrs
+    files["picture"] = draw_tree(arch.tree, out / "tree.png", title=tree_title(
+        f"{run.root.name} trial {chosen.number}", params=attrs.get("params"), flops=attrs.get("flops"),
+        delta_m=attrs.get("delta_m")))
+    if with_weights:
+        inherited = source / INHERITED
+        if not inherited.is_file():
+            kind = attrs.get("fixed_tree") or "sampled"
+            raise MtnasError(
+                f"trial {chosen.number} ({kind}) has no inherited weights: only trials of the differentiable "
+                "strategy train a supernet; export without --with-weights and retrain from scratch"
+            )
+        load_weights(inherited, tree_key=arch.tree.key)  # checks format, tree and checksum before copying
+        shutil.copyfile(inherited, out / "weights.safetensors")
+        files["weights"] = out / "weights.safetensors"
+    facts = {k: attrs[k] for k in ("delta_m", "flops", "params") if k in attrs}
+    return ExportReport(files, chosen.number, arch.tree.describe(), facts)

@@ -1,0 +1,237 @@
+"""Weights and training state on disk, safely.
+
+Weights are ``.safetensors`` files (never pickle) whose metadata names the format, the tree they
+belong to, and a SHA-256 of the tensor bytes, so a file for another tree, a truncated file and a
+tampered one are each refused with a message that says which. Training state (optimizer,
+schedule, epoch, RNG states, history) is a ``torch.save`` file read back with
+``weights_only=True``: plain containers and tensors only.
+
+A checkpoint is a folder holding ``weights.safetensors`` and ``state.pt``. It is written as a new
+folder and renamed into place, so a process killed at any moment leaves the previous checkpoint
+or the new one, never a mixed or half-written pair.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mtnas.core import MtnasError, atomic_write_bytes, first_few, first_line
+
+__all__ = [
+    "WEIGHTS_FORMAT",
+    "WEIGHTS_VERSION",
+    "find_checkpoint",
+    "fit_problems",
+    "load_checkpoint",
+    "load_into",
+    "load_state",
+    "load_weights",
+    "save_checkpoint",
+    "save_state",
+    "save_weights",
+    "tensors_sha256",
+]
+
+WEIGHTS_FORMAT = "mtnas-weights"
+WEIGHTS_VERSION = "1"
+_RESERVED = ("format", "version", "tree_key", "sha256")
+
+
+def tensors_sha256(state: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over every tensor's raw bytes, keys in sorted order."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        flat = state[key].detach().cpu().contiguous().reshape(-1)
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def save_weights(
+    path: str | Path,
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    tree_key: str,
+    extra_metadata: Mapping[str, str] | None = None,
+) -> Path:
+    """Write ``state_dict`` as safetensors with mtnas metadata, atomically.
+
+    Args:
+        path: the ``.safetensors`` file to write.
+        state_dict: tensor name -> tensor (any device; stored from CPU copies).
+        tree_key: ``BranchingTree.key`` of the tree these weights belong to.
+        extra_metadata: more string entries (e.g. ``{"epoch": "3"}``); reserved keys are refused.
+    """
+    from safetensors.torch import save
+
+    extra = dict(extra_metadata or {})
+    clash = [k for k in extra if k in _RESERVED]
+    if clash:
+        raise ValueError(f"extra_metadata may not set {clash}; reserved: {', '.join(_RESERVED)}")
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    metadata = {
+        **{str(k): str(v) for k, v in extra.items()},
+        "format": WEIGHTS_FORMAT,
+        "version": WEIGHTS_VERSION,
+        "tree_key": tree_key,
+        "sha256": tensors_sha256(tensors),
+    }
+    path = Path(path)
+    atomic_write_bytes(path, save(tensors, metadata=metadata))
+    return path
+
+
+def load_weights(path: str | Path, *, tree_key: str | None = None) -> dict[str, torch.Tensor]:
+    """Read an mtnas weights file, checking its format, its tree and its checksum.
+
+    Args:
+        path: a file written by :func:`save_weights`.
+        tree_key: when given, the file must belong to this tree.
+
+    Raises:
+        MtnasError: the file is missing, damaged, not mtnas weights, for another tree, or its
+            tensors do not match the checksum it was written with.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise MtnasError(f"{path}: no such weights file")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise MtnasError(f"{path}: damaged or truncated weights file ({first_line(exc)})") from None
+    fmt = metadata.get("format")
+    if fmt != WEIGHTS_FORMAT:
+        found = "no format in its metadata" if fmt is None else f"format {fmt!r}"
+        raise MtnasError(f"{path}: not an mtnas weights file ({found}, expected {WEIGHTS_FORMAT!r})")
+    version = metadata.get("version", "")
+    if not version.isdigit() or int(version) > int(WEIGHTS_VERSION):
+        raise MtnasError(
+            f"{path}: weights file version {version!r} is not one this mtnas reads ({WEIGHTS_VERSION}); upgrade mtnas"
+        )
+    if tree_key is not None and metadata.get("tree_key") != tree_key:
+        described = f" ({metadata['tree']})" if "tree" in metadata else ""
+        raise MtnasError(
+            f"{path}: weights are for tree {metadata.get('tree_key')}{described}, the architecture is tree "
+            f"{tree_key}; use the weights exported with this arch.json"
+        )
+    expected = metadata.get("sha256")
+    if expected is None:
+        raise MtnasError(f"{path}: weights file has no sha256 in its metadata; it was not written by mtnas")
+    actual = tensors_sha256(tensors)
+    if actual != expected:
+        raise MtnasError(
+            f"{path}: weights do not match their checksum (sha256 {actual[:12]}..., the file says "
+            f"{expected[:12]}...): the file was modified or damaged"
+        )
+    return tensors
+
+
+def fit_problems(own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]) -> list[str]:
+    """What keeps ``state`` from loading into a module whose state dict is ``own``: shape
+    mismatches, missing and unexpected tensors, each with its first names (empty: it fits)."""
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [
+        f"{k}: expected {tuple(v.shape)}, found {tuple(state[k].shape)}"
+        for k, v in own.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    problems = []
+    if mismatched:
+        problems.append(f"{len(mismatched)} shape mismatch(es) ({first_few(mismatched)})")
+    if missing:
+        problems.append(f"missing {len(missing)} tensor(s) ({first_few(missing)})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected tensor(s) ({first_few(unexpected)})")
+    return problems
+
+
+def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], source: str | Path) -> None:
+    """Copy ``state`` into ``model`` after checking names and shapes; ``source`` names the file in errors."""
+    problems = fit_problems(model.state_dict(), state)
+    if problems:
+        raise MtnasError(f"{source}: weights do not fit the model: {'; '.join(problems)}")
+    model.load_state_dict(dict(state), strict=True)
+
+
+def save_state(path: str | Path, state: Mapping[str, Any]) -> Path:
+    """``torch.save`` of plain containers and tensors, written atomically."""
+    buffer = io.BytesIO()
+    torch.save(dict(state), buffer)
+    path = Path(path)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def load_state(path: str | Path) -> dict[str, Any]:
+    """Read a file of :func:`save_state` with ``weights_only=True`` (no arbitrary objects)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MtnasError(f"{path}: no such training-state file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for damaged or unsafe files
+        raise MtnasError(f"{path}: damaged or unreadable training-state file ({first_line(exc)})") from None
+    if not isinstance(state, dict):
+        raise MtnasError(f"{path}: not an mtnas training-state file (a {type(state).__name__}, expected a dict)")
+    return state
+
+
+def save_checkpoint(
+    folder: str | Path,
+    weights: Mapping[str, torch.Tensor],
+    state: Mapping[str, Any],
+    *,
+    tree_key: str,
+    extra_metadata: Mapping[str, str] | None = None,
+) -> Path:
+    """Replace ``folder`` by a new checkpoint (``weights.safetensors`` + ``state.pt``) in one rename.
+
+    The pair is written into ``<folder>.tmp``; the old folder moves to ``<folder>.old`` just
+    before the rename and is deleted after it, and :func:`load_checkpoint` falls back to it.
+    """
+    folder = Path(folder)
+    tmp, old = _sibling(folder, "tmp"), _sibling(folder, "old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_weights(tmp / "weights.safetensors", weights, tree_key=tree_key, extra_metadata=extra_metadata)
+    save_state(tmp / "state.pt", state)
+    if folder.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def find_checkpoint(folder: str | Path) -> Path | None:
+    """``folder`` when it holds a checkpoint, else a complete ``<folder>.old`` left by a kill, else None."""
+    folder = Path(folder)
+    for candidate in (folder, _sibling(folder, "old")):
+        if (candidate / "weights.safetensors").is_file() and (candidate / "state.pt").is_file():
+            return candidate
+    return None
+
+
+def load_checkpoint(folder: str | Path, *, tree_key: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The weights and training state of the checkpoint in ``folder`` (see :func:`find_checkpoint`)."""
+    found = find_checkpoint(folder)
+    if found is None:
+        raise MtnasError(f"{folder}: no checkpoint to resume from")
+    return load_weights(found / "weights.safetensors", tree_key=tree_key), load_state(found / "state.pt")
+
+
+def _sibling(folder: Path, suffix: str) -> Path:
+    return folder.with_name(f".{folder.name}.{suffix}")

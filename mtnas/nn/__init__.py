@@ -1,0 +1,19 @@
+"""Network components by name, one registry each: backbones (per-layer block builders), task
+heads, losses, metrics (with their direction) and loss balancers.
+"""
+
+from mtnas.core._lazy import lazy_exports
+
+__all__, __getattr__, __dir__ = lazy_exports(__name__, {
+    "._backbones": (
+        "BACKBONES", "BackboneType", "BlockPlan", "ConvLayer", "MLPLayer", "ResNetLayer", "backbone_type",
+        "plan_backbone",
+    ),
+    "._balancing": (
+        "BALANCERS", "Balancer", "DWA", "Equal", "PCGrad", "Uncertainty", "make_balancer", "optimizer_params",
+        "pcgrad_project", "shared_parameters",
+    ),
+    "._heads": ("DENSE_KINDS", "HEADS", "HeadType", "build_head",),
+    "._losses": ("LOSSES", "LossType", "get_loss",),
+    "._metrics": ("METRICS", "Metric", "get_metric",),
+})

@@ -1,0 +1,247 @@
+"""``mtnas report RUN``: one self-contained HTML page of a search run.
+
+The page holds the run's settings and trial counts, the Pareto front, a picture of every Pareto
+tree, the routing evolution of the best searched tree, Optuna's optimisation history and
+hyperparameter importances, and the table of all trials. Images are PNGs embedded as base64
+``data:`` URIs and the CSS is inline: the file can be mailed, archived or opened offline, and needs
+no JavaScript.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from mtnas.core import MtnasError, __version__, atomic_write_text
+from mtnas.report._study_plots import draw_history, draw_importances, draw_pareto, pareto_plot_data
+from mtnas.study import SearchRun, fail_reason, load_study
+from mtnas.tree import Architecture
+from mtnas.viz import draw_routing, draw_tree, routing_evolution, tree_title
+
+__all__ = ["write_report"]
+
+CSS = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #222; background: #fafafa;
+       margin: 0; line-height: 1.45; }
+main { max-width: 1180px; margin: 0 auto; padding: 24px 32px 48px; background: #fff; }
+h1 { font-size: 1.7em; margin: 0 0 4px; }
+h2 { font-size: 1.25em; margin: 36px 0 10px; padding-bottom: 4px; border-bottom: 2px solid #e4e4e4; }
+p.sub, p.note, figcaption { color: #666; font-size: 0.92em; }
+code, pre { font-family: "SFMono-Regular", Menlo, Consolas, monospace; font-size: 0.88em; }
+pre { background: #f4f4f4; padding: 8px 10px; border-radius: 4px; overflow-x: auto; margin: 6px 0 0; }
+table { border-collapse: collapse; font-size: 0.9em; }
+th, td { padding: 4px 10px; border-bottom: 1px solid #e8e8e8; text-align: left; vertical-align: top; }
+th { background: #f2f2f2; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+table.kv th { width: 160px; background: none; color: #555; font-weight: 600; }
+tr.pareto td { background: #eef5fb; }
+tr.failed td { color: #a33; }
+img { max-width: 100%; height: auto; display: block; }
+figure { margin: 12px 0 20px; }
+.trees figure { border: 1px solid #e4e4e4; border-radius: 6px; padding: 10px; margin: 0 0 16px; }
+.pair { display: grid; grid-template-columns: 1fr 1fr; gap: 18px; }
+.pair h2 { margin-top: 24px; }
+th { white-space: nowrap; }
+.badge { display: inline-block; font-size: 0.8em; padding: 0 6px; border-radius: 8px; background: #e0ecf7; }
+"""
+
+
+# --- reading the run ---------------------------------------------------------------------------
+
+
+def _wall_time(trials: list[optuna.trial.FrozenTrial]) -> float | None:
+    starts = [t.datetime_start for t in trials if t.datetime_start]
+    ends = [t.datetime_complete for t in trials if t.datetime_complete]
+    return (max(ends) - min(starts)).total_seconds() if starts and ends else None
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+
+
+# --- HTML pieces -------------------------------------------------------------------------------
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _img(path: Path | None, alt: str) -> str:
+    """An ``<img>`` with the PNG at ``path`` embedded as a data URI ("" when there is none)."""
+    if path is None or not Path(path).is_file():
+        return ""
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" alt="{_e(alt)}">'
+
+
+def _num(value: Any, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def _summary(run: SearchRun, info: dict, study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> str:
+    storage = str(info.get("storage", "-"))
+    moved = storage != run.storage()
+    counts = Counter(t.state.name.lower() for t in trials)
+    state_text = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"
+    rows = [
+        ("space", info.get("space")),
+        ("strategy", info.get("strategy")),
+        ("objectives", ", ".join(info.get("objectives", [])) + "  (" +
+         ", ".join(d.name.lower() for d in study.directions) + ")"),
+        ("sampler", info.get("sampler")),
+        ("seed", info.get("seed")),
+        ("trials", f"{len(trials)} ({state_text}); target {info.get('trials')} completed"),
+        ("wall time", _duration(_wall_time(trials))),
+        ("started", info.get("started", "-")),
+        ("storage", storage + (f"  (the folder was moved: read from {run.storage()})" if moved else "")),
+        ("run folder", run.root.resolve()),
+        ("mtnas", info.get("mtnas_version")),
+    ]
+    body = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
+    return f'<table class="kv">{body}</table>'
+
+
+def _trials_table(study: optuna.Study, trials: list[optuna.trial.FrozenTrial], front: set[int]) -> str:
+    head = "".join(f"<th>{h}</th>" for h in ("trial", "state", "tree", "delta-m %", "FLOPs", "params", "time", "note"))
+    rows = []
+    for t in trials:
+        a = t.user_attrs
+        notes = []
+        if a.get("fixed_tree"):
+            notes.append(f"enqueued {a['fixed_tree']}")
+        if a.get("reused_from") is not None:
+            notes.append(f"reused trial {a['reused_from']}")
+        reason = fail_reason(study, t)
+        if reason:
+            notes.append(reason)
+        seconds = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
+        css = "pareto" if t.number in front else "failed" if t.state == optuna.trial.TrialState.FAIL else ""
+        badge = ' <span class="badge">Pareto</span>' if t.number in front else ""
+        rows.append(
+            f'<tr class="{css}"><td class="num">{t.number}{badge}</td><td>{_e(t.state.name.lower())}</td>'
+            f'<td><code>{_e(a.get("tree", "-"))}</code></td><td class="num">{_num(a.get("delta_m"), "+.2f")}</td>'
+            f'<td class="num">{_num(a.get("flops"), ",")}</td><td class="num">{_num(a.get("params"), ",")}</td>'
+            f'<td class="num">{_duration(seconds)}</td><td>{_e("; ".join(notes))}</td></tr>'
+        )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+# --- the page ----------------------------------------------------------------------------------
+
+
+def _tree_figures(run: SearchRun, front: list, tmp: Path) -> str:
+    figures = []
+    for p in front:
+        folder = run.trial_dir(p.trial)
+        caption = (f"trial {p.trial}{' (' + p.fixed + ')' if p.fixed else ''}: delta-m {p.delta_m:+.2f}%, "
+                   f"FLOPs {p.flops:,}, params {p.params:,}")
+        text = ""
+        if (folder / "arch.json").is_file():
+            tree = Architecture.load(folder / "arch.json").tree
+            image = draw_tree(tree, tmp / f"tree{p.trial}.png",
+                              title=tree_title(f"trial {p.trial}", params=p.params, flops=p.flops, delta_m=p.delta_m))
+            text = tree.render_text()
+        else:
+            image = folder / "tree.png" if (folder / "tree.png").is_file() else None
+        figures.append(f"<figure>{_img(image, f'sharing tree of trial {p.trial}')}"
+                       f"<figcaption>{_e(caption)}{f'<pre>{_e(text)}</pre>' if text else ''}</figcaption></figure>")
+    return f'<div class="trees">{"".join(figures)}</div>'
+
+
+def _routing_trial(run: SearchRun, points: tuple) -> tuple[Any, str]:
+    """The trial whose routing the page shows: the best Pareto trial with a ``routing.npz``, else
+    the best trial with one; and a sentence saying which it is."""
+    recorded = sorted((p for p in points if (run.trial_dir(p.trial) / "routing.npz").is_file()),
+                      key=lambda p: (-p.delta_m, p.trial))
+    on_front = [p for p in recorded if p.pareto]
+    if on_front:
+        return on_front[0], "The best Pareto trial with a recorded routing"
+    if recorded:
+        return recorded[0], "No Pareto trial recorded a routing; this is the best trial that did"
+    return None, ""
+
+
+class _FrontTrial:
+    """A Pareto trial with the facts the page shows (params and FLOPs whatever the cost axis)."""
+
+    def __init__(self, point: Any, attrs: dict) -> None:
+        self.trial, self.fixed, self.delta_m = point.trial, point.fixed, point.delta_m
+        self.flops, self.params = int(attrs.get("flops") or 0), int(attrs.get("params") or 0)
+
+
+def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Write the report of the run folder ``run_dir`` to ``out`` (default ``run_dir/report.html``)."""
+    root = Path(run_dir)
+    if not root.is_dir():
+        raise MtnasError(f"{root}: no such run folder; 'mtnas search' creates one under runs/")
+    run = SearchRun(root)
+    info = run.info()
+    study = load_study(run)
+    trials = study.get_trials(deepcopy=False)
+    data = pareto_plot_data(study)
+    by_number = {t.number: t for t in trials}
+    front = [_FrontTrial(p, by_number[p.trial].user_attrs) for p in sorted(data.front, key=lambda p: -p.delta_m)]
+    name = info.get("study", root.name)
+    sections: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="mtnas-report-") as tmpdir:
+        tmp = Path(tmpdir)
+        sections.append(f"<h2>Run</h2>{_summary(run, info, study, trials)}")
+        if data.points:
+            sections.append(
+                "<h2>Pareto front</h2><p class='note'>delta-m (mean relative gain over single-task networks, "
+                f"validation split) against {_e(data.cost_label)}; grey dots are dominated trials.</p>"
+                + _img(draw_pareto(data, tmp / "pareto.png"), "Pareto front")
+            )
+            sections.append("<h2>Pareto trees</h2><p class='note'>Best delta-m first; boxes are shared blocks, "
+                            "layers run left to right.</p>" + _tree_figures(run, front, tmp))
+        else:
+            sections.append("<h2>Pareto front</h2><p class='note'>No completed trial yet.</p>")
+        best, which = _routing_trial(run, data.points)
+        if best is not None:
+            evolution = routing_evolution(run.trial_dir(best.trial) / "routing.npz")
+            sections.append(
+                f"<h2>Routing evolution of trial {best.trial}</h2><p class='note'>{which}. Heatmaps: the "
+                "probability of each parent per epoch (bold rows: the routes of the final tree); the dashed line "
+                "marks the epoch from which the argmax tree no longer changes.</p>"
+                + _img(draw_routing(evolution, tmp / "routing.png"), f"routing of trial {best.trial}")
+            )
+        else:
+            sections.append("<h2>Routing evolution</h2><p class='note'>No trial recorded a routing history "
+                            f"(strategy {_e(info.get('strategy'))}).</p>")
+        history = draw_history(study, tmp / "history.png")
+        importances = draw_importances(study, tmp / "importances.png")
+        sections.append(
+            "<div class='pair'><div><h2>Optimisation history</h2>"
+            + (_img(history, "optimisation history") if history is not None else "<p class='note'>No completed trial.</p>")
+            + "</div><div><h2>Hyperparameter importances</h2>"
+            + (_img(importances, "hyperparameter importances") if importances is not None else
+               "<p class='note'>Not computable for this run: it needs at least two completed trials that sampled "
+               "the same hyperparameters, with different delta-m.</p>")
+            + "</div></div>"
+        )
+        front_numbers = {p.trial for p in data.points if p.pareto}
+        sections.append("<h2>Trials</h2><p class='note'>Highlighted: Pareto trials.</p>"
+                        + _trials_table(study, trials, front_numbers))
+    page = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>mtnas report: {_e(name)}</title><style>{CSS}</style></head>\n<body><main>"
+        f"<h1>mtnas search run <code>{_e(name)}</code></h1>"
+        f"<p class='sub'>Report written {_e(time.strftime('%Y-%m-%d %H:%M'))} by mtnas {_e(__version__)}.</p>\n"
+        + "\n".join(f"<section>{s}</section>" for s in sections)
+        + "\n</main></body></html>\n"
+    )
+    target = Path(out) if out is not None else root / "report.html"
+    atomic_write_text(target, page)
+    return target

@@ -1,0 +1,161 @@
+"""One differentiable search: train a routing supernet, then read the tree off its routes.
+
+Warm-up epochs train the weights with the routing frozen at uniform (random paths); then each
+step alternates a weight step on the training part and a routing step (Adam) on a held-out part
+of the training split, with loss = sum of task losses + cost_weight * expected cost. The Gumbel
+temperature anneals geometrically from tau0 to tau_min. The routing method (a registry) decides
+what else the routing step sees; see ``mtnas.methods``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from itertools import cycle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mtnas.data import DatasetBundle, TaskData
+from mtnas.nn import shared_parameters
+from mtnas.search._methods import METHODS, RoutingContext, check_method
+from mtnas.search._routing import DerivedTree
+from mtnas.search._supernet import Supernet
+from mtnas.space import SearchConfig, SearchSpace
+from mtnas.train import Engine, NonFiniteLossError
+from mtnas.tree import BranchingTree
+
+__all__ = ["SearchResult", "search_tree", "split_holdout", "temperature"]
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """What one search found.
+
+    Attributes:
+        tree: the derived tree (argmax routes, unused nodes pruned, canonical).
+        derived: the tree with the supernet node behind each of its nodes.
+        routing: per-epoch routing probabilities: ``heads`` (E, T, K_last), ``layer{l}``
+            (E, K_l, K_{l-1}), ``tau`` (E,), ``expected_cost`` (E,), ``epoch_seconds`` (E,).
+        weights: a BranchedNet state dict for ``tree``, inherited from the supernet.
+        seconds: wall time of the search.
+    """
+
+    tree: BranchingTree
+    derived: DerivedTree
+    routing: Mapping[str, np.ndarray]
+    weights: Mapping[str, torch.Tensor]
+    seconds: float
+    hparams: SearchConfig
+
+    def save_routing(self, path: str | Path) -> Path:
+        """Write the routing history as ``routing.npz`` (arrays above plus the task names)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(path, tasks=np.array(self.tree.tasks), **self.routing)
+        return path
+
+
+def temperature(epoch: int, cfg: SearchConfig) -> float:
+    """Gumbel temperature of ``epoch``: tau0 through warm-up, then geometric decay to tau_min."""
+    searching = cfg.epochs - cfg.warmup_epochs
+    done = max(epoch - cfg.warmup_epochs, 0) / max(searching - 1, 1)
+    return cfg.tau0 * (cfg.tau_min / cfg.tau0) ** min(done, 1.0)
+
+
+def split_holdout(train: TaskData, fraction: float, seed: int) -> tuple[TaskData, TaskData]:
+    """Disjoint (weights, routing) parts of the training split, chosen by a seeded permutation."""
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+    cut = len(train) - max(1, int(round(fraction * len(train))))
+    return train.select(order[:cut]), train.select(order[cut:])
+
+
+def _snapshot(net: Supernet) -> dict[str, np.ndarray]:
+    routing = net.routing
+    snap = {"heads": routing.head_probs().detach().cpu().numpy()}
+    for layer, q in enumerate(routing.parent_probs()):
+        if layer and routing.layer_logits(layer) is not None:
+            snap[f"layer{layer}"] = q.detach().cpu().numpy()
+    return snap
+
+
+def search_tree(
+    space: SearchSpace,
+    bundle: DatasetBundle,
+    *,
+    seed: int,
+    hparams: SearchConfig | None = None,
+    device: torch.device | str = "cpu",
+    branches: int | None = None,
+    progress: bool = False,
+) -> SearchResult:
+    """Run one differentiable search on a resolved ``space`` and derive its tree.
+
+    Args:
+        space: a resolved search space (``SearchSpace.resolve``).
+        bundle: its dataset; routing steps use a held-out part of ``bundle.train``.
+        seed: fixes weights, sampling and the held-out part (same seed, same tree on the CPU).
+        hparams: search hyperparameters; the space's ``search`` section by default.
+        branches: K per layer, overriding the space's ``routing.max_branches``.
+    """
+    from tqdm.auto import tqdm
+
+    cfg = hparams or space.search
+    device = torch.device(device)
+    method = METHODS.get(check_method(cfg))
+    torch.manual_seed(seed)
+    net = Supernet.from_space(space, branches).to(device)
+    weight_part, routing_part = (
+        part.only(space.task_names).to(device) for part in split_holdout(bundle.train, cfg.holdout, seed)
+    )
+    bs = space.training.batch_size
+    # Weight steps train like any tree (training.optimizer, lr, schedule, balancing); the block
+    # copies are the shared weights, heads are task-specific.
+    engine = Engine(space=space, params=net.weight_parameters(), shared=shared_parameters(net),
+                    total_steps=cfg.epochs * math.ceil(len(weight_part) / bs), device=device, seed=seed)
+    r_opt = torch.optim.Adam(net.routing.parameters(), lr=cfg.routing_lr, betas=(0.5, 0.999))
+    block_costs, head_cost = net.block_costs(cfg.cost_metric)
+    ctx = RoutingContext(net=net, space=space, cfg=cfg, block_costs=block_costs, head_cost=head_cost, train=weight_part)
+    state = method.init(ctx)
+    generator = torch.Generator().manual_seed(seed)
+    history: dict[str, list[Any]] = {}
+    start = time.perf_counter()
+    for epoch in tqdm(range(cfg.epochs), desc="search", disable=not progress, leave=False):
+        epoch_start = time.perf_counter()
+        tau = temperature(epoch, cfg)
+        warm = epoch < cfg.warmup_epochs
+        routing_batches = cycle(routing_part.batches(bs, shuffle=True, generator=generator))
+        engine.start_epoch(epoch)
+        for step, batch in enumerate(weight_part.batches(bs, shuffle=True, generator=generator)):
+            # Weight step: a sampled tree, routing logits detached (uniform during warm-up).
+            with torch.no_grad():
+                sample = method.weight_sample(ctx, state, tau, warm)
+            engine.step(lambda: net(batch.inputs, sample), batch, where=f"search epoch {epoch}, weight step {step}")
+            method.after_weight_step(ctx, state, batch, warm)
+            if not warm:
+                r_opt.zero_grad(set_to_none=True)
+                loss = method.routing_loss(ctx, state, next(routing_batches), tau)
+                if not torch.isfinite(loss):
+                    raise NonFiniteLossError(f"routing loss is {float(loss)} at search epoch {epoch}, step {step}")
+                loss.backward()
+                r_opt.step()
+        method.after_epoch(ctx, state, epoch, warm)
+        engine.end_epoch()
+        for key, value in _snapshot(net).items():
+            history.setdefault(key, []).append(value)
+        history.setdefault("tau", []).append(tau)
+        history.setdefault("epoch_seconds", []).append(time.perf_counter() - epoch_start)
+        history.setdefault("expected_cost", []).append(float(net.routing.expected_cost(block_costs, head_cost).detach()))
+    derived = net.routing.derive()
+    return SearchResult(
+        tree=derived.tree,
+        derived=derived,
+        routing={k: np.asarray(v) for k, v in history.items()},
+        weights=net.inherit(derived),
+        seconds=time.perf_counter() - start,
+        hparams=cfg,
+    )

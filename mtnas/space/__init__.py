@@ -1,0 +1,14 @@
+"""Search spaces: a built-in name or a YAML file -> a frozen, typed ``SearchSpace``, resolved
+against its dataset (task kinds, sizes, input shape) so that it alone rebuilds a model.
+"""
+
+from mtnas.core._lazy import lazy_exports
+
+__all__, __getattr__, __dir__ = lazy_exports(__name__, {
+    "._builtin": ("BUILTIN_DIR", "builtin_paths", "list_spaces",),
+    "._loading": ("build_space_dataset", "load_resolved", "load_space", "space_from_dict",),
+    "._schema": (
+        "BackboneConfig", "DatasetConfig", "KIND_DEFAULTS", "RoutingConfig", "SearchConfig", "SearchRanges",
+        "SearchSpace", "TaskConfig", "TrainingConfig", "WEIGHTS_SUFFIXES",
+    ),
+})

@@ -1,0 +1,353 @@
+"""The search-space schema: frozen, typed config objects that validate themselves.
+
+A space names a dataset, a backbone (per-layer blocks), the tasks with their heads, losses and
+metrics, the routing limits of the search, and the training budget. ``SearchSpace.resolve``
+completes it against the built dataset (task kinds, output sizes, input shape), so a resolved
+space alone rebuilds a model. Component names (heads, losses, metrics, balancers, backbones) are
+checked against their registries in ``mtnas.nn``; the routing method is a search component and is
+checked by ``mtnas.search.check_search_space`` before a search starts.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from mtnas.core import ConfigError, MtnasError, bounded, did_you_mean, parse, to_data
+from mtnas.data import TASK_KINDS, DatasetBundle
+from mtnas.nn import BALANCERS, HEADS, backbone_type, get_loss, get_metric
+
+__all__ = [
+    "KIND_DEFAULTS",
+    "WEIGHTS_SUFFIXES",
+    "BackboneConfig",
+    "DatasetConfig",
+    "RoutingConfig",
+    "SearchConfig",
+    "SearchRanges",
+    "SearchSpace",
+    "TaskConfig",
+    "TrainingConfig",
+]
+
+#: Files a pretrained ``backbone.weights`` may be (read by ``mtnas.model``).
+WEIGHTS_SUFFIXES = (".safetensors", ".pt", ".pth")
+
+#: Head, loss and metrics a task gets when the space does not name them.
+KIND_DEFAULTS: Mapping[str, tuple[str, str, tuple[str, ...]]] = {
+    "classification": ("linear", "cross_entropy", ("accuracy",)),
+    "multilabel": ("linear", "bce", ("label_accuracy",)),
+    "regression": ("linear", "mse", ("abs_err",)),
+    "dense_classification": ("conv", "cross_entropy", ("miou",)),
+    "dense_regression": ("conv", "l1", ("abs_err",)),
+}
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """A registered dataset by ``name``, or a user's ``factory`` ("pkg.module:function")."""
+
+    name: str | None = None
+    factory: str | None = None
+    args: Mapping[str, Any] = field(default_factory=dict)
+
+    def _validate(self) -> None:
+        if (self.name is None) == (self.factory is None):
+            raise ConfigError("name: give exactly one of 'name' (a built-in dataset) or 'factory'")
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """A registered backbone and its per-layer block configs (parsed by the backbone's type).
+
+    ``weights`` optionally names a local file the blocks start from (a relative path is read from
+    the directory mtnas runs in; it is read when a model is built, see ``mtnas.pretrained``), and
+    ``weights_map`` its key layout: ``mtnas`` or ``torchvision-resnet`` (default: detected).
+    """
+
+    name: str
+    layers: tuple[Any, ...]
+    weights: str | None = None
+    weights_map: Literal["mtnas", "torchvision-resnet"] | None = None
+
+    def _validate(self) -> None:
+        try:
+            kind = backbone_type(self.name)  # a built-in, or a user's "pkg.module:function"
+        except MtnasError as exc:
+            raise ConfigError(f"name: {exc}") from None
+        if not self.layers:
+            raise ConfigError("layers: a backbone needs at least one layer")
+        layer_cls = kind.layer_config
+        parsed = tuple(parse(layer_cls, layer, f"layers[{i}]") for i, layer in enumerate(self.layers))
+        object.__setattr__(self, "layers", parsed)  # typed form of what the user wrote
+        self._validate_weights()
+
+    def _validate_weights(self) -> None:
+        if self.weights is not None and not self.weights.endswith(WEIGHTS_SUFFIXES):
+            raise ConfigError(f"weights: expected a {', '.join(WEIGHTS_SUFFIXES)} file, got {self.weights!r}")
+        if self.weights_map is not None and self.weights is None:
+            raise ConfigError(f"weights_map: {self.weights_map!r} is set but backbone.weights is not; name the file")
+        if self.weights_map == "torchvision-resnet" and self.name != "resnet":
+            raise ConfigError(
+                f"weights_map: 'torchvision-resnet' loads only into the 'resnet' backbone, this one is {self.name!r}"
+            )
+
+
+def _file_digest(path: str) -> str | None:
+    """sha256 of a file, cached by path, size and modification time (None when it is missing)."""
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        return None
+    return _digest_of(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _digest_of(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """One task. Kind and output size come from the dataset; head, loss, metrics default by kind."""
+
+    _shorthand: ClassVar[str] = "name"
+
+    name: str
+    kind: str | None = None
+    num_outputs: int | None = bounded(None, ge=1)
+    head: str | None = None
+    loss: str | None = None
+    metrics: tuple[str, ...] = ()
+    weight: float = bounded(1.0, ge=0.0)
+
+    def _validate(self) -> None:
+        if self.kind is not None and self.kind not in TASK_KINDS:
+            raise ConfigError(
+                f"kind: unknown task kind {self.kind!r}{did_you_mean(self.kind, TASK_KINDS)}; valid: {', '.join(TASK_KINDS)}"
+            )
+        if self.head is not None and self.head not in HEADS:
+            raise ConfigError(f"head: unknown head {self.head!r}{did_you_mean(self.head, HEADS.names())}; valid: {', '.join(HEADS.names())}")
+
+    @property
+    def resolved(self) -> bool:
+        return self.kind is not None and self.num_outputs is not None
+
+
+@dataclass(frozen=True)
+class RoutingConfig:
+    """Limits of the search: at most ``max_branches`` groups per layer (an int or one per layer),
+    and the layers at which a split may happen (``None``: all)."""
+
+    max_branches: int | tuple[int, ...] = bounded(4, ge=1)
+    branching_layers: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """The budget to train one fixed tree."""
+
+    epochs: int = bounded(10, ge=1)
+    batch_size: int = bounded(128, ge=1)
+    lr: float = bounded(3e-3, gt=0.0)
+    weight_decay: float = bounded(0.0, ge=0.0)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    schedule: Literal["cosine", "constant"] = "cosine"
+    balancing: str = "equal"  # a loss balancer of mtnas.balancing.BALANCERS
+
+    def _validate(self) -> None:
+        _check_balancing("balancing", (self.balancing,))
+
+
+@dataclass(frozen=True)
+class SearchRanges:
+    """Optuna ranges of the search hyperparameters: [low, high] (add "log" for a log scale), or
+    a list of names to choose from (``balancing``)."""
+
+    max_branches: tuple[int, int] | None = None
+    tau0: tuple[float, float] | None = (1.0, 4.0)
+    tau_min: tuple[float, float] | None = None
+    cost_weight: tuple[float, float, str] | tuple[float, float] | None = (0.05, 1.0, "log")
+    routing_lr: tuple[float, float, str] | tuple[float, float] | None = None
+    warmup_epochs: tuple[int, int] | None = None
+    affinity_weight: tuple[float, float] | None = (1.0, 6.0)
+    balancing: tuple[str, ...] | None = None  # choices of training.balancing (categorical)
+
+    def _validate(self) -> None:
+        if self.balancing is not None:
+            if not self.balancing:
+                raise ConfigError("balancing: give at least one choice, or null to keep training.balancing")
+            _check_balancing("balancing", self.balancing)
+
+
+def _check_balancing(key: str, names: tuple[str, ...]) -> None:
+    for name in names:
+        if name not in BALANCERS:
+            raise ConfigError(
+                f"{key}: unknown loss balancing {name!r}{did_you_mean(name, BALANCERS.names())}; "
+                f"valid: {', '.join(BALANCERS.names())}"
+            )
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """One differentiable search: its budget and hyperparameters (Optuna may sample them)."""
+
+    epochs: int = bounded(20, ge=1)
+    warmup_epochs: int = bounded(8, ge=0)
+    tau0: float = bounded(2.0, gt=0.0)
+    tau_min: float = bounded(0.2, gt=0.0)
+    cost_weight: float = bounded(0.2, ge=0.0)
+    cost_metric: Literal["flops", "params"] = "flops"
+    routing_lr: float = bounded(0.05, gt=0.0)
+    holdout: float = bounded(0.2, gt=0.0, lt=1.0)
+    method: str = "affinity"
+    affinity_weight: float = bounded(3.0, ge=0.0)
+    trials: int = bounded(8, ge=1)
+    proxy_epochs: int = bounded(5, ge=1)
+    ranges: SearchRanges = field(default_factory=SearchRanges)
+
+    def _validate(self) -> None:
+        if self.tau_min > self.tau0:
+            raise ConfigError(f"tau_min: must be <= tau0 ({self.tau0}), got {self.tau_min}")
+        if self.warmup_epochs >= self.epochs:
+            raise ConfigError(f"warmup_epochs: must be < epochs ({self.epochs}), got {self.warmup_epochs}")
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A whole search space; see the README's YAML reference for every key."""
+
+    dataset: DatasetConfig
+    backbone: BackboneConfig
+    tasks: tuple[TaskConfig, ...]
+    name: str = ""  # defaults to the YAML file's stem
+    description: str = ""
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    seed: int = 0
+    input_shape: tuple[int, ...] | None = None
+
+    def _validate(self) -> None:
+        if not self.tasks:
+            raise ConfigError("tasks: a space needs at least one task")
+        names = [t.name for t in self.tasks]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ConfigError(f"tasks: task names repeat: {repeated}")
+        max_b = self.routing.max_branches
+        if isinstance(max_b, tuple) and len(max_b) != self.num_layers:
+            raise ConfigError(
+                f"routing.max_branches: {len(max_b)} values for {self.num_layers} layers; give one per layer or a single int"
+            )
+        for layer in self.routing.branching_layers or ():
+            if not 0 <= layer < self.num_layers:
+                raise ConfigError(f"routing.branching_layers: layer {layer} is outside 0..{self.num_layers - 1}")
+
+    # -- derived values ------------------------------------------------------------------------
+
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.tasks)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.backbone.layers)
+
+    @property
+    def branches_per_layer(self) -> tuple[int, ...]:
+        """K_l for each layer: at most this many task groups at layer l."""
+        max_b = self.routing.max_branches
+        per_layer = max_b if isinstance(max_b, tuple) else (max_b,) * self.num_layers
+        return tuple(min(k, len(self.tasks)) for k in per_layer)
+
+    @property
+    def can_branch(self) -> tuple[bool, ...]:
+        """Whether a split may happen at each layer."""
+        allowed = self.routing.branching_layers
+        return tuple(allowed is None or layer in allowed for layer in range(self.num_layers))
+
+    def task(self, name: str) -> TaskConfig:
+        for t in self.tasks:
+            if t.name == name:
+                return t
+        raise MtnasError(f"unknown task {name!r}{did_you_mean(name, self.task_names)}; tasks: {', '.join(self.task_names)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_data(self)
+
+    @property
+    def content_hash(self) -> str:
+        """A digest of everything that shapes a training result (used as a cache key)."""
+        data = self.to_dict()
+        data.pop("description", None)
+        if self.backbone.weights:  # the pretrained file's content, not only its path, shapes results
+            data["backbone_weights_sha256"] = _file_digest(self.backbone.weights)
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+    def with_budget(self, epochs: int) -> SearchSpace:
+        """This space with every budget shrunk to ``epochs`` (training and proxy epochs; a search
+        of ``2 * epochs`` with ``epochs`` of warm-up): a quick look, not a result to trust."""
+        if epochs < 1:
+            raise MtnasError(f"with_budget: epochs must be >= 1, got {epochs}")
+        search = replace(self.search, epochs=2 * epochs, warmup_epochs=epochs, proxy_epochs=epochs)
+        return replace(self, training=replace(self.training, epochs=epochs), search=search)
+
+    @property
+    def is_resolved(self) -> bool:
+        return self.input_shape is not None and all(t.resolved for t in self.tasks)
+
+    # -- completion against the data -----------------------------------------------------------
+
+    def resolve(self, bundle: DatasetBundle) -> SearchSpace:
+        """This space with task kinds, sizes, defaults and the input shape taken from ``bundle``."""
+        known = {t.name: t for t in bundle.tasks}
+        tasks = []
+        for i, task in enumerate(self.tasks):
+            where = f"tasks[{i}] ({task.name})"
+            if task.name not in known:
+                raise MtnasError(
+                    f"{where}: the dataset has no task {task.name!r}{did_you_mean(task.name, known)}; "
+                    f"its tasks: {', '.join(known)}"
+                )
+            info = known[task.name]
+            for key, wrote, actual in (("kind", task.kind, info.kind), ("num_outputs", task.num_outputs, info.num_outputs)):
+                if wrote is not None and wrote != actual:
+                    raise MtnasError(f"{where}.{key}: the space says {wrote!r}, the dataset gives {actual!r}")
+            head, loss, metrics = KIND_DEFAULTS[info.kind]
+            full = replace(
+                task,
+                kind=info.kind,
+                num_outputs=info.num_outputs,
+                head=task.head or head,
+                loss=task.loss or loss,
+                metrics=task.metrics or metrics,
+            )
+            _check_components(full, where)
+            tasks.append(full)
+        resolved = replace(self, tasks=tuple(tasks), input_shape=tuple(bundle.input_shape))
+        backbone_type(self.backbone.name).plan(self.backbone.layers, resolved.input_shape)  # shape check
+        return resolved
+
+
+def _check_components(task: TaskConfig, where: str) -> None:
+    try:
+        HEADS.get_for_kind(task.head, task.kind, verb="serve")
+    except MtnasError as exc:
+        raise MtnasError(f"{where}: {exc}") from None
+    try:
+        get_loss(task.loss, task.kind)
+        for m in task.metrics:
+            get_metric(m, task.kind)
+    except MtnasError as exc:
+        raise MtnasError(f"{where}: {exc}") from None

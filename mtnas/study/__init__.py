@@ -1,0 +1,23 @@
+"""``mtnas search`` and ``mtnas worker``: an Optuna study of sharing trees in a run folder, its
+objectives by name, its strategies and storage, its Pareto front and the picks from it.
+
+Reading a run (``SearchRun``, ``load_study``, the front) needs Optuna only, not torch.
+"""
+
+from mtnas.core._lazy import lazy_exports
+
+__all__, __getattr__, __dir__ = lazy_exports(__name__, {
+    "._front": (
+        "FrontTree", "PICKS", "choose_trial", "front_point", "front_trees", "knee", "pareto", "write_pareto",
+    ),
+    "._liveness": ("mark_alive", "reap_dead_trials",),
+    "._objective": ("FIXED", "evaluate_trial", "proxy_space",),
+    "._objectives": (
+        "OBJECTIVES", "Objective", "QUALITY", "cost_objective", "objective_names", "parse_objectives",
+        "trial_objectives",
+    ),
+    "._optimize": ("run_search", "run_worker",),
+    "._run": ("INHERITED", "SearchRun", "fail_reason", "load_study", "trial_tree",),
+    "._storage": ("HEARTBEAT", "HeartbeatJournalStorage", "heartbeat_settings", "open_storage",),
+    "._strategies": ("SAMPLERS", "STRATEGIES", "Strategy", "TrialContext", "trial_space",),
+})

@@ -1,0 +1,143 @@
+"""The Pareto front of a study, and picking one tree from it.
+
+Trials are read by objective name (see ``mtnas.study._objectives``). A front point is (quality,
+cost): quality is delta-m, cost the study's cost objective (FLOPs or params; a quality-only
+study uses each trial's FLOPs).
+
+How ``knee`` chooses: both coordinates are scaled to [0, 1] over the front (quality up is good,
+cost down is good); the knee is the trial farthest above the straight line from the cheapest
+trial to the best-quality one, i.e. the one that buys the most quality per unit of cost relative
+to that trade-off. With fewer than three trials on the front it is the quality pick.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from mtnas.core import MtnasError, Registry, atomic_write_text
+from mtnas.study._objectives import QUALITY, cost_objective, objective_names, trial_objectives
+from mtnas.study._run import SearchRun, load_study, trial_tree
+from mtnas.tree import BranchingTree
+
+__all__ = ["PICKS", "FrontTree", "choose_trial", "front_point", "front_trees", "knee", "pareto", "write_pareto"]
+
+Trial = optuna.trial.FrozenTrial
+
+
+def front_point(study: optuna.Study, trial: Trial) -> tuple[float, float]:
+    """(quality, cost) of a completed trial, by objective name."""
+    values = trial_objectives(study, trial)
+    cost = cost_objective(list(values))
+    return values[QUALITY], values[cost] if cost is not None else float(trial.user_attrs.get("flops", 0.0))
+
+
+def pareto(study: optuna.Study) -> list[Trial]:
+    """The Pareto-best trials, one per distinct tree, best delta-m first."""
+    best, seen = [], set()
+    for t in sorted(study.best_trials, key=lambda t: -front_point(study, t)[0]):
+        key = t.user_attrs.get("tree_key")
+        if key not in seen:
+            seen.add(key)
+            best.append(t)
+    return best
+
+
+@dataclass(frozen=True)
+class FrontTree:
+    """One tree of a study's Pareto front.
+
+    Attributes:
+        trial: its trial number (``runs/NAME/trials/NNNN/arch.json`` holds it with its space).
+        tree: the branching tree.
+        objectives: the trial's objective values by name (``{"delta_m": ..., "flops": ...}``).
+        delta_m, flops, params: its proxy delta-m (%, val) and cost.
+    """
+
+    trial: int
+    tree: BranchingTree
+    objectives: dict[str, float]
+    delta_m: float
+    flops: int
+    params: int
+
+
+def front_trees(study_or_run: optuna.Study | SearchRun | str | Path) -> list[FrontTree]:
+    """The Pareto front of a study (or of a run folder) as objects, best delta-m first."""
+    study = study_or_run
+    if not isinstance(study, optuna.Study):
+        study = load_study(study if isinstance(study, SearchRun) else SearchRun(Path(study)))
+    return [FrontTree(t.number, trial_tree(study, t), trial_objectives(study, t), float(t.user_attrs["delta_m"]),
+                      int(t.user_attrs["flops"]), int(t.user_attrs["params"])) for t in pareto(study)]
+
+
+def knee(points: Sequence[tuple[float, float]]) -> int:
+    """Index of the knee of a front of (quality, cost) points: higher quality and lower cost are better.
+
+    Both coordinates are scaled to [0, 1]; the knee is the point with the largest distance above
+    the line from the cheapest point to the best-quality one (the "kneedle" rule).
+    """
+    if not points:
+        raise ValueError("knee() of an empty front")
+    best = _quality(points)
+    if len(points) < 3:
+        return best
+    qs, cs = [p[0] for p in points], [p[1] for p in points]
+    q_span, c_span = (max(qs) - min(qs)) or 1.0, (max(cs) - min(cs)) or 1.0
+    scaled = [((q - min(qs)) / q_span, (c - min(cs)) / c_span) for q, c in points]
+    cheap = _cheapest(points)
+    (q0, c0), (q1, c1) = scaled[cheap], scaled[best]
+
+    def above(i: int) -> float:  # signed distance (times a constant) above the cheap -> best line
+        q, c = scaled[i]
+        return (c1 - c0) * (q - q0) - (q1 - q0) * (c - c0)
+
+    return max(range(len(points)), key=lambda i: (above(i), points[i][0]))
+
+
+def _quality(points: Sequence[tuple[float, float]]) -> int:
+    return max(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+
+
+def _cheapest(points: Sequence[tuple[float, float]]) -> int:
+    return min(range(len(points)), key=lambda i: (points[i][1], -points[i][0]))
+
+
+#: ``--pick``: which point of a front of (quality, cost) points to take.
+PICKS: Registry[Callable[[Sequence[tuple[float, float]]], int]] = Registry("pick")
+PICKS.add("quality", _quality)
+PICKS.add("cheapest", _cheapest)
+PICKS.add("knee", knee)
+
+
+def choose_trial(study: optuna.Study, number: int | None = None, pick: str = "knee") -> Trial:
+    """Completed trial ``number``, or the Pareto trial ``pick`` chooses."""
+    chooser = PICKS.get(pick)
+    if number is not None:
+        done = {t.number: t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))}
+        if number not in done:
+            valid = ", ".join(str(n) for n in sorted(done)) or "none"
+            raise MtnasError(f"trial {number} is not a completed trial of this run; completed: {valid}")
+        return done[number]
+    front = pareto(study)
+    if not front:
+        raise MtnasError("the run has no completed trial yet; continue it with 'mtnas search --resume'")
+    return front[chooser([front_point(study, t) for t in front])]
+
+
+def write_pareto(run: SearchRun, study: optuna.Study) -> list[dict[str, Any]]:
+    """``pareto.json``: each front trial with its tree and its objectives by name."""
+    names = objective_names(study)
+    front = [
+        {"trial": t.number, "tree_key": t.user_attrs.get("tree_key"), "tree": t.user_attrs.get("tree"),
+         "objectives": dict(zip(names, t.values)), "delta_m": t.user_attrs.get("delta_m"),
+         "flops": t.user_attrs.get("flops"), "params": t.user_attrs.get("params")}
+        for t in pareto(study)
+    ]
+    atomic_write_text(run.root / "pareto.json", json.dumps(front, indent=1))
+    return front

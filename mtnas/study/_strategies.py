@@ -1,0 +1,108 @@
+"""How a trial gets its tree: a strategy (``--strategy``), and the Optuna samplers (``--sampler``).
+
+``differentiable``: the trial samples the search hyperparameters from ``search.ranges`` and runs
+one differentiable search (``mtnas.search``). ``sampled``: the trial samples the tree itself,
+define-by-run: per layer, per current group, a split label per task (the black-box baseline).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+import optuna
+import torch
+
+from mtnas.core import Registry
+from mtnas.data import DatasetBundle
+from mtnas.model import save_weights
+from mtnas.search import search_tree
+from mtnas.space import SearchSpace
+from mtnas.study._run import INHERITED, SearchRun
+from mtnas.tree import BranchingTree
+
+__all__ = ["SAMPLERS", "STRATEGIES", "Strategy", "TrialContext", "trial_space"]
+
+#: ``--sampler``: an Optuna sampler from the study's seed.
+SAMPLERS: Registry[Callable[[int], optuna.samplers.BaseSampler]] = Registry("sampler")
+SAMPLERS.add("tpe", lambda seed: optuna.samplers.TPESampler(seed=seed))
+SAMPLERS.add("nsga2", lambda seed: optuna.samplers.NSGAIISampler(seed=seed))
+SAMPLERS.add("random", lambda seed: optuna.samplers.RandomSampler(seed=seed))
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What every trial of one process shares: the run folder, the seed, the device, the settings."""
+
+    run: SearchRun
+    seed: int
+    device: torch.device
+    strategy: str
+    objectives: tuple[str, ...]
+
+
+class Strategy(Protocol):
+    def __call__(self, trial: optuna.Trial, space: SearchSpace, bundle: DatasetBundle, ctx: TrialContext) -> BranchingTree:
+        """The tree of ``trial`` (it may write files into the trial's folder)."""
+
+
+STRATEGIES: Registry[Strategy] = Registry("strategy")
+
+
+def _suggest(trial: optuna.Trial, name: str, spec: tuple) -> Any:
+    if all(isinstance(v, str) for v in spec):  # a list of choices, e.g. balancing: [equal, pcgrad]
+        return trial.suggest_categorical(name, list(spec))
+    low, high, *scale = spec
+    if isinstance(low, int) and isinstance(high, int):
+        return trial.suggest_int(name, low, high)
+    return trial.suggest_float(name, float(low), float(high), log=bool(scale and scale[0] == "log"))
+
+
+def trial_space(trial: optuna.Trial | optuna.trial.FrozenTrial, space: SearchSpace) -> SearchSpace:
+    """``space`` with the trial's sampled ``training.balancing`` (``search.ranges.balancing``):
+    the supernet's weight steps and the proxy training of the trial's tree both use it."""
+    balancing = trial.params.get("balancing")
+    return space if balancing is None else replace(space, training=replace(space.training, balancing=balancing))
+
+
+@STRATEGIES.register("differentiable")
+def differentiable(trial: optuna.Trial, space: SearchSpace, bundle: DatasetBundle, ctx: TrialContext) -> BranchingTree:
+    """One differentiable search with hyperparameters sampled from ``search.ranges``."""
+    ranges = space.search.ranges
+    values = {name: _suggest(trial, name, spec) for name, spec in vars(ranges).items() if spec is not None}
+    branches = values.pop("max_branches", None)
+    values.pop("balancing", None)  # a training setting: see trial_space
+    space = trial_space(trial, space)
+    cfg = replace(space.search, **values)
+    if cfg.tau_min > cfg.tau0:
+        cfg = replace(cfg, tau_min=cfg.tau0)
+    if cfg.warmup_epochs >= cfg.epochs:
+        cfg = replace(cfg, warmup_epochs=cfg.epochs - 1)
+    result = search_tree(space, bundle, seed=ctx.seed + trial.number, hparams=cfg, device=ctx.device, branches=branches)
+    folder = ctx.run.trial_dir(trial.number)
+    result.save_routing(folder / "routing.npz")
+    # the supernet weights the derived tree inherits: `mtnas export --with-weights` ships them
+    save_weights(folder / INHERITED, result.weights, tree_key=result.tree.key,
+                 extra_metadata={"tree": result.tree.describe(), "source": f"supernet of trial {trial.number}"})
+    trial.set_user_attr("search_seconds", result.seconds)
+    return result.tree
+
+
+@STRATEGIES.register("sampled")
+def sampled(trial: optuna.Trial, space: SearchSpace, bundle: DatasetBundle, ctx: TrialContext) -> BranchingTree:
+    """Define-by-run: per layer, per current group, a split label per task."""
+    groups: list[tuple[str, ...]] = [space.task_names]
+    partitions = []
+    for layer, (k, can) in enumerate(zip(space.branches_per_layer, space.can_branch)):
+        if can:
+            new = []
+            for g in groups:
+                if len(g) == 1:
+                    new.append(g)
+                    continue
+                labels = [trial.suggest_int(f"l{layer}_{t}", 0, k - 1) for t in g]
+                new += [tuple(t for t, lab in zip(g, labels) if lab == v) for v in sorted(set(labels))]
+            groups = new
+        partitions.append(tuple(groups))
+    return BranchingTree(space.task_names, tuple(partitions))

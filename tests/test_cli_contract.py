@@ -1,0 +1,114 @@
+"""The command line's contract: pipeline order, choices from the registries, JSON output, and
+read-only commands that never import torch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mtnas.cli import COMMANDS, main
+from mtnas.export import DEPLOY_FORMATS
+from mtnas.study import OBJECTIVES, PICKS, SAMPLERS, STRATEGIES, run_search
+from mtnas.train import DATA_PLACEMENTS, INITS, PRECISIONS
+from mtnas.tree import NAMED_TREES
+
+PIPELINE = ["spaces", "search", "worker", "trials", "show", "plot", "report", "export", "retrain", "train",
+            "baselines", "demo"]
+
+
+def test_help_lists_the_commands_in_pipeline_order(capsys: pytest.CaptureFixture) -> None:
+    assert COMMANDS.in_order() == PIPELINE
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    positions = [out.index(f"    {name} ") if f"    {name} " in out else out.index(f"    {name}\n") for name in PIPELINE]
+    assert positions == sorted(positions)
+
+
+ENUMERATED = [
+    ("search", "--strategy", STRATEGIES.names()),
+    ("search", "--sampler", SAMPLERS.names()),
+    ("search", "--objectives", OBJECTIVES.names()),
+    ("plot", "--pick", PICKS.names()),
+    ("export", "--pick", PICKS.names()),
+    ("export", "--format", DEPLOY_FORMATS.names()),
+    ("retrain", "--precision", list(PRECISIONS)),
+    ("retrain", "--data", list(DATA_PLACEMENTS)),
+    ("retrain", "--init", list(INITS)),
+    ("train", "--tree", list(NAMED_TREES)),
+]
+
+
+@pytest.mark.parametrize("command, flag, names", ENUMERATED, ids=[f"{c} {f}" for c, f, _ in ENUMERATED])
+def test_every_enumerated_flag_lists_its_registry(command: str, flag: str, names: list[str],
+                                                   capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    options = " ".join(capsys.readouterr().out.split("options:", 1)[1].split())  # argparse wraps lines
+    entry = options[options.index(flag):][:400]
+    assert all(name in entry for name in names), entry
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["search", "x", "--strategy", "diferentiable"], "unknown strategy 'diferentiable' (did you mean 'differentiable'?)"),
+    (["retrain", "a.json", "--precision", "bf8"], "unknown precision 'bf8'"),
+    (["search", "x", "--trials", "0"], "--trials: must be >= 1"),
+    (["search", "x", "--workers", "-1"], "--workers: must be >= 0"),
+    (["search", "x", "--timeout", "-5"], "--timeout: must be a finite number > 0"),
+    (["retrain", "a.json", "--epochs", "two"], "--epochs: expected a whole number"),
+    (["nonsense"], "invalid choice: 'nonsense'"),
+])
+def test_bad_flags_are_one_line_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err, err
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.conftest import write_tiny_space
+
+    root = tmp_path_factory.mktemp("runs")
+    space = write_tiny_space(root / "tiny.yaml")
+    run_search(str(space), name="r", trials=3, strategy="sampled", runs_dir=root, progress=False)
+    return root / "r"
+
+
+@pytest.mark.parametrize("argv", [["trials", "{run}"], ["trials", "{run}", "--json"], ["show", "{run}"],
+                                  ["show", "{run}", "--json"], ["spaces"], ["spaces", "--json"], ["--help"]])
+def test_read_only_commands_import_no_torch(argv: list[str], run_dir: Path) -> None:
+    args = [a.format(run=run_dir) for a in argv]
+    code = ("import sys, contextlib, io\nfrom mtnas.cli import main\nout = io.StringIO()\n"
+            "with contextlib.redirect_stdout(out):\n    try:\n        rc = main(sys.argv[1:])\n"
+            "    except SystemExit as e:\n        rc = e.code\n"
+            "print(rc, 'torch' in sys.modules, len(out.getvalue()))")
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+    rc, torch_loaded, printed = proc.stdout.split()
+    assert (rc, torch_loaded) == ("0", "False"), proc.stderr
+    assert int(printed) > 0
+
+
+def test_json_of_show_trials_and_spaces(run_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["show", str(run_dir), "--json"]) == 0
+    front = json.loads(capsys.readouterr().out)
+    assert front and {"trial", "delta_m", "flops", "params", "sharing", "tree"} <= set(front[0])
+    assert main(["trials", str(run_dir), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert set(rows[0]["objectives"]) == {"delta_m", "flops"}  # by name
+    assert main(["spaces", "--json"]) == 0
+    assert "digit_gratings" in {s["space"] for s in json.loads(capsys.readouterr().out)}
+
+
+def test_search_json_names_the_run_and_its_front(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from tests.conftest import write_tiny_space
+
+    space = write_tiny_space(tmp_path / "tiny.yaml")
+    assert main(["search", str(space), "--name", "j", "--trials", "2", "--strategy", "sampled",
+                 "--runs-dir", str(tmp_path), "--quiet", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["run"] == str(tmp_path / "j")
+    assert all(set(f["objectives"]) == {"delta_m", "flops"} for f in result["front"])

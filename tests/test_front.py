@@ -1,0 +1,58 @@
+"""The Pareto front and the picks read objectives by name: their order in the study does not matter."""
+
+from __future__ import annotations
+
+import warnings
+
+import optuna
+import pytest
+
+from mtnas.core import MtnasError
+from mtnas.report import pareto_plot_data
+from mtnas.study import OBJECTIVES, choose_trial, front_point, objective_names, pareto, parse_objectives
+
+# (delta-m, FLOPs, params) of five trees: an elbow front with one dominated trial
+TRIALS = [(-20.0, 100.0, 10), (-6.0, 250.0, 25), (-5.0, 300.0, 30), (-7.0, 400.0, 40), (-1.0, 900.0, 90)]
+
+
+def _study(names: list[str]) -> optuna.Study:
+    study = optuna.create_study(directions=[OBJECTIVES.get(n).direction for n in names])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(names)
+    for i, (dm, flops, params) in enumerate(TRIALS):
+        attrs = {"delta_m": dm, "flops": flops, "params": params, "tree_key": f"t{i}"}
+        study.add_trial(optuna.trial.create_trial(values=[OBJECTIVES.get(n).value(attrs) for n in names],
+                                                  user_attrs=attrs))
+    return study
+
+
+@pytest.mark.parametrize("pick", ["knee", "quality", "cheapest"])
+def test_both_objective_orders_give_the_same_front_and_picks(pick: str) -> None:
+    forward, backward = _study(["delta_m", "flops"]), _study(["flops", "delta_m"])
+    assert objective_names(backward) == ["flops", "delta_m"]
+    assert [t.number for t in pareto(forward)] == [t.number for t in pareto(backward)] == [4, 2, 1, 0]
+    assert front_point(backward, backward.trials[2]) == (-5.0, 300.0)
+    assert choose_trial(forward, pick=pick).number == choose_trial(backward, pick=pick).number
+    assert pareto_plot_data(forward).front == pareto_plot_data(backward).front
+
+
+def test_the_knee_is_the_elbow_whatever_the_order() -> None:
+    assert choose_trial(_study(["flops", "delta_m"]), pick="knee").number == 1
+
+
+def test_params_as_the_cost_objective() -> None:
+    study = _study(["params", "delta_m"])
+    assert front_point(study, study.trials[3]) == (-7.0, 40.0)
+    assert pareto_plot_data(study).cost == "params"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "give at least one"),
+    ("flops", "delta_m must be one of them"),
+    ("delta_m,flop", "did you mean 'flops'"),
+    ("delta_m,delta_m", "names an objective twice"),
+])
+def test_bad_objectives_are_one_line_errors(text: str, message: str) -> None:
+    with pytest.raises(MtnasError, match=message):
+        parse_objectives(text)
