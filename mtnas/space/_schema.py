@@ -214,6 +214,8 @@ class SearchConfig:
     affinity_weight: float = bounded(3.0, ge=0.0)
     trials: int = bounded(8, ge=1)
     proxy_epochs: int = bounded(5, ge=1)
+    stable_epochs: int | None = bounded(None, ge=1)  # stop once the argmax tree held this many routing epochs
+    pruner: str | None = None  # stop a trial's proxy training once it is clearly dominated (see mtnas.study)
     ranges: SearchRanges = field(default_factory=SearchRanges)
 
     def _validate(self) -> None:
