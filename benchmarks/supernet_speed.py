@@ -8,7 +8,9 @@ Training-step time (forward + backward + optimizer step, one batch) of
 on ``digit_gratings`` (6 tasks) and a 40-task variant. Prints (b)/(a) (goal >= 0.8 * T/K) and
 (a)/(c) (goal <= 1.15 * K). Then the expected-cost evaluation time for 40 tasks, K = 8, 16 layers.
 
-    python benchmarks/supernet_speed.py [--steps 30] [--batch 64]
+    python benchmarks/supernet_speed.py [--steps 30] [--batch 64] [--device cuda]
+
+On CUDA each timing synchronises the device, and the peak memory of each variant is printed.
 """
 
 from __future__ import annotations
@@ -54,21 +56,33 @@ def per_task_path_forward(net: Supernet, x: torch.Tensor, paths: list[list[int]]
     return out
 
 
-def time_steps(step, steps: int) -> float:
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_steps(step, steps: int, device: torch.device) -> tuple[float, float]:
+    """Seconds per step, and the peak memory of the steps in MiB (CUDA; 0 elsewhere)."""
     for _ in range(3):
         step()
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     for _ in range(steps):
         step()
-    return (time.perf_counter() - start) / steps
+    _sync(device)
+    seconds = (time.perf_counter() - start) / steps
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
+    return seconds, peak
 
 
-def measure(space, bundle, steps: int, batch: int) -> None:
+def measure(space, bundle, steps: int, batch: int, device: torch.device = torch.device("cpu")) -> None:
     torch.manual_seed(0)
-    x = bundle.train.inputs[:batch]
-    targets = {k: v[:batch] for k, v in bundle.train.targets.items()}
-    net = Supernet.from_space(space)
-    shared = BranchedNet.from_space(BranchingTree.all_shared(space.task_names, space.num_layers), space)
+    x = bundle.train.inputs[:batch].to(device)
+    targets = {k: v[:batch].to(device) for k, v in bundle.train.targets.items()}
+    net = Supernet.from_space(space).to(device)
+    shared = BranchedNet.from_space(BranchingTree.all_shared(space.task_names, space.num_layers), space).to(device)
     opt_net = torch.optim.Adam(net.weight_parameters(), 1e-3)
     opt_shared = torch.optim.Adam(shared.parameters(), 1e-3)
     blocks = {"a": 0, "b": 0}
@@ -95,12 +109,13 @@ def measure(space, bundle, steps: int, batch: int) -> None:
         loss.backward()
         opt_shared.step()
 
-    ta, tb, tc = (time_steps(s, steps) for s in (step_a, step_b, step_c))
+    (ta, ma), (tb, mb), (tc, mc) = (time_steps(s, steps, device) for s in (step_a, step_b, step_c))
     t, k = len(space.tasks), max(net.routing.branches)
-    print(f"{space.name}: T={t}, K={k}, batch {batch}")
-    print(f"  (a) mtnas supernet      {1e3 * ta:8.2f} ms/step  (~{blocks['a']} block calls)")
-    print(f"  (b) per-task paths      {1e3 * tb:8.2f} ms/step  ({blocks['b']} block calls)")
-    print(f"  (c) all-shared network  {1e3 * tc:8.2f} ms/step")
+    memory = (lambda m: f"  peak {m:8.1f} MiB") if device.type == "cuda" else (lambda m: "")
+    print(f"{space.name}: T={t}, K={k}, batch {batch}, {device}")
+    print(f"  (a) mtnas supernet      {1e3 * ta:8.2f} ms/step  (~{blocks['a']} block calls){memory(ma)}")
+    print(f"  (b) per-task paths      {1e3 * tb:8.2f} ms/step  ({blocks['b']} block calls){memory(mb)}")
+    print(f"  (c) all-shared network  {1e3 * tc:8.2f} ms/step{memory(mc)}")
     print(f"  (b)/(a) = {tb / ta:.2f}   goal >= 0.8*T/K = {0.8 * t / k:.2f}")
     print(f"  (a)/(c) = {ta / tc:.2f}   goal <= 1.15*K = {1.15 * k:.2f}")
 
@@ -127,15 +142,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--skip-cost", action="store_true", help="leave out the expected-cost timing")
     args = parser.parse_args()
     torch.set_num_threads(2)
+    device = torch.device(args.device)
     space, bundle = load_resolved("digit_gratings")
-    measure(space, bundle, args.steps, args.batch)
+    measure(space, bundle, args.steps, args.batch, device)
     big, names = forty_tasks(bundle)
     space40 = replace(space, name="digit_gratings_40", tasks=tuple(TaskConfig(n) for n in names),
                       routing=replace(space.routing, max_branches=8))
-    measure(space40.resolve(big), big, args.steps, args.batch)
-    expected_cost_time()
+    measure(space40.resolve(big), big, args.steps, args.batch, device)
+    if not args.skip_cost:
+        expected_cost_time()
 
 
 if __name__ == "__main__":

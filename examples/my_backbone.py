@@ -1,9 +1,14 @@
-"""A user's own backbone for mtnas: residual MLP blocks (Linear -> LayerNorm -> GELU, plus a skip)."""
+"""A user's own backbone for mtnas: residual MLP blocks (Linear -> LayerNorm -> GELU, plus a skip).
+
+Load it on purpose, then name it in a space:
+``mtnas --plugins examples.my_dataset,examples.my_backbone train examples/my_backbone_space.yaml``.
+"""
 
 from dataclasses import dataclass
 
 from torch import nn
 
+import mtnas
 from mtnas.core import bounded
 from mtnas.nn import BackboneType, BlockPlan
 
@@ -32,5 +37,6 @@ def plan(layers, input_shape):
     return plans
 
 
+@mtnas.register_backbone("residual_mlp")
 def residual_mlp() -> BackboneType:
     return BackboneType(ResidualLayer, plan, "residual MLP blocks for flat features")

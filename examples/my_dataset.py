@@ -1,10 +1,15 @@
-"""A user's own dataset for mtnas: two regression targets and one class from random features."""
+"""A user's own dataset for mtnas: two regression targets and one class from random features.
+
+Load it on purpose, then name it in a space: ``mtnas --plugins examples.my_dataset train examples/my_space.yaml``.
+"""
 
 import torch
 
+import mtnas
 from mtnas.data import DatasetBundle, TaskData, TaskInfo
 
 
+@mtnas.register_dataset("my_dataset")
 def make(*, seed: int = 0, n: int = 600, features: int = 16) -> DatasetBundle:
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, features, generator=g)

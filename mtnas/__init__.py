@@ -11,6 +11,9 @@ The public API, importable from ``mtnas`` directly (each name loads its module o
     front = mtnas.front_trees(study)                           # its Pareto trees, as objects
     model = mtnas.load_model("out/arch.json", "out/retrain/weights.safetensors")  # nn.Module
 
+    @mtnas.register_dataset("my_data")                         # your own dataset (and backbone:
+    def make(*, seed=0, n=600) -> mtnas.DatasetBundle: ...     # register_backbone), by intent only
+
 The packages, bottom to top (each imports only those below it): ``core``, ``tree``, ``viz``,
 ``data``, ``nn``, ``space``, ``model``, ``train``, ``search``, ``study``, ``export``, ``report``,
 ``cli``.
@@ -20,10 +23,11 @@ from mtnas.core._lazy import lazy_exports
 from mtnas.core._version import __version__
 
 __all__, __getattr__, __dir__ = lazy_exports(__name__, {
-    "mtnas.core": ("MtnasError", "bounded"),
+    "mtnas.core": ("MtnasError", "bounded", "load_plugins"),
     "mtnas.tree": ("Architecture", "BranchingTree"),
     "mtnas.data": ("DatasetBundle", "TaskData", "TaskInfo"),
-    "mtnas.nn": ("BackboneType", "BlockPlan"),
+    "mtnas.data.datasets": ("register_dataset",),
+    "mtnas.nn": ("BackboneType", "BlockPlan", "register_backbone"),
     "mtnas.space": ("SearchSpace", "list_spaces", "load_resolved", "load_space"),
     "mtnas.model": ("BranchedNet", "load_model"),
     "mtnas.train": ("retrain", "train_tree"),

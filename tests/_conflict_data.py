@@ -3,8 +3,10 @@
 import torch
 
 from mtnas.data import DatasetBundle, TaskData, TaskInfo
+from mtnas.data.datasets import register_dataset
 
 
+@register_dataset("conflict_data")
 def make(*, seed: int = 0, n: int = 1200) -> DatasetBundle:
     x = torch.randn(n, 8, generator=torch.Generator().manual_seed(seed))
     targets = {"left": torch.relu(x[:, 0:2]) * 2, "right": torch.relu(x[:, 2:4]) * 2}

@@ -175,7 +175,7 @@ def test_plot_draws_a_run_trial_or_an_arch_json(run_dir: Path, tmp_path: Path, c
     assert (tmp_path / "a.pdf").read_bytes().startswith(b"%PDF")
     for argv, message in [([str(arch), "--trial", "2"], "an arch.json holds one tree"),
                           ([str(copy), "-o", str(tmp_path / "t.gif")], "must end in .png, .svg or .pdf"),
-                          ([str(copy), "--trial", "42"], "trial 42 has no arch.json")]:
+                          ([str(copy), "--trial", "42"], "trial 42 is not a completed trial")]:
         capsys.readouterr()
         assert main(["plot", *argv]) == 2
         assert message in capsys.readouterr().err

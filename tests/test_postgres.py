@@ -41,9 +41,9 @@ def postgres_url() -> Iterator[str]:
     if bindir is None:
         _unavailable("PostgreSQL (initdb) is not installed")
     try:
-        import psycopg2  # noqa: F401
+        import psycopg  # noqa: F401  (the driver of postgresql:// URLs, the postgres extra)
     except ImportError:
-        _unavailable("psycopg2 is not installed")
+        _unavailable("psycopg (the postgres extra) is not installed")
     data = Path(tempfile.mkdtemp(prefix="mtnas-pg-"))
     as_root = os.geteuid() == 0
     if as_root:  # initdb and postgres refuse root: run them as the package's postgres user
@@ -60,7 +60,7 @@ def postgres_url() -> Iterator[str]:
     options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1"
     run(str(bindir / "pg_ctl"), "-D", str(data / "db"), "-o", options, "-l", str(data / "log"), "-w", "start")
     try:
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"  # the README's form: no driver in the URL
     finally:
         run(str(bindir / "pg_ctl"), "-D", str(data / "db"), "-m", "immediate", "stop")
         shutil.rmtree(data, ignore_errors=True)

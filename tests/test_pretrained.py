@@ -284,3 +284,55 @@ def test_a_trained_networks_weights_file_is_not_taken_for_a_backbone(tmp_path: P
 def test_weights_keys_are_checked_when_the_space_is_parsed(backbone: dict[str, str], match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         _space(CONV_LAYERS, **backbone)
+
+
+class _RunsACommand:
+    """What a hostile .pt holds: unpickling it would call os.system."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo pwned > pwned.txt",))
+
+
+@pytest.mark.parametrize("how", ["torch.save", "pickle.dump"])
+def test_a_pickled_blocked_global_is_refused_for_what_it_is_and_nothing_leaks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str, recwarn: pytest.WarningsRecorder
+) -> None:
+    import pickle
+
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "evil.pt"
+    if how == "torch.save":
+        torch.save({"layer1.0.conv1.weight": _RunsACommand()}, path)
+        expected = r"evil\.pt: refused: it pickles a (posix|nt)\.system object"
+    else:  # a plain pickle (protocol 4): torch warns about the protocol, then cannot read it
+        path.write_bytes(pickle.dumps({"w": _RunsACommand()}, protocol=4))
+        expected = r"evil\.pt: damaged, or not a torch\.save file of tensors"
+    with pytest.raises(MtnasError, match=expected) as err:
+        BranchedNet.from_space(_tree(len(RESNET_LAYERS)), _space(RESNET_LAYERS, "resnet", weights=str(path)))
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "pwned.txt").exists()
+    assert [str(w.message) for w in recwarn] == []  # no torch warning beside the one-line error
+
+
+def test_a_hostile_backbone_file_on_the_cli_is_one_line_on_stderr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  capfd: pytest.CaptureFixture) -> None:
+    import pickle
+
+    import yaml
+
+    from mtnas.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "evil.pt").write_bytes(pickle.dumps({"w": _RunsACommand()}, protocol=4))
+    torch.save({"w": _RunsACommand()}, tmp_path / "evil2.pt")
+    for name in ("evil.pt", "evil2.pt"):
+        space = {"dataset": {"name": "digit_gratings", "args": {"n_train": 8, "n_val": 8, "n_test": 8}},
+                 "backbone": {"name": "conv", "layers": [{"channels": 4}], "weights": name},
+                 "tasks": ["digit"], "training": {"epochs": 1}}
+        (tmp_path / "s.yaml").write_text(yaml.safe_dump(space))
+        assert main(["train", "s.yaml", "--epochs", "1", "--quiet"]) == 2
+        err = capfd.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"mtnas: error: backbone.weights: {name}: "), err
+    assert not (tmp_path / "pwned.txt").exists()

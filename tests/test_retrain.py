@@ -291,7 +291,7 @@ def test_checkpoint_survives_a_kill_between_renames_and_state_is_never_unpickled
     assert state["epoch"] == 2 and torch.equal(weights["w"], torch.full((2,), 2.0))
 
     torch.save({"epoch": 3, "obj": _NotPlainData()}, tmp_path / "evil.pt")
-    with pytest.raises(MtnasError, match="evil.pt: damaged or unreadable training-state file"):
+    with pytest.raises(MtnasError, match=r"evil.pt: training-state file: refused: it pickles a tests\.test_retrain\._NotPlainData"):
         load_state(tmp_path / "evil.pt")
 
 
@@ -311,3 +311,67 @@ def test_host_resident_data_trains_exactly_like_device_resident(tmp_path: Path, 
     assert json.loads((tmp_path / "host" / "final.json").read_text())["data"] == "host"
     with pytest.raises(MtnasError, match="unknown data placement 'gpu'"):
         retrain_module.data_placement("gpu", bundle, torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def finished_retrain(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """An arch.json and the folder of its finished 1-epoch retrain (checkpoint included)."""
+    folder = tmp_path_factory.mktemp("finished")
+    arch_path = write_arch(folder, epochs=1)
+    retrain(arch_path, device="cpu", progress=False)
+    return arch_path, folder / "retrain"
+
+
+_MISSING = object()
+
+
+def _tamper(state: dict, key: str, value: object) -> None:
+    *parents, leaf = key.split(".")
+    where = state
+    for part in parents:
+        where = where[part]
+    if value is _MISSING:
+        del where[leaf]
+    else:
+        where[leaf] = value
+
+
+@pytest.mark.parametrize(("key", "value", "problem"), [
+    ("epoch", -3, "epoch is -3, expected an integer >= 0"),
+    ("epoch", 7, "epoch is 7, more than the run's 1 epochs"),
+    ("epoch", True, "epoch is True, expected an integer >= 0"),
+    ("epoch", 1.0, "epoch is 1.0, expected an integer >= 0"),
+    ("epoch", _MISSING, "epoch is missing"),
+    ("history", _MISSING, "history is missing"),
+    ("history", [1, 2], "history is [1, 2], expected a list of epoch records"),
+    ("history", [], "history has 0 epoch records for epoch 1"),
+    ("optimizer", "adam", "optimizer is 'adam', expected an optimizer state"),
+    ("generator", torch.zeros(3), "generator is tensor("),
+    ("torch_rng", None, "torch_rng is None, expected an RNG state"),
+    ("config.seed", -1, "config.seed is -1, expected an integer in 0..4294967295"),
+    ("config.epochs", "many", "config.epochs is 'many', expected an integer >= 1"),
+    ("config.precision", "fp8", "config.precision is 'fp8', expected one of auto, bf16, fp16, fp32"),
+    ("config.init", _MISSING, "config.init is missing"),
+    ("config", [], "config is [], expected a mapping"),
+    ("format", "pickle", "format is 'pickle', expected 'mtnas-retrain-state'"),
+    ("version", 99, "version is 99, expected 1"),
+])
+def test_a_tampered_retrain_state_is_refused_on_resume_in_one_line(
+    finished_retrain: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture, key: str, value: object,
+    problem: str,
+) -> None:
+    import shutil
+
+    from mtnas.model import save_state
+
+    arch_path, done = finished_retrain
+    out = tmp_path / "retrain"
+    shutil.copytree(done, out)
+    state = load_state(out / "checkpoint" / "state.pt")
+    _tamper(state, key, value)
+    save_state(out / "checkpoint" / "state.pt", state)
+    assert main(["retrain", str(arch_path), "-o", str(out), "--device", "cpu", "--resume", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert f"{out / 'checkpoint' / 'state.pt'}: not a valid mtnas retrain state ({problem}" in err, err
+    assert "start a fresh run in another folder (-o)" in err

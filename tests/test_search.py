@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from mtnas.core import load_plugins
 from mtnas.model import BranchedNet
 from mtnas.search import METHODS, search_tree, temperature
 from mtnas.space import BUILTIN_DIR, SearchConfig, load_resolved, space_from_dict
@@ -42,6 +43,9 @@ def test_same_seed_same_tree_and_routing(tmp_path: Path) -> None:
     assert saved["heads"].shape == (3, len(space.tasks), space.branches_per_layer[-1])
     assert saved["layer1"].shape == (3, 3, 3) and saved["tau"].shape == (3,)
     assert list(saved["tasks"]) == list(space.task_names)
+    # no search.stable_epochs: every epoch runs, and the argmax tree's stability is recorded
+    assert a.stopped_epoch is None and a.epochs_run == 3 and saved["unchanged"].shape == (3,)
+    assert saved["unchanged"][0] == 0  # a warm-up epoch decides nothing
     # Routing rows are probability distributions.
     assert np.allclose(saved["heads"].sum(-1), 1.0, atol=1e-5)
 
@@ -67,8 +71,9 @@ def test_search_runs_without_nan_on_every_space(name: str, method: str) -> None:
 @pytest.mark.parametrize("method", METHODS.names())
 def test_tasks_that_need_opposite_features_are_split(tmp_path: Path, method: str, monkeypatch) -> None:
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    load_plugins(["_conflict_data"])  # the user opts into the module; the space names the dataset
     data = {
-        "dataset": {"factory": "_conflict_data:make"},
+        "dataset": {"name": "conflict_data"},
         "backbone": {"name": "mlp", "layers": [{"width": 32}, {"width": 2}]},
         "tasks": [{"name": "left", "metrics": ["mse"]}, {"name": "right", "metrics": ["mse"]}],
         "routing": {"max_branches": 2, "branching_layers": [1]},

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import time
-import warnings
+import os
 from pathlib import Path
 
 import optuna
@@ -49,11 +48,12 @@ def test_search_writes_the_run_folder_and_keeps_both_baselines(tmp_path: Path) -
         assert metrics["delta_m"] == pytest.approx(t.values[0])
         picture = run.trial_dir(t.number) / "tree.png"
         assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        # the same picture is the trial's Optuna artifact, where optuna-dashboard finds it
-        (meta,) = optuna.artifacts.get_all_artifact_meta(t, storage=study._storage)
-        assert meta.artifact_id == t.user_attrs["tree_png_artifact"] and meta.mimetype == "image/png"
-        with run.artifact_store().open_reader(meta.artifact_id) as stored:
-            assert stored.read() == picture.read_bytes()
+        # every file of the trial is an Optuna artifact too, where optuna-dashboard and other machines find it
+        store = optuna.artifacts.FileSystemArtifactStore(str(root / "artifacts"))
+        for name, artifact_id in t.user_attrs["artifacts"].items():
+            with store.open_reader(artifact_id) as stored:
+                assert stored.read() == (run.trial_dir(t.number) / name).read_bytes()
+        assert {"arch.json", "metrics.json", "tree.png"} <= set(t.user_attrs["artifacts"])
     assert (run.trial_dir(2) / "routing.npz").is_file()  # a differentiable trial records its routing
     front = json.loads((root / "pareto.json").read_text())
     assert 0 in [f["trial"] for f in front]  # all-shared has the fewest FLOPs: always on the front
@@ -89,8 +89,10 @@ def test_an_evaluated_tree_is_reused_not_retrained(tmp_path: Path, monkeypatch: 
     )
     trials = _completed(study)
     assert len(trials) == 5
-    # three distinct trees (the enqueued independent one too), each trained once
-    assert len(trained) == len({t.user_attrs["tree_key"] for t in trials}) == 3
+    # three distinct trees: the independent one read off the baselines, the other two trained once
+    assert len({t.user_attrs["tree_key"] for t in trials}) == 3 and len(trained) == 2
+    (independent,) = [t for t in trials if t.user_attrs.get("fixed_tree") == "independent"]
+    assert independent.user_attrs["from_baselines"] and independent.user_attrs["delta_m"] == 0.0
     reused = [t for t in trials if "reused_from" in t.user_attrs]
     assert len(reused) == 2
     for t in reused:
@@ -102,7 +104,7 @@ def test_a_non_finite_loss_fails_that_trial_with_its_reason(tmp_path: Path, monk
     real = objective_module.train_tree
 
     def exploding(tree: BranchingTree, *args, **kwargs):
-        if tree.num_nodes == tree.num_tasks * tree.num_layers:  # the independent tree
+        if tree.num_nodes == tree.num_layers:  # the all-shared tree
             raise NonFiniteLossError("loss of task 'digit' is nan at epoch 0, step 3")
         return real(tree, *args, **kwargs)
 
@@ -110,7 +112,7 @@ def test_a_non_finite_loss_fails_that_trial_with_its_reason(tmp_path: Path, monk
     _, study = study_module.run_search(
         str(_space(tmp_path)), name="r", trials=2, strategy="sampled", runs_dir=tmp_path, progress=False
     )
-    failed = study.trials[1]
+    failed = study.trials[0]
     assert failed.state == optuna.trial.TrialState.FAIL
     assert "nan" in failed.user_attrs["fail_reason"]
     assert len(_completed(study)) == 2  # the study went on
@@ -239,32 +241,54 @@ def test_a_killed_local_worker_trial_is_failed_and_the_count_still_reached(tmp_p
     assert [t.number for t in study.trials] == list(range(len(study.trials)))
 
 
-def test_journal_heartbeats_fail_a_silent_trial_and_enqueue_its_retry(tmp_path: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    """Optuna's JournalStorage has no heartbeats; mtnas's adds them: a trial silent past the grace
-    period is failed by any process and retried (RetryHeartbeatStaleTrialCallback)."""
-    from mtnas.study import _storage as storage_module
+def _dead_pid() -> int:
+    import subprocess
+    import sys
 
-    monkeypatch.setenv("MTNAS_HEARTBEAT", "1,5")
-    store = storage_module.open_storage(f"journal:///{tmp_path / 'journal.log'}")
-    assert isinstance(store, storage_module.HeartbeatJournalStorage)
-    study = optuna.create_study(storage=store, study_name="s")
-    trial = study.ask({"x": optuna.distributions.IntDistribution(0, 9)})
-    now = time.time()
-    monkeypatch.setattr(storage_module.time, "time", lambda: now)
-    store.record_heartbeat(trial._trial_id)
-    assert store._get_stale_trial_ids(study._study_id) == []  # beating
-    monkeypatch.setattr(storage_module.time, "time", lambda: now + 4)
-    assert store._get_stale_trial_ids(study._study_id) == []  # within the grace period
-    monkeypatch.setattr(storage_module.time, "time", lambda: now + 6)
-    assert store._get_stale_trial_ids(study._study_id) == [trial._trial_id]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
-    states = [t.state for t in study.get_trials()]
-    assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.WAITING]
-    retry = study.get_trials()[1]
-    assert retry.system_attrs["failed_trial"] == trial.number and retry.params == study.get_trials()[0].params
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # reaped: its pid names no process now
+    return proc.pid
+
+
+def test_a_trial_whose_process_is_gone_is_failed_and_retried_at_once(tmp_path: Path) -> None:
+    """No grace period to wait for: a RUNNING trial of this machine whose process is gone is failed,
+    its reason kept in the study, and the same parameters (and fixed tree) enqueued once."""
+    import socket
+
+    from mtnas.study import open_storage, reap_dead_trials
+
+    study = optuna.create_study(storage=open_storage(f"journal:///{tmp_path / 'journal.log'}"), study_name="s")
+    dead = study.ask({"x": optuna.distributions.IntDistribution(0, 9)})
+    for key, value in {"host": socket.gethostname(), "pid": _dead_pid(), "fixed_tree": "independent"}.items():
+        dead.set_user_attr(key, value)
+    alive = study.ask({"x": optuna.distributions.IntDistribution(0, 9)})
+    alive.set_user_attr("host", socket.gethostname())
+    alive.set_user_attr("pid", os.getpid())
+    elsewhere = study.ask({"x": optuna.distributions.IntDistribution(0, 9)})
+    elsewhere.set_user_attr("host", "another-machine")
+    elsewhere.set_user_attr("pid", _dead_pid())  # not this machine's process: left to the heartbeat
+    assert reap_dead_trials(study) == [dead.number]
+    assert reap_dead_trials(study) == []  # once
+    trials = study.get_trials()
+    assert [t.state.name for t in trials] == ["FAIL", "RUNNING", "RUNNING", "WAITING"]
+    assert trials[3].user_attrs == {"fixed_tree": "independent", "retry_of": dead.number}
+    assert trials[3].system_attrs["fixed_params"] == trials[0].params
+    assert "is gone" in fail_reason(study, trials[0])
+
+
+def test_exactly_n_trials_complete_when_workers_race(tmp_path: Path) -> None:
+    """A trial runs only while the completed trials and the running ones before it stay below N."""
+    from mtnas.study import open_storage, wait_for_turn
+
+    study = optuna.create_study(storage=open_storage(f"journal:///{tmp_path / 'journal.log'}"), study_name="s")
+    for _ in range(2):
+        study.add_trial(optuna.trial.create_trial(value=1.0))
+    first, second = study.ask(), study.ask()
+    for t in (first, second):
+        t.set_user_attr("pid", os.getpid())
+    assert wait_for_turn(first, 3, poll=0.01)  # 2 complete + 0 ahead < 3
+    study.tell(first, 1.0)
+    assert not wait_for_turn(second, 3, poll=0.01)  # 3 complete: not needed
 
 
 def test_an_unreachable_storage_is_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -311,3 +311,9 @@ def test_round_trip_and_canonical_form(tree: BranchingTree, rnd: random.Random) 
     graph = tree.to_networkx()
     assert nx.is_arborescence(graph) and graph.number_of_nodes() == 1 + tree.num_nodes + tree.num_tasks
     assert len(tree.render_text().splitlines()) <= tree.num_nodes
+
+
+@pytest.mark.parametrize("tasks", [[None, "b"], ["a", None], [["a"], "b"], ["a", ""], [3]])
+def test_task_names_that_are_not_strings_are_refused(tasks: list) -> None:
+    with pytest.raises(InvalidTreeError, match="task names must be non-empty strings"):
+        BranchingTree(tasks, [[["a", "b"]]])

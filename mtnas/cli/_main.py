@@ -3,12 +3,18 @@
 Exit codes: 0 success, 2 user error (one line on stderr; ``--debug`` adds the traceback), 1 bug,
 130 interrupted. Only the invoked command's arguments are declared, and each command imports
 what it needs when it runs: ``mtnas trials``, ``show`` and ``spaces`` never import torch.
+
+``--plugins MODULE[,MODULE...]`` (and the environment variable ``MTNAS_PLUGINS``) names the
+user's modules to import before the command runs: the only way a dataset or backbone of the
+user's own comes in (see ``mtnas.core.PluginRegistry``). The modules are passed on to the
+processes a command starts (local search workers) through ``MTNAS_PLUGINS``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -16,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mtnas.cli._options import OPTIONS, Parser, at_least, choice, positive_float
-from mtnas.core import MtnasError, Registry, format_table
+from mtnas.core import PLUGINS_ENV, MtnasError, Registry, format_table, load_plugins, one_line, plugin_modules
 from mtnas.core._version import __version__
 
-__all__ = ["COMMANDS", "Command", "build_parser", "main"]
+__all__ = ["COMMANDS", "Command", "build_parser", "main", "use_plugins"]
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,9 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=at_least(0), default=1,
                    help="local worker processes (2+: on a journal file; 0: create the study for 'mtnas worker')")
     p.add_argument("--storage", default=None, help="an RDB URL (e.g. postgresql://user@host/db) for the study")
+    p.add_argument("--artifacts", default=None,
+                   help="where trial files go: s3://BUCKET for workers on machines sharing no disk "
+                        "(default: the run folder's artifacts/)")
     p.add_argument("--timeout", type=positive_float, default=None, help="seconds after which no new trial starts")
     p.add_argument("--runs-dir", default="runs", help="where run folders live")
 
@@ -107,7 +116,8 @@ def _search(args: argparse.Namespace) -> None:
     run, study = run_search(
         args.space or "", name=args.name, trials=args.trials, strategy=args.strategy, objectives=args.objectives,
         sampler=args.sampler, seed=args.seed, resume=args.resume, device=args.device, runs_dir=args.runs_dir,
-        workers=args.workers, storage=args.storage, timeout=args.timeout, progress=not args.quiet,
+        workers=args.workers, storage=args.storage, artifacts=args.artifacts, timeout=args.timeout,
+        progress=not args.quiet,
     )
     front = write_pareto(run, study)
     _emit({"run": str(run.root), "front": front}, f"run folder: {run.root}\n{_front_table(front)}", args.json)
@@ -136,7 +146,7 @@ def _worker(args: argparse.Namespace) -> None:
 def _trials(args: argparse.Namespace) -> None:
     from mtnas.study import SearchRun, fail_reason, load_study, trial_objectives
 
-    study = load_study(SearchRun(Path(args.run)))
+    study = load_study(SearchRun.open(args.run))
     rows = [
         {"trial": t.number, "state": t.state.name,
          "objectives": trial_objectives(study, t) if t.values else None, "tree": t.user_attrs.get("tree"),
@@ -149,7 +159,7 @@ def _trials(args: argparse.Namespace) -> None:
 
 
 def _show_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", help="a run folder (its Pareto trees) or an arch.json (its tree)")
+    p.add_argument("run", help="a run folder or STORAGE_URL#STUDY (its Pareto trees), or an arch.json (its tree)")
 
 
 @command("show", "the Pareto-best trees of a run (or an arch.json's tree) as text", ("json",))
@@ -163,7 +173,7 @@ def _show(args: argparse.Namespace) -> None:
         _emit({"tree": arch.tree.to_dict(), "sharing": arch.tree.describe(), "cost": arch.cost,
                "metrics": arch.metrics}, arch.tree.render_text(), args.json)
         return
-    run = SearchRun(Path(args.run))
+    run = SearchRun.open(args.run)
     study = load_study(run)
     entries, blocks = [], []
     for t in pareto(study):
@@ -178,7 +188,7 @@ def _show(args: argparse.Namespace) -> None:
 def _plot_args(p: argparse.ArgumentParser) -> None:
     from mtnas.study import PICKS
 
-    p.add_argument("source", help="a run folder or an arch.json")
+    p.add_argument("source", help="a run folder, STORAGE_URL#STUDY, or an arch.json")
     p.add_argument("-o", "--out", default=None,
                    help="FILE.png, .svg or .pdf (default: tree.png in the run / beside the arch.json)")
     p.add_argument("--trial", type=at_least(0), default=None, help="the run's trial to draw (default: --pick)")
@@ -210,7 +220,8 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     from mtnas.export import DEPLOY_FORMATS
     from mtnas.study import PICKS
 
-    p.add_argument("source", help="a run folder (exports a trial's tree) or an arch.json with trained weights (--format)")
+    p.add_argument("source", help="a run folder or STORAGE_URL#STUDY (exports a trial's tree), or an arch.json "
+                                  "with trained weights (--format)")
     p.add_argument("-o", "--out", required=True, help="the folder to write")
     p.add_argument("--trial", type=at_least(0), default=None, help="the trial to export (default: --pick)")
     p.add_argument("--pick", default="knee", type=choice(PICKS),
@@ -233,9 +244,10 @@ def _export(args: argparse.Namespace) -> None:
                              "'mtnas retrain'), not a run folder")
         report = export_model(source, args.out, fmt=args.format, weights=args.weights)
     else:
-        if not source.is_dir():
-            raise MtnasError(f"{source}: expected a run folder (or an arch.json with --format onnx|torch-export)")
-        report = export_trial(source, args.out, trial=args.trial, pick=args.pick, with_weights=args.with_weights)
+        if not source.is_dir() and "://" not in args.source:
+            raise MtnasError(f"{source}: expected a run folder, a study as STORAGE_URL#NAME, or an arch.json "
+                             "with --format onnx|torch-export")
+        report = export_trial(args.source, args.out, trial=args.trial, pick=args.pick, with_weights=args.with_weights)
     _emit(report.to_dict(), report.render(), args.json)
 
 
@@ -341,6 +353,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"mtnas {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    parser.add_argument("--plugins", default=None, metavar="MODULE[,MODULE...]", help=_PLUGINS_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS.in_order():
         cmd = COMMANDS.get(name)
@@ -349,10 +362,27 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         if name != only:
             continue
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks of errors")
+        p.add_argument("--plugins", default=argparse.SUPPRESS, metavar="MODULE[,MODULE...]", help=_PLUGINS_HELP)
         for option in cmd.options:
             OPTIONS.get(option)(p)
         cmd.add_arguments(p)
     return parser
+
+
+_PLUGINS_HELP = (f"your modules to import first, comma-separated: they register your datasets and backbones "
+                 f"(also {PLUGINS_ENV}; the current directory is searched)")
+
+
+def use_plugins(given: str | None) -> list[str]:
+    """Import the plugin modules of ``MTNAS_PLUGINS`` and of ``--plugins`` (``given``), in that order,
+    and leave them all in ``MTNAS_PLUGINS`` for the processes this one starts."""
+    from_env = plugin_modules(os.environ.get(PLUGINS_ENV), PLUGINS_ENV)
+    load_plugins(from_env, PLUGINS_ENV)
+    extra = [m for m in plugin_modules(given) if m not in from_env]
+    load_plugins(extra)
+    if extra:
+        os.environ[PLUGINS_ENV] = ",".join([*from_env, *extra])
+    return [*from_env, *extra]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -360,11 +390,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in argv
     try:
         args = build_parser(_invoked(argv)).parse_args(argv)
+        use_plugins(args.plugins)
         return int(args._run(args) or 0)
     except MtnasError as exc:
         if debug:
             traceback.print_exc()
-        print(f"mtnas: error: {exc}", file=sys.stderr)
+        print(f"mtnas: error: {one_line(str(exc), 2000)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("mtnas: interrupted", file=sys.stderr)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from mtnas.core import MtnasError, Registry, did_you_mean
+from mtnas.core import MAX_INT, MAX_SEED, MtnasError, Registry, did_you_mean
 
 __all__ = ["OPTIONS", "Parser", "at_least", "choice", "positive_float"]
 
@@ -36,16 +36,17 @@ def choice(names: Registry | tuple[str, ...], kind: str | None = None) -> Callab
     return parse
 
 
-def at_least(low: int) -> Callable[[str], int]:
-    """An argparse type: an integer >= ``low``."""
+def at_least(low: int, high: int = MAX_INT) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``low`` (and <= ``high``)."""
 
     def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        digits = text.strip().lstrip("+-")
+        if not digits.isdigit() or len(digits) > 20:  # int() of thousands of digits is slow, then refused
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text[:40]!r}")
+        value = int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}" if value < low else
+                                             f"must be <= {high}, got {value}")
         return value
 
     parse.__name__ = f"integer >= {low}"
@@ -68,7 +69,8 @@ def _device(p: argparse.ArgumentParser) -> None:
 
 
 def _seed(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seed", type=int, default=None, help="random seed (default: the space's seed)")
+    p.add_argument("--seed", type=at_least(0, MAX_SEED), default=None,
+                   help=f"random seed, 0..{MAX_SEED} (default: the space's seed)")
 
 
 def _json(p: argparse.ArgumentParser) -> None:
@@ -84,7 +86,7 @@ def _space(p: argparse.ArgumentParser) -> None:
 
 
 def _run(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", help="a run folder, e.g. runs/dg1")
+    p.add_argument("run", help="a run folder (runs/dg1), or a study by its storage: postgresql://user@host/db#dg1")
 
 
 def _epochs(p: argparse.ArgumentParser) -> None:

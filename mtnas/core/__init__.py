@@ -5,11 +5,12 @@ crash-safe writes, text tables, lazy re-exports and the version. Imports nothing
 from mtnas.core._lazy import lazy_exports
 
 __all__, __getattr__, __dir__ = lazy_exports(__name__, {
-    "._config": ("ConfigError", "bounded", "parse", "to_data",),
-    "._errors": ("MtnasError", "did_you_mean", "first_few", "first_line",),
-    "._factory": ("load_factory",),
+    "._config": ("ConfigError", "MAX_INT", "MAX_SEED", "bounded", "check_limits", "parse", "to_data",),
+    "._errors": ("MtnasError", "did_you_mean", "first_few", "first_line", "one_line", "short_repr", "short_text",),
+    "._inputs": ("MAX_JSON_DEPTH", "MAX_JSON_INT_DIGITS", "load_json_text", "read_text_file",),
     "._io": ("atomic_write_bytes", "atomic_write_text",),
     "._lazy": ("lazy_exports",),
+    "._plugins": ("PLUGINS_ENV", "PluginRegistry", "load_plugins", "plugin_modules",),
     "._registry": ("Registry",),
     "._text": ("fmt", "format_table",),
     "._version": ("__version__",),

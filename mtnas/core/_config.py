@@ -3,22 +3,29 @@
 One mechanism for every config object: the dataclass's field types say what is accepted, field
 metadata states ranges (``ge``, ``gt``, ``le``, ``lt``), and an optional ``_validate`` method checks
 relations between fields. Errors name the key path (``backbone.layers[2].stride``), what was
-expected, what arrived, and the closest valid key for a typo.
+expected, what arrived (a bounded repr: never the whole of a huge or aliased value), and the
+closest valid key for a typo. Every float is finite and every integer fits in 64 bits.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar, Union
 
-from mtnas.core._errors import MtnasError, did_you_mean
+from mtnas.core._errors import MtnasError, did_you_mean, short_repr, short_text
 
-__all__ = ["ConfigError", "bounded", "parse", "to_data"]
+__all__ = ["MAX_INT", "MAX_SEED", "ConfigError", "bounded", "check_limits", "parse", "to_data"]
 
 T = TypeVar("T")
+
+#: The largest integer a config holds (a signed 64-bit one): sizes, seeds and counts beyond it mean nothing.
+MAX_INT = 2**63 - 1
+#: The largest seed (NumPy's legacy generators and most tools take 32-bit seeds).
+MAX_SEED = 2**32 - 1
 
 
 class ConfigError(MtnasError):
@@ -49,8 +56,12 @@ def to_data(obj: Any) -> Any:
 
 
 def _describe(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return short_repr(value)
+
+
+def _key(path: str, key: Any) -> str:
+    """``path.key``, with a long or odd key shown by its bounded repr."""
+    return f"{path}.{short_text(key)}"
 
 
 def _type_name(tp: Any) -> str:
@@ -91,8 +102,7 @@ def _parse_value(tp: Any, value: Any, path: str) -> Any:
             raise ConfigError(f"{path}: expected a mapping, got {_describe(value)}")
         key_tp, val_tp = typing.get_args(tp) or (str, Any)
         return {
-            _parse_value(key_tp, k, f"{path}.{k}"): _parse_value(val_tp, v, f"{path}.{k}")
-            for k, v in value.items()
+            _parse_value(key_tp, k, _key(path, k)): _parse_value(val_tp, v, _key(path, k)) for k, v in value.items()
         }
     return _parse_scalar(tp, value, path)
 
@@ -103,10 +113,18 @@ def _parse_scalar(tp: Any, value: Any, path: str) -> Any:
             return value
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) > MAX_INT:
+                raise ConfigError(f"{path}: expected an integer of at most {MAX_INT} in size, got {_describe(value)}")
             return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                number = float(value)
+            except OverflowError:  # float(10**400)
+                number = math.inf
+            if not math.isfinite(number):
+                raise ConfigError(f"{path}: expected a finite number, got {_describe(value)}")
+            return number
     elif tp is str:
         if isinstance(value, str):
             return value
@@ -127,14 +145,25 @@ def _parse_union(tp: Any, value: Any, path: str) -> Any:
             return _parse_value(option, value, path)
         except ConfigError as exc:
             errors.append(exc)
-    # A value of the right shape but a bad content deserves that option's specific message.
-    for option, exc in zip(sorted(options, key=lambda o: typing.get_origin(o) is not None), errors):
+    # A value of the right shape but a bad content deserves that option's specific message (a
+    # list of the option's length before a list of another length).
+    ranked = sorted(zip(sorted(options, key=lambda o: typing.get_origin(o) is not None), errors),
+                    key=lambda pair: not _same_length(pair[0], value))
+    for option, exc in ranked:
         shaped = (typing.get_origin(option) is tuple and isinstance(value, list)) or (
             dataclasses.is_dataclass(option) and isinstance(value, Mapping)
         )
         if shaped:
             raise exc
     raise ConfigError(f"{path}: expected {_type_name(tp)}, got {_describe(value)}")
+
+
+def _same_length(tp: Any, value: Any) -> bool:
+    """Whether ``value`` is a list as long as the fixed-length tuple type ``tp`` (any length for ``tuple[X, ...]``)."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) is not tuple or not isinstance(value, (list, tuple)):
+        return False
+    return (len(args) == 2 and args[1] is Ellipsis) or len(args) == len(value)
 
 
 def _parse_tuple(tp: Any, value: Any, path: str) -> tuple[Any, ...]:
@@ -148,7 +177,9 @@ def _parse_tuple(tp: Any, value: Any, path: str) -> tuple[Any, ...]:
     return tuple(_parse_value(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
 
 
-def _check_limits(value: Any, limits: Mapping[str, float], path: str) -> None:
+def check_limits(value: Any, limits: Mapping[str, float], path: str) -> None:
+    """Raise ConfigError unless ``value`` (a number, or each number of a tuple) meets ``limits``
+    (``ge``, ``gt``, ``le``, ``lt``, as in :func:`bounded`); other limit names are ignored."""
     checks = {
         "ge": (lambda v, b: v >= b, ">="),
         "gt": (lambda v, b: v > b, ">"),
@@ -178,14 +209,14 @@ def _parse_dataclass(cls: Any, value: Any, path: str) -> Any:
     for key in value:
         if key not in fields:
             raise ConfigError(
-                f"{path}: unknown key {key!r}{did_you_mean(key, fields)}; valid keys: {', '.join(fields)}"
+                f"{path}: unknown key {_describe(key)}{did_you_mean(key, fields)}; valid keys: {', '.join(fields)}"
             )
     kwargs = {}
     for name, f in fields.items():
         sub = f"{path}.{name}"
         if name in value:
             parsed = _parse_value(hints[name], value[name], sub)
-            _check_limits(parsed, f.metadata, sub)
+            check_limits(parsed, f.metadata, sub)
             kwargs[name] = parsed
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"{path}: missing required key {name!r}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from mtnas.core._errors import MtnasError, did_you_mean
+from mtnas.core._errors import MtnasError, did_you_mean, short_repr
 
 __all__ = ["Registry"]
 
@@ -40,10 +40,10 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         try:
             return self._entries[name]
-        except KeyError:
+        except (KeyError, TypeError):  # TypeError: an unhashable value (a list where a name belongs)
             valid = ", ".join(sorted(self._entries))
             raise MtnasError(
-                f"unknown {self.kind} {name!r}{did_you_mean(name, self._entries)}; valid: {valid}"
+                f"unknown {self.kind} {short_repr(name)}{did_you_mean(name, self._entries)}; valid: {valid}"
             ) from None
 
     def names(self) -> list[str]:
@@ -55,12 +55,15 @@ class Registry(Generic[T]):
         return list(self._entries)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        try:
+            return name in self._entries
+        except TypeError:  # an unhashable value is no name
+            return False
 
     def get_for_kind(self, name: str, kind: str, verb: str = "fit") -> T:
         """Entry ``name``, which must list ``kind`` among its ``kinds``; else the ones that do."""
         entry = self.get(name)
         if kind not in entry.kinds:  # type: ignore[attr-defined]
             valid = [n for n, e in sorted(self._entries.items()) if kind in e.kinds]  # type: ignore[attr-defined]
-            raise MtnasError(f"{self.kind} {name!r} does not {verb} {kind} tasks; valid: {', '.join(valid)}")
+            raise MtnasError(f"{self.kind} {short_repr(name)} does not {verb} {kind} tasks; valid: {', '.join(valid)}")
         return entry

@@ -15,7 +15,7 @@ from typing import Any
 
 from mtnas.core import MtnasError
 from mtnas.model import load_weights
-from mtnas.study import INHERITED, SearchRun, choose_trial, load_study
+from mtnas.study import INHERITED, SearchRun, choose_trial, load_study, trial_file
 from mtnas.tree import Architecture
 from mtnas.viz import draw_tree, tree_title
 
@@ -43,24 +43,30 @@ class ExportReport:
                 "files": {k: str(p) for k, p in self.files.items()}}
 
 
-def export_trial(run_dir: str | Path, out_dir: str | Path, *, trial: int | None = None, pick: str = "knee",
+def export_trial(run_ref: str | Path, out_dir: str | Path, *, trial: int | None = None, pick: str = "knee",
                  with_weights: bool = False) -> ExportReport:
-    """Write the arch.json and tree.png of one trial of a run (and its inherited weights)."""
-    run = SearchRun(Path(run_dir))
+    """Write the arch.json and tree.png of one trial of a run (and its inherited weights).
+
+    ``run_ref`` is a run folder or ``STORAGE_URL#STUDY``: the trial's files come from the folder
+    when it is here, else from the study's artifact store.
+    """
+    run = SearchRun.open(run_ref)
     study = load_study(run)
     chosen = choose_trial(study, trial, pick)
-    source = run.trial_dir(chosen.number)
-    arch = Architecture.load(source / "arch.json")
+    arch_path = trial_file(run, study, chosen, "arch.json")
+    if arch_path is None:
+        raise MtnasError(f"trial {chosen.number} has no arch.json (it did not complete); see 'mtnas trials'")
+    arch = Architecture.load(arch_path)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = {"arch": arch.save(out / "arch.json")}
     attrs = chosen.user_attrs
     files["picture"] = draw_tree(arch.tree, out / "tree.png", title=tree_title(
-        f"{run.root.name} trial {chosen.number}", params=attrs.get("params"), flops=attrs.get("flops"),
+        f"{run.name} trial {chosen.number}", params=attrs.get("params"), flops=attrs.get("flops"),
         delta_m=attrs.get("delta_m")))
     if with_weights:
-        inherited = source / INHERITED
-        if not inherited.is_file():
+        inherited = trial_file(run, study, chosen, INHERITED)
+        if inherited is None:
             kind = attrs.get("fixed_tree") or "sampled"
             raise MtnasError(
                 f"trial {chosen.number} ({kind}) has no inherited weights: only trials of the differentiable "

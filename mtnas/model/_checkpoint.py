@@ -16,7 +16,10 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import pickle
+import re
 import shutil
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -39,6 +42,7 @@ __all__ = [
     "save_state",
     "save_weights",
     "tensors_sha256",
+    "torch_load_checked",
 ]
 
 WEIGHTS_FORMAT = "mtnas-weights"
@@ -175,15 +179,47 @@ def save_state(path: str | Path, state: Mapping[str, Any]) -> Path:
     return path
 
 
+#: What torch's weights-only unpickler says of a global it will not load (torch 2.4 to 2.6+ wordings).
+_BLOCKED = re.compile(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)")
+
+
+def torch_load_checked(path: str | Path, what: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, every fault one MtnasError line.
+
+    A pickled object (a global the weights-only unpickler blocks, e.g. ``posix.system``) is
+    refused for what it is; anything else unreadable is "damaged". torch's warnings (an unusual
+    pickle protocol, ...) are not shown: the error says all there is to say.
+
+    Args:
+        path: the ``.pt``/``.pth`` file.
+        what: what the file is, prefixing the message (e.g. "backbone.weights: r18.pth").
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for damaged or unsafe (pickled-object) files
+        raise MtnasError(f"{what}: {_torch_load_problem(exc)}") from None
+
+
+def _torch_load_problem(exc: Exception) -> str:
+    blocked = _BLOCKED.search(str(exc))
+    if blocked:
+        return (
+            f"refused: it pickles a {blocked[1]} object, and .pt/.pth files are read with "
+            "torch.load(weights_only=True), tensors only; save a state_dict() of tensors, or use .safetensors"
+        )
+    if isinstance(exc, pickle.UnpicklingError):
+        return "damaged, or not a torch.save file of tensors (torch.load(weights_only=True) could not read it)"
+    return f"damaged or unreadable ({first_line(exc)})"
+
+
 def load_state(path: str | Path) -> dict[str, Any]:
     """Read a file of :func:`save_state` with ``weights_only=True`` (no arbitrary objects)."""
     path = Path(path)
     if not path.is_file():
         raise MtnasError(f"{path}: no such training-state file")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for damaged or unsafe files
-        raise MtnasError(f"{path}: damaged or unreadable training-state file ({first_line(exc)})") from None
+    state = torch_load_checked(path, f"{path}: training-state file")
     if not isinstance(state, dict):
         raise MtnasError(f"{path}: not an mtnas training-state file (a {type(state).__name__}, expected a dict)")
     return state

@@ -43,7 +43,6 @@ Files: ``.safetensors`` (either layout), or ``.pt``/``.pth`` read with
 
 from __future__ import annotations
 
-import pickle
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -52,7 +51,7 @@ import torch
 from torch import nn
 
 from mtnas.core import MtnasError, atomic_write_bytes, first_few, first_line
-from mtnas.model._checkpoint import WEIGHTS_FORMAT, fit_problems, tensors_sha256
+from mtnas.model._checkpoint import WEIGHTS_FORMAT, fit_problems, tensors_sha256, torch_load_checked
 from mtnas.space import BackboneConfig
 
 __all__ = [
@@ -152,10 +151,7 @@ def read_backbone_weights(backbone: BackboneConfig, reference: Sequence[nn.Modul
 def _read_tensors(path: Path, source: str) -> State:
     if path.suffix == ".safetensors":
         return _read_safetensors(path, source)
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for damaged or unsafe (pickled-object) files
-        raise MtnasError(f"{source}: {_torch_load_problem(exc)}") from None
+    data = torch_load_checked(path, source)
     if not isinstance(data, Mapping):
         raise MtnasError(f"{source}: expected a state dict (name -> tensor), got a {type(data).__name__}")
     bad = [str(k) for k, v in data.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
@@ -163,18 +159,6 @@ def _read_tensors(path: Path, source: str) -> State:
         hint = " (a training checkpoint? save its model's state_dict() alone)" if {"state_dict", "model"} & set(bad) else ""
         raise MtnasError(f"{source}: not a state dict of tensors: {len(bad)} entry(ies) are not tensors ({first_few(bad)}){hint}")
     return dict(data)
-
-
-def _torch_load_problem(exc: Exception) -> str:
-    unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-    if unsafe:
-        return (
-            f"refused: it pickles a {unsafe[1]} object, and .pt/.pth files are read with "
-            "torch.load(weights_only=True), tensors only; save a state_dict() of tensors, or use .safetensors"
-        )
-    if isinstance(exc, pickle.UnpicklingError):
-        return "damaged, or not a torch.save file of tensors (torch.load(weights_only=True) could not read it)"
-    return f"damaged or unreadable ({first_line(exc)})"
 
 
 def _read_safetensors(path: Path, source: str) -> State:

@@ -6,8 +6,9 @@ from mtnas.core._lazy import lazy_exports
 
 __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "._backbones": (
-        "BACKBONES", "BackboneType", "BlockPlan", "ConvLayer", "MLPLayer", "ResNetLayer", "backbone_type",
-        "plan_backbone",
+        "BACKBONES", "BackboneType", "BlockPlan", "ConvLayer", "MAX_ACTIVATION", "MAX_BACKBONE_PARAMS", "MLPLayer",
+        "ResNetLayer", "USER_BACKBONES", "backbone_type", "check_backbone_size", "plan_backbone",
+        "register_backbone",
     ),
     "._balancing": (
         "BALANCERS", "Balancer", "DWA", "Equal", "PCGrad", "Uncertainty", "make_balancer", "optimizer_params",

@@ -4,30 +4,47 @@ A backbone turns its per-layer config (a frozen dataclass of its own) and the in
 list of ``BlockPlan``: one per layer, with the shapes in and out and a ``make()`` that builds a fresh
 copy of the block. The supernet calls ``make()`` K times per layer, BranchedNet once per tree node,
 so a derived tree is built from exactly the blocks it was searched with.
+
+A user's backbone is registered with :func:`register_backbone` in a module loaded on purpose
+(``mtnas --plugins MODULE``, ``MTNAS_PLUGINS``, an import) or as a ``mtnas.backbones`` entry
+point; a name a file gives that is not registered is refused, and nothing is imported for it.
+:func:`check_backbone_size` refuses a backbone too large to build (see ``MAX_BACKBONE_PARAMS``).
 """
 
 from __future__ import annotations
 
-import functools
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
-from mtnas.core import MtnasError, Registry, bounded, did_you_mean, load_factory
+from mtnas.core import MtnasError, PluginRegistry, Registry, bounded, first_line
 
 __all__ = [
     "BACKBONES",
+    "MAX_ACTIVATION",
+    "MAX_BACKBONE_PARAMS",
+    "USER_BACKBONES",
     "BackboneType",
     "BlockPlan",
     "ConvLayer",
     "MLPLayer",
     "ResNetLayer",
     "backbone_type",
+    "check_backbone_size",
     "plan_backbone",
+    "register_backbone",
 ]
+
+F = TypeVar("F")
+
+#: The most parameters one copy of a backbone may have (8 GiB of float32): more is a typo.
+MAX_BACKBONE_PARAMS = 2**31
+#: The most values one sample may have at the input or at any layer's output (1 GiB of float32).
+MAX_ACTIVATION = 2**28
 
 
 @dataclass(frozen=True)
@@ -52,35 +69,84 @@ class BackboneType:
 BACKBONES: Registry[BackboneType] = Registry("backbone")
 
 
-def backbone_type(name: str) -> BackboneType:
-    """The backbone ``name``: a registered one, or a user's ``"pkg.module:function"`` factory
-    returning a ``BackboneType`` (called once per process; nothing is added to ``BACKBONES``)."""
-    if name in BACKBONES:
-        return BACKBONES.get(name)
-    if ":" in name:
-        return _from_factory(name)
-    raise MtnasError(
-        f"unknown backbone {name!r}{did_you_mean(name, BACKBONES.names())}; valid: {', '.join(BACKBONES.names())}, "
-        "or 'pkg.module:function' for your own"
-    )
-
-
-@functools.cache
-def _from_factory(spec: str) -> BackboneType:
-    factory = load_factory(spec, "backbone factory", "a mtnas.nn.BackboneType")
+def _backbone_of(name: str, obj: Any) -> BackboneType:
+    """What ``register_backbone`` registered, as a ``BackboneType``: itself, or what its factory returns."""
+    if isinstance(obj, BackboneType):
+        return obj
+    if not callable(obj):
+        raise MtnasError(f"backbone {name!r}: registered a {type(obj).__name__}; register a BackboneType or a "
+                         "function returning one")
     try:
-        made = factory()
+        made = obj()
     except Exception as exc:  # the user's code: say where it failed
-        raise MtnasError(f"backbone factory {spec!r} failed: {type(exc).__name__}: {exc}") from None
+        raise MtnasError(f"backbone {name!r}: its factory failed: {type(exc).__name__}: {first_line(exc)}") from None
     if not isinstance(made, BackboneType):
-        raise MtnasError(f"backbone factory {spec!r} returned a {type(made).__name__}, expected a "
+        raise MtnasError(f"backbone {name!r}: its factory returned a {type(made).__name__}, expected a "
                          "mtnas.nn.BackboneType (its layer config dataclass and its planner)")
     return made
+
+
+#: The user's backbones (decorator, plugin modules, ``mtnas.backbones`` entry points), beside the built-ins.
+USER_BACKBONES: PluginRegistry[BackboneType] = PluginRegistry(
+    BACKBONES, group="mtnas.backbones", decorator="mtnas.register_backbone", convert=_backbone_of
+)
+
+
+def register_backbone(name: str) -> Callable[[F], F]:
+    """Decorator: register a ``BackboneType``, or a function returning one (called once, on first
+    use), as backbone ``name``; a space then names it ``backbone: {name: NAME, ...}``.
+
+    The module must be loaded on purpose: ``mtnas --plugins MODULE``, ``MTNAS_PLUGINS=MODULE`` or
+    an ``import`` in your script. Its ``"pkg.module:function"`` path names it too (older spaces).
+    """
+    return USER_BACKBONES.register(name)
+
+
+def backbone_type(name: str) -> BackboneType:
+    """The registered backbone ``name`` (built-in or a user's; see :func:`register_backbone`).
+
+    Raises:
+        MtnasError: a name that is not registered; nothing is imported or called for it.
+    """
+    return USER_BACKBONES.get(name)
 
 
 def plan_backbone(name: str, layers: Sequence[Any], input_shape: tuple[int, ...]) -> list[BlockPlan]:
     """The block plans of backbone ``name`` for ``layers`` on inputs of ``input_shape``."""
     return backbone_type(name).plan(layers, tuple(input_shape))
+
+
+def check_backbone_size(plans: Sequence[BlockPlan], input_shape: tuple[int, ...]) -> int:
+    """The parameters of one copy of the planned backbone, after checking it is sane to build.
+
+    Each block is built on PyTorch's ``meta`` device (no memory is allocated); a block that cannot
+    be built there is not counted.
+
+    Raises:
+        MtnasError: a sample of more than :data:`MAX_ACTIVATION` values at the input or at a layer's
+            output, or more than :data:`MAX_BACKBONE_PARAMS` parameters.
+    """
+    for where, shape in [("the input", tuple(input_shape))] + [(f"layer {p.index}", p.out_shape) for p in plans]:
+        size = math.prod(shape)
+        if size > MAX_ACTIVATION:
+            raise MtnasError(f"{where} holds {size:,} values per sample (shape {shape}), more than mtnas builds "
+                             f"({MAX_ACTIVATION:,}); lower the channels, width or input size")
+    total = 0
+    for plan in plans:
+        total += _meta_params(plan)
+        if total > MAX_BACKBONE_PARAMS:
+            raise MtnasError(f"the backbone has {total:,} parameters by layer {plan.index}, more than mtnas builds "
+                             f"({MAX_BACKBONE_PARAMS:,}); lower the channels or width")
+    return total
+
+
+def _meta_params(plan: BlockPlan) -> int:
+    try:
+        with torch.device("meta"):
+            block = plan.make()
+        return sum(p.numel() for p in block.parameters())
+    except Exception:  # a user block that needs real memory to build: not counted
+        return 0
 
 
 def _conv_out(size: int, stride: int) -> int:
@@ -89,12 +155,16 @@ def _conv_out(size: int, stride: int) -> int:
 
 # --- plain conv stages -------------------------------------------------------------------------
 
+#: The widest layers of the built-in backbones (a ResNet's widest stage has 2048 channels).
+MAX_CHANNELS = 8192
+MAX_WIDTH = 65536
+
 
 @dataclass(frozen=True)
 class ConvLayer:
     """A conv -> batch norm -> ReLU block."""
 
-    channels: int = bounded(ge=1)
+    channels: int = bounded(ge=1, le=MAX_CHANNELS)
     stride: int = bounded(1, ge=1, le=4)
     kernel: int = bounded(3, ge=1, le=7)
 
@@ -130,7 +200,7 @@ def _image_planner(name: str, block: Callable[[int, Any], nn.Module]) -> Callabl
 class ResNetLayer:
     """A ResNet basic block (He et al. 2016): two 3x3 convs and a (projected) shortcut."""
 
-    channels: int = bounded(ge=1)
+    channels: int = bounded(ge=1, le=MAX_CHANNELS)
     stride: int = bounded(1, ge=1, le=4)
 
 
@@ -160,7 +230,7 @@ class BasicBlock(nn.Module):
 class MLPLayer:
     """A linear -> ReLU block; the first one flattens its input."""
 
-    width: int = bounded(ge=1)
+    width: int = bounded(ge=1, le=MAX_WIDTH)
 
 
 def _mlp_block(in_features: int, cfg: MLPLayer, flatten: bool) -> nn.Module:
@@ -172,7 +242,7 @@ def _mlp_block(in_features: int, cfg: MLPLayer, flatten: bool) -> nn.Module:
 def _plan_mlp(layers: Sequence[MLPLayer], input_shape: tuple[int, ...]) -> list[BlockPlan]:
     plans, shape = [], input_shape
     for i, cfg in enumerate(layers):
-        features = int(torch.tensor(shape).prod())
+        features = math.prod(shape)
         plans.append(
             BlockPlan(i, shape, (cfg.width,), lambda f=features, cfg=cfg, i=i: _mlp_block(f, cfg, i == 0))
         )

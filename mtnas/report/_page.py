@@ -21,8 +21,7 @@ import optuna
 
 from mtnas.core import MtnasError, __version__, atomic_write_text
 from mtnas.report._study_plots import draw_history, draw_importances, draw_pareto, pareto_plot_data
-from mtnas.study import SearchRun, fail_reason, load_study
-from mtnas.tree import Architecture
+from mtnas.study import SearchRun, fail_reason, load_study, trial_file, trial_tree
 from mtnas.viz import draw_routing, draw_tree, routing_evolution, tree_title
 
 __all__ = ["write_report"]
@@ -95,7 +94,7 @@ def _summary(run: SearchRun, info: dict, study: optuna.Study, trials: list[optun
     counts = Counter(t.state.name.lower() for t in trials)
     state_text = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"
     rows = [
-        ("space", info.get("space")),
+        ("space", info["space"].get("name") if isinstance(info.get("space"), dict) else info.get("space")),
         ("strategy", info.get("strategy")),
         ("objectives", ", ".join(info.get("objectives", [])) + "  (" +
          ", ".join(d.name.lower() for d in study.directions) + ")"),
@@ -105,7 +104,7 @@ def _summary(run: SearchRun, info: dict, study: optuna.Study, trials: list[optun
         ("wall time", _duration(_wall_time(trials))),
         ("started", info.get("started", "-")),
         ("storage", storage + (f"  (the folder was moved: read from {run.storage()})" if moved else "")),
-        ("run folder", run.root.resolve()),
+        ("run folder", "(read from the storage)" if run.remote else run.root.resolve()),
         ("mtnas", info.get("mtnas_version")),
     ]
     body = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
@@ -140,30 +139,30 @@ def _trials_table(study: optuna.Study, trials: list[optuna.trial.FrozenTrial], f
 # --- the page ----------------------------------------------------------------------------------
 
 
-def _tree_figures(run: SearchRun, front: list, tmp: Path) -> str:
+def _tree_figures(run: SearchRun, study: optuna.Study, front: list, tmp: Path) -> str:
     figures = []
+    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
     for p in front:
-        folder = run.trial_dir(p.trial)
         caption = (f"trial {p.trial}{' (' + p.fixed + ')' if p.fixed else ''}: delta-m {p.delta_m:+.2f}%, "
                    f"FLOPs {p.flops:,}, params {p.params:,}")
-        text = ""
-        if (folder / "arch.json").is_file():
-            tree = Architecture.load(folder / "arch.json").tree
-            image = draw_tree(tree, tmp / f"tree{p.trial}.png",
-                              title=tree_title(f"trial {p.trial}", params=p.params, flops=p.flops, delta_m=p.delta_m))
-            text = tree.render_text()
-        else:
-            image = folder / "tree.png" if (folder / "tree.png").is_file() else None
+        tree = trial_tree(study, by_number[p.trial])
+        image = draw_tree(tree, tmp / f"tree{p.trial}.png",
+                          title=tree_title(f"trial {p.trial}", params=p.params, flops=p.flops, delta_m=p.delta_m))
         figures.append(f"<figure>{_img(image, f'sharing tree of trial {p.trial}')}"
-                       f"<figcaption>{_e(caption)}{f'<pre>{_e(text)}</pre>' if text else ''}</figcaption></figure>")
+                       f"<figcaption>{_e(caption)}<pre>{_e(tree.render_text())}</pre></figcaption></figure>")
     return f'<div class="trees">{"".join(figures)}</div>'
 
 
-def _routing_trial(run: SearchRun, points: tuple) -> tuple[Any, str]:
+def _routing_trial(run: SearchRun, study: optuna.Study, points: tuple) -> tuple[Any, str]:
     """The trial whose routing the page shows: the best Pareto trial with a ``routing.npz``, else
     the best trial with one; and a sentence saying which it is."""
-    recorded = sorted((p for p in points if (run.trial_dir(p.trial) / "routing.npz").is_file()),
-                      key=lambda p: (-p.delta_m, p.trial))
+    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+
+    def recorded_routing(number: int) -> bool:
+        trial = by_number[number]
+        return (run.trial_dir(number) / "routing.npz").is_file() or "routing.npz" in trial.user_attrs.get("artifacts", {})
+
+    recorded = sorted((p for p in points if recorded_routing(p.trial)), key=lambda p: (-p.delta_m, p.trial))
     on_front = [p for p in recorded if p.pareto]
     if on_front:
         return on_front[0], "The best Pareto trial with a recorded routing"
@@ -182,17 +181,16 @@ class _FrontTrial:
 
 def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write the report of the run folder ``run_dir`` to ``out`` (default ``run_dir/report.html``)."""
-    root = Path(run_dir)
-    if not root.is_dir():
-        raise MtnasError(f"{root}: no such run folder; 'mtnas search' creates one under runs/")
-    run = SearchRun(root)
-    info = run.info()
+    run = SearchRun.open(run_dir)
+    if run.remote is None and not run.root.is_dir():
+        raise MtnasError(f"{run.root}: no such run folder; 'mtnas search' creates one under runs/")
     study = load_study(run)
+    info = {**(study.user_attrs.get("mtnas") or {}), **run.info()}
     trials = study.get_trials(deepcopy=False)
     data = pareto_plot_data(study)
     by_number = {t.number: t for t in trials}
     front = [_FrontTrial(p, by_number[p.trial].user_attrs) for p in sorted(data.front, key=lambda p: -p.delta_m)]
-    name = info.get("study", root.name)
+    name = run.name
     sections: list[str] = []
     with tempfile.TemporaryDirectory(prefix="mtnas-report-") as tmpdir:
         tmp = Path(tmpdir)
@@ -204,12 +202,12 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
                 + _img(draw_pareto(data, tmp / "pareto.png"), "Pareto front")
             )
             sections.append("<h2>Pareto trees</h2><p class='note'>Best delta-m first; boxes are shared blocks, "
-                            "layers run left to right.</p>" + _tree_figures(run, front, tmp))
+                            "layers run left to right.</p>" + _tree_figures(run, study, front, tmp))
         else:
             sections.append("<h2>Pareto front</h2><p class='note'>No completed trial yet.</p>")
-        best, which = _routing_trial(run, data.points)
+        best, which = _routing_trial(run, study, data.points)
         if best is not None:
-            evolution = routing_evolution(run.trial_dir(best.trial) / "routing.npz")
+            evolution = routing_evolution(trial_file(run, study, study.trials[best.trial], "routing.npz"))
             sections.append(
                 f"<h2>Routing evolution of trial {best.trial}</h2><p class='note'>{which}. Heatmaps: the "
                 "probability of each parent per epoch (bold rows: the routes of the final tree); the dashed line "
@@ -242,6 +240,6 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         + "\n".join(f"<section>{s}</section>" for s in sections)
         + "\n</main></body></html>\n"
     )
-    target = Path(out) if out is not None else root / "report.html"
+    target = Path(out) if out is not None else run.root / "report.html"
     atomic_write_text(target, page)
     return target

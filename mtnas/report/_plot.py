@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mtnas.core import MtnasError
-from mtnas.study import SearchRun, choose_trial, load_study
+from mtnas.study import SearchRun, choose_trial, load_study, trial_tree
 from mtnas.tree import Architecture, BranchingTree
 from mtnas.viz import draw_tree, tree_title
 
@@ -13,29 +13,26 @@ __all__ = ["plot_source", "tree_source"]
 
 
 def tree_source(source: str | Path, *, trial: int | None = None, pick: str = "knee") -> tuple[BranchingTree, str, Path]:
-    """The tree to draw, its title and its default picture path, from a run folder or an arch.json.
+    """The tree to draw, its title and its default picture path, from an arch.json, a run folder
+    or a study's ``STORAGE_URL#STUDY``.
 
-    A run draws ``trial`` or, without it, the Pareto trial chosen by ``pick`` (as ``mtnas export`` does).
+    A run draws ``trial`` or, without it, the Pareto trial chosen by ``pick`` (as ``mtnas export``
+    does); its tree and cost are read from the study, so no trial file is needed.
     """
-    source = Path(source)
-    if source.is_dir():
-        run = SearchRun(source)
-        study = load_study(run)
-        if trial is None:
-            trial = choose_trial(study, pick=pick).number
-        arch_path = run.trial_dir(trial) / "arch.json"
-        if not arch_path.is_file():
-            raise MtnasError(f"{source}: trial {trial} has no arch.json (not completed); see 'mtnas trials {source}'")
-        name, default = f"{run.root.name} trial {trial}", run.root / "tree.png"
-    else:
+    if Path(source).is_file():
         if trial is not None:
-            raise MtnasError("--trial picks a trial of a run folder; an arch.json holds one tree")
-        arch_path, default = source, source.with_name("tree.png")
-        name = None
-    arch = Architecture.load(arch_path)
-    title = tree_title(name, params=arch.cost.get("params"), flops=arch.cost.get("flops"),
-                       delta_m=arch.metrics.get("delta_m"))
-    return arch.tree, title, default
+            raise MtnasError("--trial picks a trial of a run; an arch.json holds one tree")
+        arch = Architecture.load(source)
+        title = tree_title(None, params=arch.cost.get("params"), flops=arch.cost.get("flops"),
+                           delta_m=arch.metrics.get("delta_m"))
+        return arch.tree, title, Path(source).with_name("tree.png")
+    run = SearchRun.open(source)
+    study = load_study(run)
+    chosen = choose_trial(study, trial, pick)
+    attrs = chosen.user_attrs
+    title = tree_title(f"{run.name} trial {chosen.number}", params=attrs.get("params"), flops=attrs.get("flops"),
+                       delta_m=attrs.get("delta_m"))
+    return trial_tree(study, chosen), title, run.root / "tree.png"
 
 
 def plot_source(source: str | Path, out: str | Path | None = None, *, trial: int | None = None,

@@ -5,6 +5,13 @@ step alternates a weight step on the training part and a routing step (Adam) on 
 of the training split, with loss = sum of task losses + cost_weight * expected cost. The Gumbel
 temperature anneals geometrically from tau0 to tau_min. The routing method (a registry) decides
 what else the routing step sees; see ``mtnas.methods``.
+
+With ``search.stable_epochs = k`` the search stops once it has decided: after a routing epoch
+whose argmax tree (``routing.derive().tree``) is the same as after each of the k routing epochs
+before it, i.e. unchanged for k epochs (early-stopping "patience", as in Prechelt, "Early
+Stopping - But When?", 1998, applied to the architecture instead of the validation loss). The
+temperature keeps its schedule over the planned ``epochs``, so a search that stops early ends at a
+higher tau than one planned that short; only the argmax is derived, which tau does not change.
 """
 
 from __future__ import annotations
@@ -40,9 +47,14 @@ class SearchResult:
         tree: the derived tree (argmax routes, unused nodes pruned, canonical).
         derived: the tree with the supernet node behind each of its nodes.
         routing: per-epoch routing probabilities: ``heads`` (E, T, K_last), ``layer{l}``
-            (E, K_l, K_{l-1}), ``tau`` (E,), ``expected_cost`` (E,), ``epoch_seconds`` (E,).
+            (E, K_l, K_{l-1}), ``tau`` (E,), ``expected_cost`` (E,), ``epoch_seconds`` (E,), and
+            ``unchanged`` (E,): for how many epochs the argmax tree had not changed after each one
+            (0 during warm-up and where it changed). E is the number of epochs run: fewer than
+            ``hparams.epochs`` when the search stopped early.
         weights: a BranchedNet state dict for ``tree``, inherited from the supernet.
         seconds: wall time of the search.
+        stopped_epoch: the (0-based) epoch after which ``search.stable_epochs`` stopped the search
+            early, or None when it ran every epoch.
     """
 
     tree: BranchingTree
@@ -51,6 +63,11 @@ class SearchResult:
     weights: Mapping[str, torch.Tensor]
     seconds: float
     hparams: SearchConfig
+    stopped_epoch: int | None = None
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.routing["tau"])
 
     def save_routing(self, path: str | Path) -> Path:
         """Write the routing history as ``routing.npz`` (arrays above plus the task names)."""
@@ -123,8 +140,10 @@ def search_tree(
     state = method.init(ctx)
     generator = torch.Generator().manual_seed(seed)
     history: dict[str, list[Any]] = {}
+    previous, unchanged, stopped = None, 0, None
     start = time.perf_counter()
-    for epoch in tqdm(range(cfg.epochs), desc="search", disable=not progress, leave=False):
+    bar = tqdm(range(cfg.epochs), desc="search", disable=not progress, leave=False)
+    for epoch in bar:
         epoch_start = time.perf_counter()
         tau = temperature(epoch, cfg)
         warm = epoch < cfg.warmup_epochs
@@ -150,7 +169,18 @@ def search_tree(
         history.setdefault("tau", []).append(tau)
         history.setdefault("epoch_seconds", []).append(time.perf_counter() - epoch_start)
         history.setdefault("expected_cost", []).append(float(net.routing.expected_cost(block_costs, head_cost).detach()))
-    derived = net.routing.derive()
+        if not warm:  # the routing is frozen uniform through warm-up: nothing decided yet
+            with torch.no_grad():
+                tree_key = net.routing.derive().tree.key
+            unchanged = unchanged + 1 if tree_key == previous else 0
+            previous = tree_key
+        history.setdefault("unchanged", []).append(unchanged)
+        if cfg.stable_epochs is not None and unchanged >= cfg.stable_epochs and epoch < cfg.epochs - 1:
+            stopped = epoch
+            break
+    bar.close()
+    with torch.no_grad():
+        derived = net.routing.derive()
     return SearchResult(
         tree=derived.tree,
         derived=derived,
@@ -158,4 +188,5 @@ def search_tree(
         weights=net.inherit(derived),
         seconds=time.perf_counter() - start,
         hparams=cfg,
+        stopped_epoch=stopped,
     )

@@ -6,9 +6,12 @@ from mtnas.core._lazy import lazy_exports
 
 __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "._builtin": ("BUILTIN_DIR", "builtin_paths", "list_spaces",),
-    "._loading": ("build_space_dataset", "load_resolved", "load_space", "space_from_dict",),
+    "._loading": (
+        "SPACE_MAX_BYTES", "YAML_MAX_DEPTH", "YAML_MAX_NODES", "build_space_dataset", "load_resolved", "load_space",
+        "load_yaml_text", "space_from_dict",
+    ),
     "._schema": (
-        "BackboneConfig", "DatasetConfig", "KIND_DEFAULTS", "RoutingConfig", "SearchConfig", "SearchRanges",
-        "SearchSpace", "TaskConfig", "TrainingConfig", "WEIGHTS_SUFFIXES",
+        "BackboneConfig", "DatasetConfig", "KIND_DEFAULTS", "MAX_LAYERS", "MAX_TASKS", "RoutingConfig",
+        "SearchConfig", "SearchRanges", "SearchSpace", "TaskConfig", "TrainingConfig", "WEIGHTS_SUFFIXES",
     ),
 })

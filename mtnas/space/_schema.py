@@ -10,20 +10,35 @@ checked by ``mtnas.search.check_search_space`` before a search starts.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from mtnas.core import ConfigError, MtnasError, bounded, did_you_mean, parse, to_data
+from mtnas.core import (
+    MAX_SEED,
+    ConfigError,
+    MtnasError,
+    bounded,
+    check_limits,
+    did_you_mean,
+    parse,
+    short_repr,
+    short_text,
+    to_data,
+)
 from mtnas.data import TASK_KINDS, DatasetBundle
-from mtnas.nn import BALANCERS, HEADS, backbone_type, get_loss, get_metric
+from mtnas.nn import BALANCERS, HEADS, backbone_type, check_backbone_size, get_loss, get_metric
 
 __all__ = [
     "KIND_DEFAULTS",
+    "MAX_LAYERS",
+    "MAX_TASKS",
     "WEIGHTS_SUFFIXES",
     "BackboneConfig",
     "DatasetConfig",
@@ -37,6 +52,9 @@ __all__ = [
 
 #: Files a pretrained ``backbone.weights`` may be (read by ``mtnas.model``).
 WEIGHTS_SUFFIXES = (".safetensors", ".pt", ".pth")
+#: The most backbone layers and tasks a space may have (each is a search dimension).
+MAX_LAYERS = 1024
+MAX_TASKS = 1024
 
 #: Head, loss and metrics a task gets when the space does not name them.
 KIND_DEFAULTS: Mapping[str, tuple[str, str, tuple[str, ...]]] = {
@@ -50,7 +68,11 @@ KIND_DEFAULTS: Mapping[str, tuple[str, str, tuple[str, ...]]] = {
 
 @dataclass(frozen=True)
 class DatasetConfig:
-    """A registered dataset by ``name``, or a user's ``factory`` ("pkg.module:function")."""
+    """A registered dataset by ``name`` (built-in or a user's, see ``mtnas.register_dataset``), or
+    by ``factory``: the older spelling, the "pkg.module:function" path of a registered function.
+
+    Neither is checked here (reading an arch.json needs no dataset): ``build_dataset`` refuses a
+    name that is not registered, and imports nothing for it."""
 
     name: str | None = None
     factory: str | None = None
@@ -58,7 +80,9 @@ class DatasetConfig:
 
     def _validate(self) -> None:
         if (self.name is None) == (self.factory is None):
-            raise ConfigError("name: give exactly one of 'name' (a built-in dataset) or 'factory'")
+            raise ConfigError(
+                "name: give exactly one of 'name' (a registered dataset) or 'factory' (the path of a registered function)"
+            )
 
 
 @dataclass(frozen=True)
@@ -77,19 +101,21 @@ class BackboneConfig:
 
     def _validate(self) -> None:
         try:
-            kind = backbone_type(self.name)  # a built-in, or a user's "pkg.module:function"
+            kind = backbone_type(self.name)  # registered: a built-in, or a user's (never imported from here)
         except MtnasError as exc:
             raise ConfigError(f"name: {exc}") from None
         if not self.layers:
             raise ConfigError("layers: a backbone needs at least one layer")
+        if len(self.layers) > MAX_LAYERS:
+            raise ConfigError(f"layers: {len(self.layers)} layers, more than the {MAX_LAYERS} mtnas searches")
         layer_cls = kind.layer_config
         parsed = tuple(parse(layer_cls, layer, f"layers[{i}]") for i, layer in enumerate(self.layers))
         object.__setattr__(self, "layers", parsed)  # typed form of what the user wrote
         self._validate_weights()
 
     def _validate_weights(self) -> None:
-        if self.weights is not None and not self.weights.endswith(WEIGHTS_SUFFIXES):
-            raise ConfigError(f"weights: expected a {', '.join(WEIGHTS_SUFFIXES)} file, got {self.weights!r}")
+        if self.weights is not None and (not self.weights.endswith(WEIGHTS_SUFFIXES) or "\0" in self.weights):
+            raise ConfigError(f"weights: expected a {', '.join(WEIGHTS_SUFFIXES)} file, got {short_repr(self.weights)}")
         if self.weights_map is not None and self.weights is None:
             raise ConfigError(f"weights_map: {self.weights_map!r} is set but backbone.weights is not; name the file")
         if self.weights_map == "torchvision-resnet" and self.name != "resnet":
@@ -133,10 +159,12 @@ class TaskConfig:
     def _validate(self) -> None:
         if self.kind is not None and self.kind not in TASK_KINDS:
             raise ConfigError(
-                f"kind: unknown task kind {self.kind!r}{did_you_mean(self.kind, TASK_KINDS)}; valid: {', '.join(TASK_KINDS)}"
+                f"kind: unknown task kind {short_repr(self.kind)}{did_you_mean(self.kind, TASK_KINDS)}; "
+                f"valid: {', '.join(TASK_KINDS)}"
             )
         if self.head is not None and self.head not in HEADS:
-            raise ConfigError(f"head: unknown head {self.head!r}{did_you_mean(self.head, HEADS.names())}; valid: {', '.join(HEADS.names())}")
+            raise ConfigError(f"head: unknown head {short_repr(self.head)}{did_you_mean(self.head, HEADS.names())}; "
+                              f"valid: {', '.join(HEADS.names())}")
 
     @property
     def resolved(self) -> bool:
@@ -171,7 +199,12 @@ class TrainingConfig:
 @dataclass(frozen=True)
 class SearchRanges:
     """Optuna ranges of the search hyperparameters: [low, high] (add "log" for a log scale), or
-    a list of names to choose from (``balancing``)."""
+    a list of names to choose from (``balancing``).
+
+    Checked when parsed: low <= high, low > 0 on a log scale, and both ends within the limits of
+    the setting sampled (``search.<name>``, ``routing.max_branches``), so no trial gets a value the
+    space itself would refuse.
+    """
 
     max_branches: tuple[int, int] | None = None
     tau0: tuple[float, float] | None = (1.0, 4.0)
@@ -187,13 +220,31 @@ class SearchRanges:
             if not self.balancing:
                 raise ConfigError("balancing: give at least one choice, or null to keep training.balancing")
             _check_balancing("balancing", self.balancing)
+        for f in dataclasses.fields(self):
+            spec = getattr(self, f.name)
+            if spec is not None and f.name != "balancing":
+                _check_range(f.name, spec)
+
+
+def _check_range(name: str, spec: tuple[Any, ...]) -> None:
+    """``[low, high]`` or ``[low, high, "log"]``, sampling only values that setting ``name`` accepts."""
+    low, high, *scale = spec
+    if scale and scale[0] != "log":
+        raise ConfigError(f"{name}: the third item is the scale and must be 'log', got {short_repr(scale[0])}")
+    if low > high:
+        raise ConfigError(f"{name}: low {low} is above high {high}; give [low, high]")
+    if scale and low <= 0:
+        raise ConfigError(f"{name}: a log scale needs low > 0, got {low}")
+    owner = RoutingConfig if name == "max_branches" else SearchConfig  # the setting a trial samples
+    limits = next(f.metadata for f in dataclasses.fields(owner) if f.name == name)
+    check_limits((low, high), limits, name)
 
 
 def _check_balancing(key: str, names: tuple[str, ...]) -> None:
     for name in names:
         if name not in BALANCERS:
             raise ConfigError(
-                f"{key}: unknown loss balancing {name!r}{did_you_mean(name, BALANCERS.names())}; "
+                f"{key}: unknown loss balancing {short_repr(name)}{did_you_mean(name, BALANCERS.names())}; "
                 f"valid: {', '.join(BALANCERS.names())}"
             )
 
@@ -214,7 +265,7 @@ class SearchConfig:
     affinity_weight: float = bounded(3.0, ge=0.0)
     trials: int = bounded(8, ge=1)
     proxy_epochs: int = bounded(5, ge=1)
-    stable_epochs: int | None = bounded(None, ge=1)  # stop once the argmax tree held this many routing epochs
+    stable_epochs: int | None = bounded(None, ge=1)  # stop once the argmax tree stayed unchanged this many routing epochs
     pruner: str | None = None  # stop a trial's proxy training once it is clearly dominated (see mtnas.study)
     ranges: SearchRanges = field(default_factory=SearchRanges)
 
@@ -237,16 +288,17 @@ class SearchSpace:
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
-    seed: int = 0
-    input_shape: tuple[int, ...] | None = None
+    seed: int = bounded(0, ge=0, le=MAX_SEED)
+    input_shape: tuple[int, ...] | None = bounded(None, ge=1)
 
     def _validate(self) -> None:
         if not self.tasks:
             raise ConfigError("tasks: a space needs at least one task")
-        names = [t.name for t in self.tasks]
-        repeated = sorted({n for n in names if names.count(n) > 1})
+        if len(self.tasks) > MAX_TASKS:
+            raise ConfigError(f"tasks: {len(self.tasks)} tasks, more than the {MAX_TASKS} mtnas searches")
+        repeated = sorted(n for n, count in Counter(self.task_names).items() if count > 1)
         if repeated:
-            raise ConfigError(f"tasks: task names repeat: {repeated}")
+            raise ConfigError(f"tasks: task names repeat: {short_repr(repeated)}")
         max_b = self.routing.max_branches
         if isinstance(max_b, tuple) and len(max_b) != self.num_layers:
             raise ConfigError(
@@ -255,6 +307,18 @@ class SearchSpace:
         for layer in self.routing.branching_layers or ():
             if not 0 <= layer < self.num_layers:
                 raise ConfigError(f"routing.branching_layers: layer {layer} is outside 0..{self.num_layers - 1}")
+        if self.input_shape is not None:  # a resolved space (an arch.json's): its backbone must be buildable
+            try:
+                self._check_backbone(self.input_shape)
+            except MtnasError as exc:
+                raise ConfigError(f"input_shape: {exc}") from None
+
+    def _check_backbone(self, input_shape: tuple[int, ...]) -> None:
+        """The backbone's layers fit ``input_shape`` and are of a size mtnas builds."""
+        if not input_shape or len(input_shape) > 8:
+            raise MtnasError(f"an input shape has 1 to 8 dimensions, got {short_repr(input_shape)}")
+        plans = backbone_type(self.backbone.name).plan(self.backbone.layers, tuple(input_shape))
+        check_backbone_size(plans, tuple(input_shape))
 
     # -- derived values ------------------------------------------------------------------------
 
@@ -283,7 +347,8 @@ class SearchSpace:
         for t in self.tasks:
             if t.name == name:
                 return t
-        raise MtnasError(f"unknown task {name!r}{did_you_mean(name, self.task_names)}; tasks: {', '.join(self.task_names)}")
+        raise MtnasError(f"unknown task {short_repr(name)}{did_you_mean(name, self.task_names)}; "
+                         f"tasks: {', '.join(self.task_names)}")
 
     def to_dict(self) -> dict[str, Any]:
         return to_data(self)
@@ -316,16 +381,16 @@ class SearchSpace:
         known = {t.name: t for t in bundle.tasks}
         tasks = []
         for i, task in enumerate(self.tasks):
-            where = f"tasks[{i}] ({task.name})"
+            where = f"tasks[{i}] ({short_text(task.name)})"
             if task.name not in known:
                 raise MtnasError(
-                    f"{where}: the dataset has no task {task.name!r}{did_you_mean(task.name, known)}; "
+                    f"{where}: the dataset has no task {short_repr(task.name)}{did_you_mean(task.name, known)}; "
                     f"its tasks: {', '.join(known)}"
                 )
             info = known[task.name]
             for key, wrote, actual in (("kind", task.kind, info.kind), ("num_outputs", task.num_outputs, info.num_outputs)):
                 if wrote is not None and wrote != actual:
-                    raise MtnasError(f"{where}.{key}: the space says {wrote!r}, the dataset gives {actual!r}")
+                    raise MtnasError(f"{where}.{key}: the space says {short_repr(wrote)}, the dataset gives {actual!r}")
             head, loss, metrics = KIND_DEFAULTS[info.kind]
             full = replace(
                 task,
@@ -338,7 +403,7 @@ class SearchSpace:
             _check_components(full, where)
             tasks.append(full)
         resolved = replace(self, tasks=tuple(tasks), input_shape=tuple(bundle.input_shape))
-        backbone_type(self.backbone.name).plan(self.backbone.layers, resolved.input_shape)  # shape check
+        self._check_backbone(resolved.input_shape)  # shapes fit, and a size mtnas builds
         return resolved
 
 

@@ -7,17 +7,21 @@ Reading a run (``SearchRun``, ``load_study``, the front) needs Optuna only, not 
 from mtnas.core._lazy import lazy_exports
 
 __all__, __getattr__, __dir__ = lazy_exports(__name__, {
+    "._artifacts": (
+        "TRIAL_FILES", "artifact_cache", "fetch_trial_file", "open_artifact_store", "upload_trial_files",
+    ),
     "._front": (
         "FrontTree", "PICKS", "choose_trial", "front_point", "front_trees", "knee", "pareto", "write_pareto",
     ),
-    "._liveness": ("mark_alive", "reap_dead_trials",),
+    "._liveness": ("mark_alive", "reap_dead_trials", "wait_for_turn",),
     "._objective": ("FIXED", "evaluate_trial", "proxy_space",),
     "._objectives": (
         "OBJECTIVES", "Objective", "QUALITY", "cost_objective", "objective_names", "parse_objectives",
         "trial_objectives",
     ),
-    "._optimize": ("run_search", "run_worker",),
-    "._run": ("INHERITED", "SearchRun", "fail_reason", "load_study", "trial_tree",),
-    "._storage": ("HEARTBEAT", "HeartbeatJournalStorage", "heartbeat_settings", "open_storage",),
+    "._optimize": ("RUN_NAME", "check_run_name", "run_search", "run_worker",),
+    "._pruning": ("FRONT_MARGIN", "PRUNERS", "PrunerType", "check_pruner", "epoch_monitor",),
+    "._run": ("INHERITED", "SearchRun", "fail_reason", "load_study", "trial_file", "trial_tree",),
+    "._storage": ("HEARTBEAT", "heartbeat_settings", "open_storage",),
     "._strategies": ("SAMPLERS", "STRATEGIES", "Strategy", "TrialContext", "trial_space",),
 })

@@ -4,7 +4,9 @@ briefly, score it, and write its files.
 The tree is trained for ``search.proxy_epochs`` and scored by delta-m on the validation split
 against single-task baselines of the same budget; its objective values are looked up by name
 (``mtnas.study._objectives``). A tree already evaluated in the study (same loss balancing) is not
-retrained: its result is reused. A NaN/inf loss fails the trial with its reason.
+retrained: its result is reused. The independent tree is the single-task baselines themselves
+(one network per task; trained once, batched): its result is read off them, delta-m 0. A NaN/inf
+loss fails the trial with its reason.
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ import optuna
 
 from mtnas.core import __version__, atomic_write_text
 from mtnas.data import DatasetBundle
+from mtnas.model import tree_cost
 from mtnas.space import SearchSpace
-from mtnas.study._liveness import mark_alive
-from mtnas.study._objectives import OBJECTIVES
+from mtnas.study._artifacts import open_artifact_store, upload_trial_files
+from mtnas.study._liveness import mark_alive, wait_for_turn
+from mtnas.study._objectives import OBJECTIVES, cost_objective
+from mtnas.study._pruning import epoch_monitor
 from mtnas.study._strategies import STRATEGIES, TrialContext, trial_space
-from mtnas.train import Baselines, NonFiniteLossError, train_tree
+from mtnas.train import Baselines, NonFiniteLossError, delta_m, train_tree
 from mtnas.tree import Architecture, BranchingTree
 from mtnas.viz import draw_tree, tree_title
 
@@ -29,6 +34,9 @@ __all__ = ["FIXED", "evaluate_trial", "proxy_space"]
 
 #: The trees enqueued at the start of every study (``fixed_tree`` user attribute).
 FIXED = {"all-shared": BranchingTree.all_shared, "independent": BranchingTree.independent}
+#: Loss balancings under which a tree of disjoint networks trains each network as alone (the
+#: summed loss, and PCGrad, which never projects gradients of parameters no two tasks share).
+SUM_OF_SOLO_LOSSES = ("equal", "pcgrad")
 
 
 def proxy_space(space: SearchSpace) -> SearchSpace:
@@ -53,6 +61,9 @@ def evaluate_trial(
 ) -> tuple[float, ...]:
     """The Optuna objective: the trial's objective values, in ``ctx.objectives`` order."""
     mark_alive(trial)  # first: a process killed from here on leaves a trial anyone can fail and retry
+    if not wait_for_turn(trial, ctx.trials):
+        trial.study.stop()  # the study holds its trials: this one is not run (exactly N complete)
+        raise optuna.TrialPruned(f"the study already holds {ctx.trials} completed trials")
     fixed = trial.user_attrs.get("fixed_tree")
     if fixed:
         tree = FIXED[fixed](space.task_names, space.num_layers)
@@ -69,7 +80,15 @@ def evaluate_trial(
         attrs = {key: seen.user_attrs[key] for key in ("val", "test", "params", "flops", "delta_m")}
     else:
         try:
-            result = train_tree(tree, proxy_space(space), bundle, device=ctx.device, seed=ctx.seed)
+            if fixed == "independent" and space.training.balancing in SUM_OF_SOLO_LOSSES:
+                # T networks sharing nothing: the single-task baselines already trained them
+                result = baselines.independent(space)
+                trial.set_user_attr("from_baselines", True)
+            else:
+                cost = tree_cost(tree, space).to_dict()[cost_objective(ctx.objectives) or "flops"]
+                monitor = epoch_monitor(trial, space.search.pruner, float(cost),
+                                        lambda val: delta_m(val, baselines.metrics("val"), space))
+                result = train_tree(tree, proxy_space(space), bundle, device=ctx.device, seed=ctx.seed, monitor=monitor)
         except NonFiniteLossError as exc:
             trial.set_user_attr("fail_reason", str(exc))  # the trial fails with its reason; the study goes on
             raise
@@ -83,8 +102,9 @@ def evaluate_trial(
 
 def _write_trial(ctx: TrialContext, trial: optuna.Trial, tree: BranchingTree, space: SearchSpace,
                  attrs: dict[str, Any]) -> None:
-    """``trials/NNNN/``: arch.json, metrics.json and tree.png (also an Optuna artifact of the trial,
-    so optuna-dashboard shows it)."""
+    """``trials/NNNN/``: arch.json, metrics.json and tree.png, each written atomically; then every
+    file of the folder is uploaded to the study's artifact store (optuna-dashboard shows them, and
+    any machine that reaches the storage can read the trial)."""
     number = trial.number
     folder = ctx.run.trial_dir(number)
     Architecture(
@@ -95,9 +115,6 @@ def _write_trial(ctx: TrialContext, trial: optuna.Trial, tree: BranchingTree, sp
         provenance={"run": ctx.run.root.name, "trial": number, "mtnas_version": __version__},
     ).save(folder / "arch.json")
     atomic_write_text(folder / "metrics.json", json.dumps(attrs, indent=1))
-    picture = draw_tree(tree, folder / "tree.png", title=tree_title(
+    draw_tree(tree, folder / "tree.png", title=tree_title(
         f"trial {number}", params=attrs["params"], flops=attrs["flops"], delta_m=attrs["delta_m"]))
-    artifact = optuna.artifacts.upload_artifact(
-        artifact_store=ctx.run.artifact_store(), file_path=str(picture), study_or_trial=trial, mimetype="image/png"
-    )
-    trial.set_user_attr("tree_png_artifact", artifact)
+    upload_trial_files(trial, folder, open_artifact_store(ctx.artifacts))

@@ -33,13 +33,16 @@ SAMPLERS.add("random", lambda seed: optuna.samplers.RandomSampler(seed=seed))
 
 @dataclass(frozen=True)
 class TrialContext:
-    """What every trial of one process shares: the run folder, the seed, the device, the settings."""
+    """What every trial of one process shares: where its trial folders go, the seed, the device,
+    the settings, and the artifact store every trial's files are uploaded to."""
 
     run: SearchRun
     seed: int
     device: torch.device
     strategy: str
     objectives: tuple[str, ...]
+    artifacts: str
+    trials: int  # completed trials the study is to hold
 
 
 class Strategy(Protocol):

@@ -3,6 +3,9 @@
 Delta-m compares every multi-task tree against one network per task trained with the same
 backbone and budget. Those runs depend only on the space's content, the seed and the budget, so
 their results are cached under ``$MTNAS_CACHE_DIR`` (default ``~/.cache/mtnas``) and reused.
+The T networks train as one stacked model (``mtnas.train._batched``). Together they are the
+independent tree (one network per task): :meth:`Baselines.independent` gives its result, so a
+study need not train that tree again.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,9 @@ import torch
 
 from mtnas.core import atomic_write_text
 from mtnas.data import DatasetBundle
+from mtnas.model import tree_cost
 from mtnas.space import SearchSpace
+from mtnas.train._batched import train_single_tasks
 from mtnas.train._delta_m import delta_m
 from mtnas.train._engine import TaskMetrics
 from mtnas.train._fixed_tree import TreeResult, train_tree
@@ -49,6 +54,27 @@ class Baselines:
     def delta_m(self, result: TreeResult, space: SearchSpace, split: str = "test") -> float:
         return delta_m(getattr(result, split), self.metrics(split), space)
 
+    def independent(self, space: SearchSpace) -> TreeResult:
+        """The independent tree's result (``BranchingTree.independent``: one network per task), read
+        off the single-task networks instead of trained again.
+
+        The independent tree is those T networks: its tasks share no parameter, so with
+        ``balancing: equal`` (and ``pcgrad``, which never projects gradients of disjoint
+        parameters) it trains each as alone; only the draw of the initial weights differs
+        (``train_tree`` seeds once for the whole tree, each baseline network is seeded on its own).
+        Its delta-m against these baselines is 0 by construction. ``seconds`` sums the networks'.
+        """
+        if set(space.task_names) != set(self.single_task):
+            raise ValueError(f"space tasks {list(space.task_names)} are not the baselines' {list(self.single_task)}")
+        tree = BranchingTree.independent(space.task_names, space.num_layers)
+        return TreeResult(
+            tree=tree,
+            cost=tree_cost(tree, space),
+            val={t: dict(self.single_task[t].val[t]) for t in space.task_names},
+            test={t: dict(self.single_task[t].test[t]) for t in space.task_names},
+            seconds=sum(r.seconds for r in self.single_task.values()),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "version": FORMAT_VERSION,
@@ -75,25 +101,22 @@ def compute_baselines(
     device: torch.device,
     seed: int,
     use_cache: bool = True,
+    batched: bool = True,
     progress: bool = False,
 ) -> Baselines:
-    """Train (or load from the cache) one network per task and the all-shared tree."""
+    """Train (or load from the cache) one network per task and the all-shared tree.
+
+    ``batched`` trains the T single-task networks as one stacked model (same seeds, batches and
+    schedule as one at a time, same metrics up to float summation order); False trains them one
+    at a time. The cache entry (per space content hash and seed) serves both.
+    """
     path = cache_dir() / "baselines" / f"{space.content_hash}-seed{seed}.json"
     if use_cache and path.is_file():
         try:
             return Baselines.from_dict(json.loads(path.read_text()))
         except (ValueError, KeyError, TypeError):
             pass  # a stale or damaged cache entry is recomputed
-    single = {}
-    # a single task has nothing to balance: its network trains on its plain loss whatever the
-    # space's training.balancing (uncertainty weighting would only rescale its learning rate)
-    solo_training = replace(space.training, balancing="equal")
-    for task in space.tasks:
-        solo = replace(space, tasks=(task,), training=solo_training)
-        tree = BranchingTree.all_shared((task.name,), space.num_layers)
-        single[task.name] = train_tree(
-            tree, solo, bundle, device=device, seed=seed, progress=progress, desc=f"single-task {task.name}"
-        )
+    single = train_single_tasks(space, bundle, device=device, seed=seed, batched=batched, progress=progress)
     shared = train_tree(
         BranchingTree.all_shared(space.task_names, space.num_layers), space, bundle,
         device=device, seed=seed, progress=progress, desc="all-shared",

@@ -190,8 +190,13 @@ def train_model(
     epochs: int | None = None,
     progress: bool = False,
     desc: str = "train",
+    monitor: Callable[[int, TaskMetrics], None] | None = None,
 ) -> TrainResult:
-    """Train ``model`` on ``bundle.train`` with the space's budget, then evaluate on val and test."""
+    """Train ``model`` on ``bundle.train`` with the space's budget, then evaluate on val and test.
+
+    ``monitor(epoch, val_metrics)`` (optional) sees the validation metrics after every epoch but the
+    last; it may raise to end the training there (a pruned trial, say).
+    """
     from tqdm.auto import tqdm
 
     cfg = space.training
@@ -210,6 +215,8 @@ def train_model(
             engine.step(lambda: model(batch.inputs), batch, where=f"epoch {epoch}, step {step}")
         means = engine.end_epoch()
         bar.set_postfix(loss=f"{sum(means.values()):.3f}")
+        if monitor is not None and epoch + 1 < epochs:
+            monitor(epoch + 1, evaluate(model, val, space))
     seconds = time.perf_counter() - start
     history = tuple({**h, "total": sum(h.values())} for h in engine.history)
     return TrainResult(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +11,8 @@ import torch
 from mtnas.data import DatasetBundle
 from mtnas.model import BranchedNet, Cost, tree_cost
 from mtnas.space import SearchSpace
-from mtnas.train._engine import TaskMetrics, train_model
+from mtnas.train._engine import train_model
+from mtnas.train._tasks import TaskMetrics
 from mtnas.tree import BranchingTree
 
 __all__ = ["TreeResult", "mean_metric", "train_tree"]
@@ -63,12 +64,16 @@ def train_tree(
     epochs: int | None = None,
     progress: bool = False,
     desc: str | None = None,
+    monitor: Callable[[int, TaskMetrics], None] | None = None,
 ) -> TreeResult:
-    """Build ``tree`` with fresh weights (seeded), train it with the space's budget, evaluate it."""
+    """Build ``tree`` with fresh weights (seeded), train it with the space's budget, evaluate it.
+
+    ``monitor`` sees the validation metrics after each epoch (see ``train_model``).
+    """
     torch.manual_seed(seed)
     model = BranchedNet.from_space(tree, space)
     result = train_model(
         model, space, bundle, device=device, seed=seed, epochs=epochs, progress=progress,
-        desc=desc or tree.describe()[:40],
+        desc=desc or tree.describe()[:40], monitor=monitor,
     )
     return TreeResult(tree, tree_cost(tree, space), result.val, result.test, result.seconds)

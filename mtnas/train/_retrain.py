@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mtnas.core import MtnasError, atomic_write_text, did_you_mean, format_table
+from mtnas.core import MAX_SEED, MtnasError, atomic_write_text, did_you_mean, format_table, short_repr
 from mtnas.data import DatasetBundle
 from mtnas.model import (
     BranchedNet,
@@ -46,8 +46,9 @@ from mtnas.nn import shared_parameters
 from mtnas.space import SearchSpace, load_resolved
 from mtnas.train._baselines import compute_baselines
 from mtnas.train._delta_m import per_task_delta
-from mtnas.train._device import Dist, pick_device, process_group, resolve_precision
+from mtnas.train._device import PRECISIONS, Dist, pick_device, process_group, resolve_precision
 from mtnas.train._engine import Engine, NonFiniteLossError
+from mtnas.train._prefetch import prefetch_batches
 from mtnas.train._tasks import TaskMetrics
 from mtnas.tree import Architecture, BranchingTree
 from mtnas.viz import RetrainCurves, draw_curves
@@ -259,12 +260,15 @@ def _resume_from(
 
     Every rank of a torchrun launch checks alike, so none is left waiting for a rank that stopped.
     """
-    if find_checkpoint(checkpoint) is None:
+    found = find_checkpoint(checkpoint)
+    if found is None:
         raise MtnasError(f"{checkpoint}: no checkpoint to resume from; run without --resume first")
     weights, state = load_checkpoint(checkpoint, tree_key=tree.key)
-    config = state.get("config")
-    if state.get("format") != STATE_FORMAT or not isinstance(config, dict) or not {"seed", "epochs", "init", "precision"} <= set(config):
-        raise MtnasError(f"{checkpoint / 'state.pt'}: not an mtnas retrain state")
+    problem = _state_problem(state, tree)
+    if problem is not None:
+        raise MtnasError(f"{found / 'state.pt'}: not a valid mtnas retrain state ({problem}); it was damaged or "
+                         "edited: start a fresh run in another folder (-o), or restore the checkpoint")
+    config = state["config"]
     for name, given in (("seed", seed), ("epochs", epochs), ("precision", precision)):
         if given is not None and given != config[name]:
             raise MtnasError(
@@ -272,6 +276,64 @@ def _resume_from(
                 f"--{name} (or none), or start a fresh run in another folder"
             )
     return weights, state
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_rng_state(value: Any) -> bool:
+    return isinstance(value, torch.Tensor) and value.dtype == torch.uint8 and value.dim() == 1
+
+
+#: What each entry of a retrain state (``_Run.state``) must be: a check, and the words for it.
+_STATE_ENTRIES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "version": (lambda v: _is_int(v) and v == 1, "1"),
+    "epoch": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "optimizer": (lambda v: isinstance(v, dict) and isinstance(v.get("state"), dict)
+                  and isinstance(v.get("param_groups"), list), "an optimizer state ('state' and 'param_groups')"),
+    "schedule": (lambda v: isinstance(v, dict), "a mapping"),
+    "scaler": (lambda v: v is None or isinstance(v, dict), "null or a mapping"),
+    "balancer": (lambda v: isinstance(v, dict) and all(isinstance(t, torch.Tensor) for t in v.values()),
+                 "a mapping of tensors"),
+    "generator": (_is_rng_state, "an RNG state (a 1-d uint8 tensor)"),
+    "torch_rng": (_is_rng_state, "an RNG state (a 1-d uint8 tensor)"),
+    "cuda_rng": (lambda v: v is None or (isinstance(v, list) and all(_is_rng_state(t) for t in v)),
+                 "null or a list of RNG states"),
+    "history": (lambda v: isinstance(v, list) and all(
+        isinstance(h, dict) and isinstance(h.get("train_loss"), dict) for h in v), "a list of epoch records"),
+}
+_CONFIG_ENTRIES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "seed": (lambda v: _is_int(v) and 0 <= v <= MAX_SEED, f"an integer in 0..{MAX_SEED}"),
+    "epochs": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "precision": (lambda v: isinstance(v, str) and v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
+    "init": (lambda v: isinstance(v, str) and v in INITS, f"one of {', '.join(INITS)}"),
+    "world_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "tree_key": (lambda v: isinstance(v, str), "a string"),
+}
+
+
+def _state_problem(state: Mapping[str, Any], tree: BranchingTree) -> str | None:
+    """What is wrong with a retrain state read from disk (None: it can be resumed)."""
+    if state.get("format") != STATE_FORMAT:
+        return f"format is {short_repr(state.get('format'))}, expected {STATE_FORMAT!r}"
+    config = state.get("config")
+    if not isinstance(config, dict):
+        return f"config is {short_repr(config)}, expected a mapping"
+    for where, entries in ((state, _STATE_ENTRIES), (config, _CONFIG_ENTRIES)):
+        prefix = "config." if where is config else ""
+        for key, (ok, expected) in entries.items():
+            if key not in where:
+                return f"{prefix}{key} is missing"
+            if not ok(where[key]):
+                return f"{prefix}{key} is {short_repr(where[key], 40)}, expected {expected}"
+    if state["epoch"] > config["epochs"]:
+        return f"epoch is {state['epoch']}, more than the run's {config['epochs']} epochs"
+    if len(state["history"]) != state["epoch"]:
+        return f"history has {len(state['history'])} epoch records for epoch {state['epoch']}"
+    if config["tree_key"] != tree.key:
+        return f"config.tree_key is {short_repr(config['tree_key'], 20)}, the architecture's tree is {tree.key}"
+    return None
 
 
 class _Run:
@@ -381,15 +443,16 @@ class _Run:
         self.engine.start_epoch(self.epoch)
         self._sync()
         start = time.perf_counter()
+        shards = []  # this rank's share of each global batch of one seeded order
+        for step in range(self.steps):
+            idx = order[step * self.global_batch : (step + 1) * self.global_batch]
+            samples += len(idx)
+            shards.append(idx.tensor_split(world)[rank] if world > 1 else idx)
+        # host-resident data: gathered into pinned buffers and copied on a side stream (prefetch)
+        batches = (prefetch_batches(self.train_data, shards, self.dev) if self.placement == "host"
+                   else (self.train_data.select(idx) for idx in shards))
         try:
-            for step in range(self.steps):
-                idx = order[step * self.global_batch : (step + 1) * self.global_batch]
-                samples += len(idx)
-                if world > 1:
-                    idx = idx.tensor_split(world)[rank]
-                batch = self.train_data.select(idx)
-                if self.placement == "host":
-                    batch = batch.to(self.dev, non_blocking=True)
+            for step, batch in enumerate(batches):
                 self.engine.step(lambda: self.net(batch.inputs), batch, where=f"epoch {self.epoch + 1}, step {step}")
         except NonFiniteLossError as exc:
             raise MtnasError(

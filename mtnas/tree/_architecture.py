@@ -16,13 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mtnas.core import MtnasError, atomic_write_text, did_you_mean
+from mtnas.core import MtnasError, atomic_write_text, did_you_mean, load_json_text, read_text_file, short_repr
 from mtnas.tree._branching import BranchingTree, InvalidTreeError
 
-__all__ = ["ARCH_FORMAT", "ARCH_VERSION", "Architecture"]
+__all__ = ["ARCH_FORMAT", "ARCH_MAX_BYTES", "ARCH_VERSION", "Architecture"]
 
 ARCH_FORMAT = "mtnas-architecture"
 ARCH_VERSION = 1
+#: The largest arch.json mtnas reads (one of a thousand tasks and layers is a few MiB).
+ARCH_MAX_BYTES = 64 * 2**20
 
 _KEYS = ("format", "version", "tasks", "partitions", "space", "cost", "metrics", "provenance")
 _DATA_FIELDS = ("space", "cost", "metrics", "provenance")
@@ -87,10 +89,12 @@ class Architecture:
             raise MtnasError(f"{source}: not an mtnas architecture file: format is missing, expected {ARCH_FORMAT!r}")
         fmt = data["format"]
         if fmt != ARCH_FORMAT:
-            raise MtnasError(f"{source}: not an mtnas architecture file: format is {fmt!r}, expected {ARCH_FORMAT!r}")
+            raise MtnasError(
+                f"{source}: not an mtnas architecture file: format is {short_repr(fmt)}, expected {ARCH_FORMAT!r}"
+            )
         version = data.get("version")
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-            raise MtnasError(f"{source}: bad arch.json version {version!r}, expected an integer >= 1")
+            raise MtnasError(f"{source}: bad arch.json version {short_repr(version)}, expected an integer >= 1")
         if version > ARCH_VERSION:
             raise MtnasError(
                 f"{source}: arch.json version {version} is newer than this mtnas understands ({ARCH_VERSION}); "
@@ -99,7 +103,7 @@ class Architecture:
         unknown = [k for k in data if k not in _KEYS]
         if unknown:
             hint = did_you_mean(unknown[0], _KEYS)
-            raise MtnasError(f"{source}: unknown key {unknown[0]!r}{hint}; valid keys: {', '.join(_KEYS)}")
+            raise MtnasError(f"{source}: unknown key {short_repr(unknown[0])}{hint}; valid keys: {', '.join(_KEYS)}")
         for key in ("tasks", "partitions", "space"):
             if key not in data:
                 raise MtnasError(f"{source}: missing key {key!r}")
@@ -126,18 +130,7 @@ class Architecture:
 
     @classmethod
     def load(cls, path: str | Path) -> Architecture:
-        """Read an arch.json; a missing, unreadable or invalid file is an :class:`MtnasError` naming it."""
-        path = Path(path)
-        if path.is_dir():
-            raise MtnasError(f"{path}: is a directory, expected an arch.json file")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise MtnasError(f"{path}: no such architecture file") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise MtnasError(f"{path}: cannot read the architecture file: {exc}") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise MtnasError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
-        return cls.from_dict(data, source=str(path))
+        """Read an arch.json; a missing, unreadable or invalid file is one :class:`MtnasError` line naming it
+        (a directory, binary data, more than :data:`ARCH_MAX_BYTES`, JSON nested too deep included)."""
+        text = read_text_file(path, "architecture file", ARCH_MAX_BYTES)
+        return cls.from_dict(load_json_text(text, str(path)), source=str(path))

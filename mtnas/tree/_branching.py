@@ -11,13 +11,15 @@ A node of the tree is ``(layer, group)`` with ``group`` a tuple of task names in
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mtnas.core import MtnasError, did_you_mean
+from mtnas.core import MtnasError, did_you_mean, short_repr
 
 __all__ = ["NAMED_TREES", "BranchingTree", "Group", "InvalidTreeError", "Node", "Partition", "parse_tree_spec"]
 
@@ -49,11 +51,13 @@ class BranchingTree:
         tasks = _as_names(self.tasks, "tasks")
         if not tasks:
             raise InvalidTreeError("a tree needs at least one task")
-        repeated = [t for i, t in enumerate(tasks) if t in tasks[:i]]
+        repeated = sorted(t for t, n in Counter(tasks).items() if n > 1)
         if repeated:
-            raise InvalidTreeError(f"tasks repeat: {sorted(set(repeated))}")
+            raise InvalidTreeError(f"tasks repeat: {short_repr(repeated)}")
         if isinstance(self.partitions, str) or not isinstance(self.partitions, Sequence):
-            raise InvalidTreeError(f"partitions must be a list with one partition per layer, got {self.partitions!r}")
+            raise InvalidTreeError(
+                f"partitions must be a list with one partition per layer, got {short_repr(self.partitions)}"
+            )
         if not self.partitions:
             raise InvalidTreeError("a tree needs at least one layer")
         order = {t: i for i, t in enumerate(tasks)}
@@ -89,7 +93,7 @@ class BranchingTree:
         num_layers = _check_num_layers(num_layers)
         for layer in splits:
             if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < num_layers:
-                raise InvalidTreeError(f"split point at layer {layer!r} is outside 0..{num_layers - 1}")
+                raise InvalidTreeError(f"split point at layer {short_repr(layer)} is outside 0..{num_layers - 1}")
         current: Sequence[Sequence[str]] = (tasks,)
         partitions = []
         for layer in range(num_layers):
@@ -138,10 +142,16 @@ class BranchingTree:
 
     def group_of(self, task: str, layer: int) -> Group:
         """The group that holds ``task`` at ``layer``."""
-        if task not in self.tasks:
+        groups = self._group_index[self._check_layer(layer)]
+        if task not in groups:
             hint = did_you_mean(task, self.tasks)
-            raise MtnasError(f"unknown task {task!r}{hint}; the tree's tasks are {list(self.tasks)}")
-        return next(g for g in self.partitions[self._check_layer(layer)] if task in g)
+            raise MtnasError(f"unknown task {short_repr(task)}{hint}; the tree's tasks are {short_repr(list(self.tasks))}")
+        return groups[task]
+
+    @functools.cached_property
+    def _group_index(self) -> tuple[dict[str, Group], ...]:
+        """Per layer, task -> its group (built once: lookups stay linear on trees of many tasks)."""
+        return tuple({t: g for g in p for t in g} for p in self.partitions)
 
     def nodes(self) -> list[Node]:
         """Every (layer, group), in layer order then canonical group order."""
@@ -157,21 +167,32 @@ class BranchingTree:
         group = self._node_group(layer, group)
         if layer + 1 == self.num_layers:
             return ()
-        return tuple(g for g in self.partitions[layer + 1] if g[0] in group)
+        return self._children_index[layer].get(group, ())
+
+    @functools.cached_property
+    def _children_index(self) -> tuple[dict[Group, Partition], ...]:
+        """Per layer but the last, group -> its groups at the next layer, in canonical order."""
+        maps = []
+        for layer in range(self.num_layers - 1):
+            index, kids = self._group_index[layer], {}
+            for g in self.partitions[layer + 1]:
+                kids.setdefault(index[g[0]], []).append(g)
+            maps.append({g: tuple(k) for g, k in kids.items()})
+        return tuple(maps)
 
     def _check_layer(self, layer: int) -> int:
         if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < self.num_layers:
-            raise IndexError(f"layer {layer!r} is outside 0..{self.num_layers - 1}")
+            raise IndexError(f"layer {short_repr(layer)} is outside 0..{self.num_layers - 1}")
         return layer
 
     def _node_group(self, layer: int, group: Sequence[str]) -> Group:
         """``group`` in canonical order, checked to be a node at ``layer``."""
-        order = {t: i for i, t in enumerate(self.tasks)}
-        canonical = tuple(sorted(group, key=lambda t: order.get(t, len(order))))
-        if canonical not in self.groups_at(layer):
+        index = self._group_index[self._check_layer(layer)]
+        found = index.get(next(iter(group), None)) if isinstance(group, Sequence) else None
+        if found is None or len(found) != len(group) or set(found) != set(group):
             groups = [list(g) for g in self.partitions[layer]]
-            raise MtnasError(f"{list(group)} is not a group at layer {layer}; the groups are {groups}")
-        return canonical
+            raise MtnasError(f"{short_repr(list(group))} is not a group at layer {layer}; the groups are {short_repr(groups)}")
+        return found
 
     # -- conversion ------------------------------------------------------------------------------
 
@@ -242,20 +263,20 @@ class BranchingTree:
         A group that stays unchanged over several layers is one line (``layers 1-3: a, b``).
         """
         lines: list[str] = []
-
-        def visit(layer: int, group: Group, lead: str, branch: str, rest: str) -> None:
+        # depth first with an explicit stack: a tree that splits off one task per layer is as deep
+        # as it has tasks, deeper than Python's recursion allows
+        stack = [(0, group, "", "", "") for group in reversed(self.partitions[0])]
+        while stack:
+            layer, group, lead, branch, rest = stack.pop()
             end = layer
-            while end + 1 < self.num_layers and group in self.partitions[end + 1]:
+            while end + 1 < self.num_layers and self._group_index[end + 1][group[0]] == group:
                 end += 1
             span = f"layer {layer}" if end == layer else f"layers {layer}-{end}"
             lines.append(f"{lead}{branch}{span}: {', '.join(group)}")
             kids = self.children(end, group)
-            for i, kid in enumerate(kids):
+            for i in reversed(range(len(kids))):
                 last = i == len(kids) - 1
-                visit(end + 1, kid, lead + rest, "└─ " if last else "├─ ", "   " if last else "│  ")
-
-        for group in self.partitions[0]:
-            visit(0, group, "", "", "")
+                stack.append((end + 1, kids[i], lead + rest, "└─ " if last else "├─ ", "   " if last else "│  "))
         return "\n".join(lines)
 
     def check_against(self, tasks: Sequence[str], num_layers: int) -> None:
@@ -264,16 +285,18 @@ class BranchingTree:
         The task sets must be equal (order may differ) and the layer counts too.
         """
         space_tasks = list(tasks)
-        unknown = [t for t in self.tasks if t not in space_tasks]
-        missing = [t for t in space_tasks if t not in self.tasks]
+        known, mine = set(space_tasks), set(self.tasks)
+        unknown = [t for t in self.tasks if t not in known]
+        missing = [t for t in space_tasks if t not in mine]
         if unknown or missing:
             parts = []
             if unknown:
-                parts.append(f"unknown {unknown}{did_you_mean(unknown[0], missing or space_tasks)}")
+                parts.append(f"unknown {short_repr(unknown)}{did_you_mean(unknown[0], missing or space_tasks)}")
             if missing:
-                parts.append(f"missing {missing}")
+                parts.append(f"missing {short_repr(missing)}")
             raise InvalidTreeError(
-                f"the tree's tasks do not match the space's: {', '.join(parts)}; the space's tasks are {space_tasks}"
+                f"the tree's tasks do not match the space's: {', '.join(parts)}; "
+                f"the space's tasks are {short_repr(space_tasks)}"
             )
         if self.num_layers != num_layers:
             raise InvalidTreeError(f"the tree has {self.num_layers} layers, the space's backbone has {num_layers}")
@@ -282,39 +305,44 @@ class BranchingTree:
 def _as_names(value: Any, what: str) -> tuple[str, ...]:
     """``value`` as a tuple of task names; a bare string is an error, not a sequence of letters."""
     if isinstance(value, str) or not isinstance(value, Sequence):
-        raise InvalidTreeError(f"{what} must be a list of task names, got {value!r}")
-    bad = [v for v in value if not isinstance(v, str) or not v]
+        raise InvalidTreeError(f"{what} must be a list of task names, got {short_repr(value)}")
+    bad = [v for v in value if not isinstance(v, str) or not v][:1]
     if bad:
-        raise InvalidTreeError(f"{what}: task names must be non-empty strings, got {bad[0]!r}")
+        raise InvalidTreeError(f"{what}: task names must be non-empty strings, got {short_repr(bad[0])}")
     return tuple(value)
 
 
 def _check_num_layers(num_layers: int) -> int:
     if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
-        raise InvalidTreeError(f"num_layers must be a positive integer, got {num_layers!r}")
+        raise InvalidTreeError(f"num_layers must be a positive integer, got {short_repr(num_layers)}")
     return num_layers
 
 
 def _canonical_partition(partition: Any, order: Mapping[str, int], layer: int) -> Partition:
+    """``partition`` checked to be a partition of the tasks of ``order``, in canonical form; linear time."""
     if isinstance(partition, str) or not isinstance(partition, Sequence):
-        raise InvalidTreeError(f"layer {layer}: a partition must be a list of groups, got {partition!r}")
+        raise InvalidTreeError(f"layer {layer}: a partition must be a list of groups, got {short_repr(partition)}")
     groups = [_as_names(g, f"layer {layer}: group {i}") for i, g in enumerate(partition)]
     empty = [i for i, g in enumerate(groups) if not g]
     if empty:
         raise InvalidTreeError(f"layer {layer}: empty group (group {empty[0]})")
-    seen = [t for g in groups for t in g]
-    unknown = sorted({t for t in seen if t not in order})
+    counts = Counter(t for g in groups for t in g)
+    unknown = sorted(t for t in counts if t not in order)
     if unknown:
         hint = did_you_mean(unknown[0], order)
-        raise InvalidTreeError(f"layer {layer}: unknown tasks {unknown}{hint}; the tree's tasks are {list(order)}")
-    counts = {t: seen.count(t) for t in order}
+        raise InvalidTreeError(
+            f"layer {layer}: unknown tasks {short_repr(unknown)}{hint}; the tree's tasks are {short_repr(list(order))}"
+        )
     duplicated = [t for t in order if counts[t] > 1]
     if duplicated:
-        holders = [list(g) for g in groups if set(g) & set(duplicated)]
-        raise InvalidTreeError(f"layer {layer}: tasks {duplicated} appear more than once (in {holders})")
+        twice = set(duplicated)
+        holders = [list(g) for g in groups if twice.intersection(g)]
+        raise InvalidTreeError(
+            f"layer {layer}: tasks {short_repr(duplicated)} appear more than once (in {short_repr(holders)})"
+        )
     missing = [t for t in order if counts[t] == 0]
     if missing:
-        raise InvalidTreeError(f"layer {layer}: tasks {missing} are in no group")
+        raise InvalidTreeError(f"layer {layer}: tasks {short_repr(missing)} are in no group")
     canonical = [tuple(sorted(g, key=order.__getitem__)) for g in groups]
     return tuple(sorted(canonical, key=lambda g: order[g[0]]))
 
@@ -325,9 +353,11 @@ def _check_refines(before: Partition, after: Partition, layer: int) -> None:
     for group in after:
         parents = sorted({index[t] for t in group})
         if len(parents) > 1:
-            split = " | ".join(str([t for t in before[i] if t in group]) for i in parents)
+            members = set(group)
+            split = " | ".join(short_repr([t for t in before[i] if t in members], 40) for i in parents[:3])
             raise InvalidTreeError(
-                f"layer {layer}: group {list(group)} rejoins tasks that were split at layer {layer - 1} ({split})"
+                f"layer {layer}: group {short_repr(list(group))} rejoins tasks that were split at layer {layer - 1} "
+                f"({split}{' | ...' if len(parents) > 3 else ''})"
             )
 
 
@@ -342,6 +372,7 @@ def parse_tree_spec(spec: str, tasks: Sequence[str], num_layers: int) -> Branchi
     name = _ALIASES.get(key, key)
     if name not in NAMED_TREES:
         raise MtnasError(
-            f"unknown tree {spec!r}{did_you_mean(key, NAMED_TREES)}; give all-shared, independent or an arch.json path"
+            f"unknown tree {short_repr(spec)}{did_you_mean(key, NAMED_TREES)}; give all-shared, independent or an "
+            "arch.json path"
         )
     return NAMED_TREES[name](tasks, num_layers)

@@ -21,3 +21,13 @@ def not_a_bundle(*, n: int = 4) -> dict:
 
 
 NOT_CALLABLE = 3
+
+
+def isolate_plugins(monkeypatch) -> None:
+    """Let a test register datasets and backbones freely: its registrations end with it."""
+    from mtnas.data.datasets import USER_DATASETS
+    from mtnas.nn import USER_BACKBONES
+
+    for registry in (USER_DATASETS, USER_BACKBONES):
+        for attr in ("_raw", "_made", "_specs"):
+            monkeypatch.setattr(registry, attr, dict(getattr(registry, attr)))

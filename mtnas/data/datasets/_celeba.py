@@ -17,7 +17,7 @@ import torch
 
 from mtnas.core import MtnasError, did_you_mean
 from mtnas.data._bundle import DatasetBundle, TaskData, TaskInfo
-from mtnas.data.datasets._common import check_int
+from mtnas.data.datasets._common import check_seed
 from mtnas.data.datasets._npy_layout import DataNotFoundError, check_limit, check_root, check_size
 from mtnas.data.datasets._registry import DATASETS
 
@@ -154,7 +154,7 @@ def make_celeba(
     chosen = _check_attributes(attributes)
     size = check_size("celeba", "size", size)
     limit = check_limit("celeba", limit)
-    check_int("celeba", "seed", seed, minimum=0)
+    check_seed("celeba", seed)
     folder = path / "img_align_celeba"
     if not folder.is_dir():
         raise DataNotFoundError(f"dataset 'celeba': missing folder {str(folder)!r}")

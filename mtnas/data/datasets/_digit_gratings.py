@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from mtnas.data._bundle import DatasetBundle, TaskData, TaskInfo
-from mtnas.data.datasets._common import check_float, check_int, streams
+from mtnas.data.datasets._common import check_float, check_int, check_seed, check_total, streams
 from mtnas.data.datasets._digits import digit_images, digit_targets, split_pools, upsample
 from mtnas.data.datasets._registry import DATASETS
 
@@ -72,7 +72,8 @@ def make_digit_gratings(
         split: check_int("digit_gratings", f"n_{split}", n, minimum=1)
         for split, n in (("train", n_train), ("val", n_val), ("test", n_test))
     }
-    seed = check_int("digit_gratings", "seed", seed, minimum=0)
+    seed = check_seed("digit_gratings", seed)
+    check_total("digit_gratings", sum(sizes.values()) * (SIZE * SIZE + 6))
     amplitude = check_float("digit_gratings", "amplitude", amplitude, minimum=0.0)
     images, labels = digit_images()
     clean = upsample(images, SIZE)  # (1797, 16, 16) in [0, 1]

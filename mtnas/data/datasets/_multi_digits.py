@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from mtnas.data._bundle import DatasetBundle, TaskData, TaskInfo
-from mtnas.data.datasets._common import check_int, streams
+from mtnas.data.datasets._common import check_int, check_seed, check_total, streams
 from mtnas.data.datasets._digits import digit_images, digit_targets, split_pools
 from mtnas.data.datasets._registry import DATASETS
 
@@ -42,7 +42,8 @@ def make_multi_digits(*, n_train: int = 3000, n_val: int = 1000, n_test: int = 1
         split: check_int("multi_digits", f"n_{split}", n, minimum=1)
         for split, n in (("train", n_train), ("val", n_val), ("test", n_test))
     }
-    seed = check_int("multi_digits", "seed", seed, minimum=0)
+    seed = check_seed("multi_digits", seed)
+    check_total("multi_digits", sum(sizes.values()) * (8 * 16 + 6))
     images, labels = digit_images()
     pools = split_pools(seed)._asdict()
     rngs = streams(seed, tuple(sizes))

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mtnas.core import MtnasError
+from mtnas.core import MtnasError, short_repr
 from mtnas.data._bundle import DatasetBundle, TaskData, TaskInfo
-from mtnas.data.datasets._common import check_float, check_int
+from mtnas.data.datasets._common import check_float, check_int, check_seed
 
 __all__ = [
     "IGNORE_INDEX",
@@ -80,18 +80,22 @@ def check_root(dataset: str, root: object) -> Path:
     return path
 
 
+#: The largest image side a loader resizes to.
+MAX_SIDE = 8192
+
+
 def check_size(dataset: str, name: str, value: object) -> tuple[int, int] | None:
     """None, an int side or an [height, width] pair, as (height, width)."""
     if value is None:
         return None
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        side = check_int(dataset, name, value, minimum=1)
+        side = check_int(dataset, name, value, minimum=1, maximum=MAX_SIDE)
         return side, side
     if isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2:
-        return check_int(dataset, f"{name}[0]", value[0], minimum=1), check_int(
-            dataset, f"{name}[1]", value[1], minimum=1
+        return check_int(dataset, f"{name}[0]", value[0], minimum=1, maximum=MAX_SIDE), check_int(
+            dataset, f"{name}[1]", value[1], minimum=1, maximum=MAX_SIDE
         )
-    raise MtnasError(f"dataset {dataset!r}: {name} must be an int or [height, width], got {value!r}")
+    raise MtnasError(f"dataset {dataset!r}: {name} must be an int or [height, width], got {short_repr(value)}")
 
 
 def check_limit(dataset: str, limit: object) -> int | None:
@@ -279,7 +283,7 @@ def load_npy_benchmark(
     path = check_root(dataset, root)
     size = check_size(dataset, "resize", resize)
     limit = check_limit(dataset, limit)
-    seed = check_int(dataset, "seed", seed, minimum=0)
+    seed = check_seed(dataset, seed)
     three_splits = (path / "test").is_dir()
     if three_splits and val_fraction is not None:
         raise MtnasError(

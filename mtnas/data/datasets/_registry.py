@@ -1,50 +1,100 @@
-"""The dataset registry and the one entry point that builds a dataset from a name or a factory."""
+"""The dataset registry and the one entry point that builds a dataset from a registered name.
+
+Built-in datasets are in ``DATASETS``; a user's own are registered with :func:`register_dataset`
+in a module they load on purpose (``mtnas --plugins MODULE``, ``MTNAS_PLUGINS``, an import), or
+as a ``mtnas.datasets`` entry point. A space names one by ``dataset.name``, or by
+``dataset.factory: "pkg.module:function"`` (the older spelling: the path of a registered
+function). A name that is not registered is refused and nothing is imported for it.
+"""
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
-from mtnas.core import MtnasError, Registry, did_you_mean, load_factory
+from mtnas.core import MtnasError, PluginRegistry, Registry, did_you_mean, short_repr
 from mtnas.data._bundle import DatasetBundle
 
-__all__ = ["DATASETS", "build_dataset", "check_arguments", "list_datasets"]
+__all__ = [
+    "DATASETS",
+    "USER_DATASETS",
+    "build_dataset",
+    "check_arguments",
+    "dataset_function",
+    "list_datasets",
+    "register_dataset",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 #: Built-in datasets: ``make_<name>(*, seed=0, **sizes) -> DatasetBundle``, keyword-only arguments.
 DATASETS: Registry[Callable[..., DatasetBundle]] = Registry("dataset")
 
 
+def _dataset_function(name: str, obj: Any) -> Callable[..., DatasetBundle]:
+    if not callable(obj):
+        raise MtnasError(f"dataset {name!r}: registered a {type(obj).__name__}, not a function; register the function "
+                         "that returns the DatasetBundle")
+    return obj
+
+
+#: The user's datasets (decorator, plugin modules, ``mtnas.datasets`` entry points), beside the built-ins.
+USER_DATASETS: PluginRegistry[Callable[..., DatasetBundle]] = PluginRegistry(
+    DATASETS, group="mtnas.datasets", decorator="mtnas.register_dataset", convert=_dataset_function
+)
+
+
+def register_dataset(name: str) -> Callable[[F], F]:
+    """Decorator: register a function returning a ``DatasetBundle`` as dataset ``name``.
+
+    A space then names it ``dataset: {name: NAME}`` (or by its ``"pkg.module:function"`` path as
+    ``factory``). The module must be loaded on purpose: ``mtnas --plugins MODULE``,
+    ``MTNAS_PLUGINS=MODULE`` or an ``import`` in your script.
+    """
+    return USER_DATASETS.register(name)
+
+
 def list_datasets() -> list[str]:
-    """Names of the registered datasets, sorted."""
+    """Names of the built-in datasets, sorted."""
     return DATASETS.names()
 
 
-def build_dataset(name: str | None, args: Mapping[str, Any], factory: str | None = None) -> DatasetBundle:
-    """Build a registered dataset by ``name``, or call a user's ``factory`` ("pkg.module:function").
-
-    Args:
-        name: a registered dataset (see ``list_datasets``); None when ``factory`` is given.
-        args: keyword arguments for the dataset function (sizes, seed, ...).
-        factory: "pkg.module:function" returning a ``DatasetBundle``; None for a built-in.
+def dataset_function(name: str | None, factory: str | None = None) -> Callable[..., DatasetBundle]:
+    """The function of a registered dataset, by ``name`` or by the ``factory`` path of a registered one.
 
     Raises:
-        MtnasError: both or neither of ``name`` and ``factory``, an unknown name, an argument the
-            dataset does not take, a bad value, or a factory that cannot be loaded or returns
-            something other than a ``DatasetBundle``.
+        MtnasError: both or neither given, or a name that is not registered (the message names the
+            key, ``dataset.name`` or ``dataset.factory``, and how to register one).
     """
     if (name is None) == (factory is None):
         raise MtnasError(
-            "a dataset needs exactly one of a name (a built-in dataset) or a factory ('pkg.module:function')"
+            "a dataset needs exactly one of a name (a registered dataset) or a factory (the "
+            "'pkg.module:function' of a registered one)"
         )
+    if factory is not None:
+        return USER_DATASETS.get(factory, "dataset.factory")
+    return USER_DATASETS.get(name, "dataset.name")
+
+
+def build_dataset(name: str | None, args: Mapping[str, Any], factory: str | None = None) -> DatasetBundle:
+    """Build a registered dataset by ``name``, or by the ``factory`` path of a registered function.
+
+    Args:
+        name: a registered dataset (built-in, see ``list_datasets``, or a user's); None when
+            ``factory`` is given.
+        args: keyword arguments for the dataset function (sizes, seed, ...).
+        factory: "pkg.module:function" of a registered function returning a ``DatasetBundle``.
+
+    Raises:
+        MtnasError: both or neither of ``name`` and ``factory``, a name not registered, an
+            argument the dataset does not take, a bad value, or a function that returns something
+            other than a ``DatasetBundle``.
+    """
+    fn = dataset_function(name, factory)
+    what = f"dataset factory {short_repr(factory)}" if factory is not None else f"dataset {short_repr(name)}"
     if not isinstance(args, Mapping):
         raise MtnasError(f"dataset args must be a mapping of keyword arguments, got {type(args).__name__}")
-    if factory is not None:
-        fn = load_factory(factory)
-        what = f"dataset factory {factory!r}"
-    else:
-        fn = DATASETS.get(name)
-        what = f"dataset {name!r}"
     check_arguments(fn, args, what)
     bundle = fn(**args)
     if not isinstance(bundle, DatasetBundle):
@@ -68,7 +118,7 @@ def check_arguments(fn: Callable[..., Any], args: Mapping[str, Any], what: str) 
     for key in args:
         if key not in valid:
             raise MtnasError(
-                f"{what} got an unknown argument {key!r}{did_you_mean(key, valid)}; "
+                f"{what} got an unknown argument {short_repr(key)}{did_you_mean(key, valid)}; "
                 f"valid: {', '.join(valid) if valid else '(none)'}"
             )
     missing = [p.name for p in keyword if p.default is inspect.Parameter.empty and p.name not in args]

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from mtnas.data._bundle import DatasetBundle, TaskData, TaskInfo
-from mtnas.data.datasets._common import check_int, streams
+from mtnas.data.datasets._common import check_int, check_seed, check_total, streams
 from mtnas.data.datasets._registry import DATASETS
 
 __all__ = ["make_synth_attributes"]
@@ -38,10 +38,12 @@ def make_synth_attributes(
     """
     sizes = {s: check_int("synth_attributes", f"n_{s}", n, minimum=1)
              for s, n in (("train", n_train), ("val", n_val), ("test", n_test))}
-    size = check_int("synth_attributes", "size", size, minimum=4)
-    attributes = check_int("synth_attributes", "attributes", attributes, minimum=1)
+    size = check_int("synth_attributes", "size", size, minimum=4, maximum=4096)
+    attributes = check_int("synth_attributes", "attributes", attributes, minimum=1, maximum=10_000)
     groups = min(check_int("synth_attributes", "groups", groups, minimum=1), attributes)
-    seed = check_int("synth_attributes", "seed", seed, minimum=0)
+    seed = check_seed("synth_attributes", seed)
+    check_total("synth_attributes", (sum(sizes.values()) + groups * _LATENTS) * 3 * size * size
+                + sum(sizes.values()) * attributes)
     rngs = streams(seed, ("model",) + tuple(sizes))
     patterns = _patterns(rngs["model"], groups * _LATENTS, size)  # (G*L, 3, S, S)
     readout = rngs["model"].standard_normal((attributes, _LATENTS))

@@ -21,7 +21,7 @@ import torch
 
 from mtnas.core import MtnasError
 from mtnas.data._bundle import DatasetBundle, TaskData, TaskInfo
-from mtnas.data.datasets._common import check_float, check_int, streams
+from mtnas.data.datasets._common import check_float, check_int, check_seed, check_total, streams
 from mtnas.data.datasets._registry import DATASETS
 
 __all__ = ["SHAPES", "make_synth_scenes"]
@@ -208,9 +208,10 @@ def make_synth_scenes(
         split: check_int("synth_scenes", f"n_{split}", n, minimum=1)
         for split, n in (("train", n_train), ("val", n_val), ("test", n_test))
     }
-    size = check_int("synth_scenes", "size", size, minimum=8)
-    max_objects = check_int("synth_scenes", "max_objects", max_objects, minimum=1)
-    seed = check_int("synth_scenes", "seed", seed, minimum=0)
+    size = check_int("synth_scenes", "size", size, minimum=8, maximum=4096)
+    max_objects = check_int("synth_scenes", "max_objects", max_objects, minimum=1, maximum=1000)
+    seed = check_seed("synth_scenes", seed)
+    check_total("synth_scenes", sum(sizes.values()) * (12 * size * size + max_objects))  # inputs, dense targets
     drop_labels = check_float("synth_scenes", "drop_labels", drop_labels, minimum=0.0)
     if drop_labels >= 1.0:
         raise MtnasError(f"dataset 'synth_scenes': drop_labels must be below 1 (a fraction), got {drop_labels}")

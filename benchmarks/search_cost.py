@@ -1,0 +1,72 @@
+"""The search's own cost, measured side by side in one run.
+
+1. One differentiable search (``mtnas.search_tree``, the space's search settings) against the
+   training of the tree it found at the space's budget (``mtnas.train_tree``: what ``mtnas
+   retrain`` does, without the evaluation and files).
+2. The default ``mtnas search`` (``search.trials`` trials, strategy differentiable), wall time from
+   a cold cache: the baselines are part of it.
+3. The single-task baselines (``compute_baselines`` at the proxy budget, no cache): one network at
+   a time against the batched networks.
+
+The last line is ``search/retrain: X.XXx``. Run it with nothing else on the machine.
+
+    python -m benchmarks.search_cost [--space digit_gratings] [--seed 0] [--skip-study]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+import torch
+
+from mtnas.search import search_tree
+from mtnas.space import load_resolved
+from mtnas.study import proxy_space, run_search
+from mtnas.train import compute_baselines, train_tree
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--space", default="digit_gratings")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-study", action="store_true", help="leave out the default mtnas search")
+    args = parser.parse_args()
+    device = torch.device("cpu")
+    space, bundle = load_resolved(args.space)
+    print(f"{space.name}: {len(bundle.train)} training samples, {len(space.tasks)} tasks, "
+          f"{torch.get_num_threads()} threads")
+
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ["MTNAS_CACHE_DIR"] = cache  # cold: nothing cached from earlier runs
+        proxy = proxy_space(space)
+        timings = {}
+        for batched in (False, True):
+            start = time.perf_counter()
+            compute_baselines(proxy, bundle, device=device, seed=args.seed, use_cache=False, batched=batched)
+            timings[batched] = time.perf_counter() - start
+        print(f"baselines at the proxy budget ({proxy.training.epochs} epochs, {len(space.tasks)} networks + "
+              f"all-shared): one at a time {timings[False]:.1f} s, batched {timings[True]:.1f} s "
+              f"({timings[False] / timings[True]:.2f}x)")
+
+        if not args.skip_study:
+            with tempfile.TemporaryDirectory() as runs:
+                start = time.perf_counter()
+                _, study = run_search(space, name="cost", runs_dir=runs, device="cpu", progress=False)
+                done = sum(t.state.name == "COMPLETE" for t in study.trials)
+                print(f"default mtnas search ({done} trials, cold cache): {time.perf_counter() - start:.1f} s wall")
+
+    start = time.perf_counter()
+    result = search_tree(space, bundle, seed=args.seed)
+    search_seconds = time.perf_counter() - start
+    stopped = f", stopped after {result.epochs_run} of {space.search.epochs} epochs" if result.stopped_epoch else ""
+    print(f"one search: {search_seconds:.1f} s{stopped}; found {result.tree.describe()}")
+    trained = train_tree(result.tree, space, bundle, device=device, seed=args.seed)
+    print(f"training the found tree at the space's budget ({space.training.epochs} epochs): {trained.seconds:.1f} s")
+    print(f"search/retrain: {search_seconds / trained.seconds:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
