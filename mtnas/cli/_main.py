@@ -397,9 +397,37 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"mtnas: error: {one_line(str(exc), 2000)}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the machine said no: a full disk, a read-only or missing folder
+        if debug:
+            traceback.print_exc()
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"mtnas: error: {exc.strerror or type(exc).__name__}{where}; nothing else was changed", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("mtnas: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        cause = _storage_failure(exc)
+        if cause is None:
+            raise  # a bug: the traceback, exit 1
+        if debug:
+            traceback.print_exc()
+        print(f"mtnas: error: the study's storage failed: {one_line(cause, 300)}; check the run folder's "
+              "study.db or the database server", file=sys.stderr)
+        return 2
+
+
+def _storage_failure(exc: BaseException) -> str | None:
+    """The first line of a study-storage failure (a damaged SQLite file, a database that went
+    away) anywhere in ``exc``'s chain, or None for any other exception."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        module = type(seen).__module__
+        if module.startswith(("sqlalchemy", "sqlite3", "psycopg")) or type(seen).__name__ == "StorageInternalError":
+            text = str(seen.__cause__ or seen).strip()
+            return text.splitlines()[0] if text else type(seen).__name__
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -171,6 +171,23 @@ def _routing_trial(run: SearchRun, study: optuna.Study, points: tuple) -> tuple[
     return None, ""
 
 
+def _routing_section(run: SearchRun, study: optuna.Study, points: tuple, info: dict, tmp: Path) -> str:
+    """The routing evolution of the best trial that recorded one; a note when none did, or when its
+    history is damaged (the rest of the page is unaffected)."""
+    best, which = _routing_trial(run, study, points)
+    if best is None:
+        return ("<h2>Routing evolution</h2><p class='note'>No trial recorded a routing history "
+                f"(strategy {_e(info.get('strategy'))}).</p>")
+    title = f"<h2>Routing evolution of trial {best.trial}</h2>"
+    try:
+        evolution = routing_evolution(trial_file(run, study, study.trials[best.trial], "routing.npz"))
+    except MtnasError as exc:
+        return f"{title}<p class='note'>{_e(exc)}</p>"
+    return (f"{title}<p class='note'>{which}. Heatmaps: the probability of each parent per epoch (bold rows: the "
+            "routes of the final tree); the dashed line marks the epoch from which the argmax tree no longer "
+            "changes.</p>" + _img(draw_routing(evolution, tmp / "routing.png"), f"routing of trial {best.trial}"))
+
+
 class _FrontTrial:
     """A Pareto trial with the facts the page shows (params and FLOPs whatever the cost axis)."""
 
@@ -205,18 +222,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
                             "layers run left to right.</p>" + _tree_figures(run, study, front, tmp))
         else:
             sections.append("<h2>Pareto front</h2><p class='note'>No completed trial yet.</p>")
-        best, which = _routing_trial(run, study, data.points)
-        if best is not None:
-            evolution = routing_evolution(trial_file(run, study, study.trials[best.trial], "routing.npz"))
-            sections.append(
-                f"<h2>Routing evolution of trial {best.trial}</h2><p class='note'>{which}. Heatmaps: the "
-                "probability of each parent per epoch (bold rows: the routes of the final tree); the dashed line "
-                "marks the epoch from which the argmax tree no longer changes.</p>"
-                + _img(draw_routing(evolution, tmp / "routing.png"), f"routing of trial {best.trial}")
-            )
-        else:
-            sections.append("<h2>Routing evolution</h2><p class='note'>No trial recorded a routing history "
-                            f"(strategy {_e(info.get('strategy'))}).</p>")
+        sections.append(_routing_section(run, study, data.points, info, tmp))
         history = draw_history(study, tmp / "history.png")
         importances = draw_importances(study, tmp / "importances.png")
         sections.append(

@@ -16,6 +16,7 @@ higher tau than one planned that short; only the argmax is derived, which tau do
 
 from __future__ import annotations
 
+import io
 import math
 import time
 from collections.abc import Mapping
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mtnas.core import atomic_write_bytes
 from mtnas.data import DatasetBundle, TaskData
 from mtnas.nn import shared_parameters
 from mtnas.search._methods import METHODS, RoutingContext, check_method
@@ -71,10 +73,10 @@ class SearchResult:
 
     def save_routing(self, path: str | Path) -> Path:
         """Write the routing history as ``routing.npz`` (arrays above plus the task names)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(path, tasks=np.array(self.tree.tasks), **self.routing)
-        return path
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, tasks=np.array(self.tree.tasks), **self.routing)
+        atomic_write_bytes(path, buffer.getvalue())  # a crash leaves the old file or the new one
+        return Path(path)
 
 
 def temperature(epoch: int, cfg: SearchConfig) -> float:

@@ -103,7 +103,7 @@ def run_search(
     if timeout is not None and not 0 < timeout < float("inf"):
         raise MtnasError(f"timeout must be a finite number of seconds > 0, got {timeout}")
     default_name = space_arg.name if isinstance(space_arg, SearchSpace) else Path(str(space_arg)).stem
-    run = _run_folder(runs_dir, name or default_name)
+    run = _run_folder(runs_dir, default_name if name is None else name)
     if resume:
         info = run.info()
         space_arg, strategy, seed = str(run.root / "space.yaml"), info["strategy"], info["seed"]

@@ -9,6 +9,7 @@ module derives, as data, the argmax tree of every epoch: how many nodes of each 
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import NamedTuple
 
@@ -80,9 +81,13 @@ def routing_evolution(npz_path: str | Path) -> RoutingEvolution:
     path = Path(npz_path)
     if not path.is_file():
         raise MtnasError(f"{path}: no routing history there (a 'differentiable' search trial writes routing.npz)")
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {name: data[name] for name in data.files}
-    if "heads" not in arrays:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # truncated, not an npz, pickled
+        raise MtnasError(f"{path}: damaged routing history ({type(exc).__name__}); the trial's tree and "
+                         "metrics are unaffected") from None
+    if "heads" not in arrays or arrays["heads"].ndim != 3:
         raise MtnasError(f"{path}: not a routing history (no 'heads' array); found {sorted(arrays)}")
     heads = arrays["heads"].astype(float)  # (E, T, K_last)
     num_epochs, num_tasks, _ = heads.shape
