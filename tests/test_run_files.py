@@ -112,3 +112,31 @@ def test_ctrl_c_exits_130_in_one_line_and_resume_reruns_the_interrupted_tree(tmp
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(done) == 3
     assert {"all-shared", "independent"} <= {t.user_attrs.get("fixed_tree") for t in done}
+
+
+def test_a_full_disk_is_one_line_and_the_run_resumes(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """ENOSPC while the trials write their files: exit 2 with the machine's reason; once there is
+    room again, --resume finishes the run."""
+    import errno
+
+    from mtnas.core import _io
+
+    space = _space(tmp_path)
+    real, writes = _io.os.replace, []
+
+    def full_after_a_few(src: str, dst: str) -> None:
+        writes.append(dst)
+        if len(writes) > 6:  # the run folder's first files fit, a trial's do not
+            raise OSError(errno.ENOSPC, "No space left on device", dst)
+        real(src, dst)
+
+    monkeypatch.setattr(_io.os, "replace", full_after_a_few)
+    argv = ["search", str(space), "--name", "r", "--runs-dir", str(tmp_path), "--trials", "3", "--quiet",
+            "--strategy", "sampled"]
+    assert main(argv) == 2
+    _one_line(capsys, "No space left on device")
+    monkeypatch.setattr(_io.os, "replace", real)
+    assert main(["search", "--resume", "--name", "r", "--runs-dir", str(tmp_path), "--quiet"]) == 0
+    study = optuna.load_study(study_name="r", storage=f"sqlite:///{tmp_path / 'r' / 'study.db'}")
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) == 3
