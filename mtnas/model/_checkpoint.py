@@ -38,6 +38,7 @@ __all__ = [
     "load_into",
     "load_state",
     "load_weights",
+    "read_safetensors",
     "save_checkpoint",
     "save_state",
     "save_weights",
@@ -93,6 +94,19 @@ def save_weights(
     return path
 
 
+def read_safetensors(path: Path, source: str, what: str = "safetensors file") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and metadata of a ``.safetensors`` file; a damaged one is one line naming ``source``."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise MtnasError(f"{source}: damaged or truncated {what} ({first_line(exc)})") from None
+    return tensors, metadata
+
+
 def load_weights(path: str | Path, *, tree_key: str | None = None) -> dict[str, torch.Tensor]:
     """Read an mtnas weights file, checking its format, its tree and its checksum.
 
@@ -104,17 +118,10 @@ def load_weights(path: str | Path, *, tree_key: str | None = None) -> dict[str, 
         MtnasError: the file is missing, damaged, not mtnas weights, for another tree, or its
             tensors do not match the checksum it was written with.
     """
-    from safetensors import SafetensorError, safe_open
-
     path = Path(path)
     if not path.is_file():
         raise MtnasError(f"{path}: no such weights file")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise MtnasError(f"{path}: damaged or truncated weights file ({first_line(exc)})") from None
+    tensors, metadata = read_safetensors(path, str(path), "weights file")
     fmt = metadata.get("format")
     if fmt != WEIGHTS_FORMAT:
         found = "no format in its metadata" if fmt is None else f"format {fmt!r}"

@@ -50,8 +50,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mtnas.core import MtnasError, atomic_write_bytes, first_few, first_line
-from mtnas.model._checkpoint import WEIGHTS_FORMAT, fit_problems, tensors_sha256, torch_load_checked
+from mtnas.core import MtnasError, atomic_write_bytes, first_few
+from mtnas.model._checkpoint import WEIGHTS_FORMAT, fit_problems, read_safetensors, tensors_sha256, torch_load_checked
 from mtnas.space import BackboneConfig
 
 __all__ = [
@@ -162,14 +162,7 @@ def _read_tensors(path: Path, source: str) -> State:
 
 
 def _read_safetensors(path: Path, source: str) -> State:
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise MtnasError(f"{source}: damaged or truncated safetensors file ({first_line(exc)})") from None
+    tensors, metadata = read_safetensors(path, source)
     if metadata.get("format") == WEIGHTS_FORMAT:
         raise MtnasError(
             f"{source}: this is a trained network's weights file (layers.{{l}}.{{group}}.* and heads), not a backbone; "
