@@ -6,10 +6,15 @@ from mtnas.core._lazy import lazy_exports
 
 __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "._differentiable": ("SearchResult", "search_tree", "split_holdout", "temperature",),
+    "._fixed_routing": (
+        "EXHAUSTIVE", "FixedTreeMethod", "best_partition", "encode_tree", "relative_cost", "tree_fits",
+    ),
     "._methods": (
         "METHODS", "RoutingContext", "RoutingMethod", "check_method", "check_search_space", "co_assignment",
         "path_probs",
     ),
     "._routing": ("DerivedTree", "Routing", "RoutingSample", "effective_branches", "tree_of",),
+    "._rsa": ("RepresentationSimilarity", "rdm", "rsa_dissimilarity",),
     "._supernet": ("Supernet",),
+    "._tag": ("TaskAffinityGrouping", "tag_affinity",),
 })

@@ -223,3 +223,11 @@ def lookahead_affinity(net: Supernet, batch: TaskData, space: SearchSpace, lr: f
 
 METHODS.add("plain", Plain())
 METHODS.add("affinity", Affinity())
+
+# Baselines that choose one tree at the end of warm-up instead of training the routing
+# (mtnas.search._fixed_routing); they import nothing from this module.
+from mtnas.search._rsa import RepresentationSimilarity  # noqa: E402
+from mtnas.search._tag import TaskAffinityGrouping  # noqa: E402
+
+METHODS.add("rsa", RepresentationSimilarity())
+METHODS.add("tag", TaskAffinityGrouping())

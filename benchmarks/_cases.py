@@ -1,0 +1,198 @@
+"""The cases of ``benchmarks/recovery_suite.py``: a built-in space, the reference trees whose training
+verifies its planted ground truth (``claims``), and the recovery criterion of a searched tree.
+
+A claim compares the mean validation accuracy over the tasks of two reference trees, trained with
+the space's own budget by ``mtnas.train.train_tree`` on each seed: ``beats`` holds when the first is
+better on average by more than ``BEAT`` points and on every seed; ``ties`` holds when the mean
+difference is within ``TIE`` points (the noise of these small trainings: one to two points).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from sklearn.metrics import adjusted_rand_score
+
+from mtnas.model import tree_cost
+from mtnas.tree import BranchingTree
+
+BEAT = 0.5  # points of mean accuracy
+TIE = 1.0
+
+Groups = tuple[tuple[str, ...], ...]
+
+
+def ari(partition: Sequence[Sequence[str]] | None, planted: Sequence[Sequence[str]], tasks: Sequence[str]) -> float:
+    """Adjusted Rand index of ``partition`` against ``planted`` over ``tasks`` (0 for None)."""
+    if partition is None:
+        return 0.0
+    label = {t: i for i, g in enumerate(partition) for t in g}
+    truth = {t: i for i, g in enumerate(planted) for t in g}
+    return float(adjusted_rand_score([truth[t] for t in tasks], [label[t] for t in tasks]))
+
+
+@dataclass(frozen=True)
+class Claim:
+    """``better`` beats (or ties) ``worse`` in mean validation accuracy."""
+
+    better: str
+    worse: str
+    kind: str  # "beats" or "ties"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One planted structure.
+
+    Attributes:
+        name: the case's name in the suite.
+        space: the built-in space it searches.
+        about: one line on the structure and the right answer.
+        references: space, bundle -> reference trees by label, trained by ``--truth``.
+        claims: what training those trees must show for the ground truth to hold.
+        criterion: (tree, space, bundle) -> (recovered, detail) for a searched tree.
+        groups: the planted groups (None: the bundle's ``planted_groups``).
+    """
+
+    name: str
+    space: str
+    about: str
+    references: Callable[[object, object], dict[str, BranchingTree]]
+    claims: tuple[Claim, ...]
+    criterion: Callable[[BranchingTree, object, object], tuple[bool, str]]
+
+
+# -- a. digit_gratings ----------------------------------------------------------------------------
+
+DG_WRONG = (("digit", "parity", "orientation"), ("ge5", "frequency", "diagonal"))
+
+
+def _dg_refs(space, bundle) -> dict[str, BranchingTree]:
+    t, n, planted = space.task_names, space.num_layers, bundle.planted_groups
+    return {
+        "all-shared": BranchingTree.all_shared(t, n),
+        "planted after layer 1": BranchingTree.from_split_points(t, n, {1: planted}),
+        "wrong after layer 1": BranchingTree.from_split_points(t, n, {1: DG_WRONG}),
+    }
+
+
+def _first_split_is_planted(tree, space, bundle, planted=None) -> tuple[bool, str]:
+    score = ari(tree.first_split(), planted or bundle.planted_groups, tree.tasks)
+    return score == 1.0, f"ARI {score:.2f} at layer {tree.first_split_layer}"
+
+
+# -- b. three factors of unequal difficulty -----------------------------------------------------
+
+DIGIT, GRATING, LEVEL = ("digit", "parity", "ge5"), ("orientation", "frequency", "diagonal"), ("level", "bright", "level_odd")
+LEVELS_WRONG = tuple(zip(DIGIT, GRATING, LEVEL))  # each group one task of each factor
+
+
+def _levels_refs(space, bundle) -> dict[str, BranchingTree]:
+    t, n = space.task_names, space.num_layers
+    return {
+        "all-shared": BranchingTree.all_shared(t, n),
+        "3 factors after layer 1": BranchingTree.from_split_points(t, n, {1: (DIGIT, GRATING, LEVEL)}),
+        "digit | grating+level after 1": BranchingTree.from_split_points(t, n, {1: (DIGIT, GRATING + LEVEL)}),
+        "digit+level | grating after 1": BranchingTree.from_split_points(t, n, {1: (DIGIT + LEVEL, GRATING)}),
+        "wrong 3 groups after layer 1": BranchingTree.from_split_points(t, n, {1: LEVELS_WRONG}),
+    }
+
+
+def _hard_groups_separated(tree, space, bundle) -> tuple[bool, str]:
+    """At the first split the digit tasks are in one group, the grating tasks in another, and no
+    level task is with the digit tasks. The level tasks are easy (100% on any path) but not
+    harmless: sharing with them costs the digit tasks ~9 points (``--truth``), so they belong with
+    the gratings or alone."""
+    split = tree.first_split()
+    if split is None:
+        return False, "all-shared"
+    group = {t: i for i, g in enumerate(split) for t in g}
+    d, g = {group[t] for t in DIGIT}, {group[t] for t in GRATING}
+    level = ["D" if group[t] in d else "G" if group[t] in g else "o" for t in LEVEL]
+    ok = len(d) == 1 and len(g) == 1 and d != g and "D" not in level
+    return ok, f"digit {'whole' if len(d) == 1 else 'scattered'}, grating {'whole' if len(g) == 1 else 'scattered'}, " \
+               f"{'apart' if d.isdisjoint(g) else 'together'}; levels {''.join(level)} at layer {tree.first_split_layer}"
+
+
+# -- c. synth_attributes ---------------------------------------------------------------------------
+
+def _attr_refs(space, bundle) -> dict[str, BranchingTree]:
+    t, n, planted = space.task_names, space.num_layers, bundle.planted_groups
+    wrong = tuple(tuple(t[i:i + 10]) for i in range(0, len(t), 10))  # attr j is in group j % 4: 2-3 of each
+    return {
+        "all-shared": BranchingTree.all_shared(t, n),
+        "planted after layer 1": BranchingTree.from_split_points(t, n, {1: planted}),
+        "wrong after layer 1": BranchingTree.from_split_points(t, n, {1: wrong}),
+    }
+
+
+# -- d. depth: left | right digits, shared stroke features --------------------------------------
+
+LEFT = ("left_digit", "left_parity", "left_ge5")
+RIGHT = ("right_digit", "right_parity", "right_ge5")
+DEPTH_WRONG = (("left_digit", "left_parity", "right_ge5"), ("right_digit", "right_parity", "left_ge5"))
+#: The split layers that count as right: after the shared early (stroke) layers.
+DEPTH_LAYERS = (2, 3)
+
+
+def _depth_refs(space, bundle) -> dict[str, BranchingTree]:
+    t, n = space.task_names, space.num_layers
+    refs = {"all-shared": BranchingTree.all_shared(t, n)}
+    for layer in range(n):
+        refs[f"left|right at layer {layer}"] = BranchingTree.from_split_points(t, n, {layer: (LEFT, RIGHT)})
+    refs["wrong at layer 2"] = BranchingTree.from_split_points(t, n, {2: DEPTH_WRONG})
+    return refs
+
+
+def _depth_criterion(tree, space, bundle) -> tuple[bool, str]:
+    score = ari(tree.first_split(), (LEFT, RIGHT), tree.tasks)
+    layer = tree.first_split_layer
+    return score == 1.0 and layer in DEPTH_LAYERS, f"ARI {score:.2f} at layer {layer}"
+
+
+# -- e. null: every task reads the same content -------------------------------------------------
+
+def _null_refs(space, bundle) -> dict[str, BranchingTree]:
+    t, n = space.task_names, space.num_layers
+    half = len(t) // 2
+    return {
+        "all-shared": BranchingTree.all_shared(t, n),
+        "halves after layer 1": BranchingTree.from_split_points(t, n, {1: (t[:half], t[half:])}),
+        "independent": BranchingTree.independent(t, n),
+    }
+
+
+#: A tree within this factor of the all-shared tree's parameters counts as the cheapest.
+NULL_COST = 1.1
+
+
+def _cheapest(tree, space, bundle) -> tuple[bool, str]:
+    ratio = tree_cost(tree, space).params / tree_cost(BranchingTree.all_shared(tree.tasks, tree.num_layers), space).params
+    return ratio <= NULL_COST, f"params x{ratio:.2f} of all-shared, first split at {tree.first_split_layer}"
+
+
+CASES: dict[str, Case] = {
+    case.name: case
+    for case in (
+        Case("digit_gratings", "digit_gratings", "2 groups (digit | grating), split early",
+             _dg_refs, (Claim("planted after layer 1", "wrong after layer 1", "beats"),
+                        Claim("planted after layer 1", "all-shared", "beats")), _first_split_is_planted),
+        Case("levels", "digit_grating_levels", "3 factors: digit (hard), grating, level (easy, but harms the digit tasks)",
+             _levels_refs, (Claim("3 factors after layer 1", "wrong 3 groups after layer 1", "beats"),
+                            Claim("3 factors after layer 1", "all-shared", "beats"),
+                            Claim("digit | grating+level after 1", "3 factors after layer 1", "ties"),
+                            Claim("3 factors after layer 1", "digit+level | grating after 1", "beats")),
+             _hard_groups_separated),
+        Case("synth_attributes", "synth_attributes", "40 tasks in 4 planted groups",
+             _attr_refs, (Claim("planted after layer 1", "wrong after layer 1", "beats"),
+                          Claim("planted after layer 1", "all-shared", "beats")), _first_split_is_planted),
+        Case("depth", "multi_digits_depth", "left | right, sharing the early layers (split at 2 or 3)",
+             _depth_refs, (Claim("left|right at layer 2", "left|right at layer 0", "ties"),
+                           Claim("left|right at layer 2", "all-shared", "beats"),
+                           Claim("left|right at layer 2", "wrong at layer 2", "beats")), _depth_criterion),
+        Case("null", "synth_null", "6 tasks on the same content: the cheapest tree",
+             _null_refs, (Claim("halves after layer 1", "all-shared", "ties"),
+                          Claim("independent", "all-shared", "ties")), _cheapest),
+    )
+}

@@ -1,0 +1,150 @@
+"""The recovery suite's cases and criteria, and the tree-choosing methods (rsa, tag): no training here."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks._cases import CASES, DEPTH_LAYERS, LEFT, RIGHT
+from benchmarks.recovery_suite import suite_report
+from mtnas.search import METHODS, Supernet
+from mtnas.search._fixed_routing import best_partition, encode_tree, relative_cost, tree_fits
+from mtnas.search._rsa import rdm, rsa_dissimilarity
+from mtnas.space import load_resolved
+from mtnas.tree import BranchingTree
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    return {name: load_resolved(case.space) for name, case in CASES.items()}
+
+
+def test_every_case_has_a_builtin_space_references_and_claims(loaded) -> None:
+    for name, case in CASES.items():
+        space, bundle = loaded[name]
+        refs = case.references(space, bundle)
+        assert "all-shared" in refs
+        for claim in case.claims:
+            assert claim.better in refs and claim.worse in refs and claim.kind in ("beats", "ties")
+        for tree in refs.values():
+            tree.check_against(space.task_names, space.num_layers)
+
+
+def test_planted_trees_are_recovered_and_all_shared_is_not(loaded) -> None:
+    for name in ("digit_gratings", "synth_attributes"):
+        space, bundle = loaded[name]
+        t, n = space.task_names, space.num_layers
+        planted = BranchingTree.from_split_points(t, n, {1: bundle.planted_groups})
+        assert CASES[name].criterion(planted, space, bundle)[0]
+        assert not CASES[name].criterion(BranchingTree.all_shared(t, n), space, bundle)[0]
+
+
+def test_levels_keeps_the_hard_groups_and_the_levels_off_the_digits(loaded) -> None:
+    space, bundle = loaded["levels"]
+    refs = CASES["levels"].references(space, bundle)
+    crit = CASES["levels"].criterion
+    for label in ("3 factors after layer 1", "digit | grating+level after 1"):
+        assert crit(refs[label], space, bundle)[0], label
+    assert not crit(refs["digit+level | grating after 1"], space, bundle)[0]
+    assert not crit(refs["wrong 3 groups after layer 1"], space, bundle)[0]
+    assert not crit(refs["all-shared"], space, bundle)[0]
+
+
+def test_depth_needs_the_groups_and_the_layer(loaded) -> None:
+    space, bundle = loaded["depth"]
+    t, n = space.task_names, space.num_layers
+    for layer in range(n):
+        tree = BranchingTree.from_split_points(t, n, {layer: (LEFT, RIGHT)})
+        assert CASES["depth"].criterion(tree, space, bundle)[0] == (layer in DEPTH_LAYERS)
+
+
+def test_null_accepts_only_the_cheapest_trees(loaded) -> None:
+    space, bundle = loaded["null"]
+    t, n = space.task_names, space.num_layers
+    assert CASES["null"].criterion(BranchingTree.all_shared(t, n), space, bundle)[0]
+    assert not CASES["null"].criterion(BranchingTree.independent(t, n), space, bundle)[0]
+
+
+def test_encoded_trees_are_derived_back(loaded) -> None:
+    space, bundle = loaded["levels"]
+    net = Supernet.from_space(space)
+    t, n = space.task_names, space.num_layers
+    refs = CASES["levels"].references(space, bundle)
+    deep = BranchingTree.from_split_points(t, n, {0: (t[:3], t[3:]), 2: (t[:3], t[3:6], t[6:])})
+    for tree in [*refs.values(), deep]:
+        encode_tree(net.routing, tree)
+        assert net.routing.derive().tree == tree
+    assert not tree_fits(net.routing, BranchingTree.independent(t, n))  # 9 groups, 3 nodes
+    assert net.routing.derive().tree == deep  # tree_fits leaves the logits alone
+    costs, head = net.block_costs("flops")
+    assert relative_cost(BranchingTree.all_shared(t, n), costs, head) == pytest.approx(1.0)
+    assert relative_cost(refs["3 factors after layer 1"], costs, head) > 2.0
+
+
+def test_rsa_dissimilarity_is_zero_for_equal_representations_and_symmetric() -> None:
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(30, 8, generator=g), torch.randn(30, 8, generator=g)
+    d = rsa_dissimilarity([rdm(a), rdm(a * 2 + 1), rdm(b)])
+    assert d.shape == (3, 3) and np.allclose(d, d.T)
+    assert d[0, 1] == pytest.approx(0.0, abs=1e-9)
+    assert d[0, 2] > 0.5
+
+
+def test_best_partition_climbs_to_the_best_grouping() -> None:
+    truth = np.array([0, 0, 0, 1, 1, 1])
+    affinity = np.where(truth[:, None] == truth[None], 1.0, -1.0)
+
+    def score(labels):
+        return float((affinity * (labels[:, None] == labels[None])).sum())
+
+    labels = best_partition(score, np.array([0, 1, 0, 1, 0, 1]), 2)
+    assert len(set(zip(labels, truth))) == 2
+
+
+def test_the_methods_are_registered_and_cite_their_papers() -> None:
+    assert {"rsa", "tag"} <= set(METHODS.names())
+    assert "Vandenhende" in type(METHODS.get("rsa")).__doc__
+    assert "Fifty" in type(METHODS.get("tag")).__doc__
+
+
+def test_suite_report_counts_cases_at_four_of_five(capsys) -> None:
+    rows = [{"case": "a", "method": m, "seed": s, "recovered": s < k, "seconds": 1.0}
+            for m, k in (("affinity", 4), ("tag", 3)) for s in range(5)]
+    rows += [{"case": "b", "method": "affinity", "seed": s, "recovered": False, "seconds": 2.0} for s in range(5)]
+    suite_report(rows, ["a", "b"], ["affinity", "tag"])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1] == "recovery suite: 1/2 cases at >= 4/5"
+    assert "recovery suite [tag]: 0/1 cases at >= 4/5" in out
+
+
+@pytest.mark.parametrize("method", ["affinity", "rsa", "tag"])
+def test_a_tiny_search_logs_what_its_method_measured(loaded, method: str) -> None:
+    from dataclasses import replace
+
+    from benchmarks.recovery_suite import _capture_state, _diagnostics
+    from mtnas.search import search_tree
+
+    space, bundle = loaded["levels"]
+    space = replace(space, search=replace(space.search, epochs=3, warmup_epochs=2, method=method))
+    small = replace(bundle, train=bundle.train.select(slice(0, 96)))
+    with _capture_state(method) as captured:
+        result = search_tree(space, small, seed=0)
+    diag = _diagnostics(captured["state"], result)
+    assert "init" not in vars(METHODS.get(method))  # the wrapper is gone
+    assert np.asarray(diag["heads"]).shape == (9, 3)
+    key = "dissimilarity" if method == "rsa" else "affinity"
+    assert np.asarray(diag[key]).shape[-2:] == (9, 9)
+    if method != "affinity":
+        assert result.tree == captured["state"].tree
+
+
+def test_small_groupings_are_searched_exactly() -> None:
+    from mtnas.search._fixed_routing import _count_partitions, _partitions
+
+    assert len(_partitions(9, 3)) == _count_partitions(9, 3) == 3025
+    assert len(_partitions(4, 2)) == 7
+    # A score whose best partition hill climbing from this start cannot reach in single moves.
+    best = (0, 0, 1, 1, 1, 0)
+    labels = best_partition(lambda labels: float(tuple(labels) == best), np.array([0, 1, 0, 1, 0, 1]), 2)
+    assert tuple(labels) == best
