@@ -181,7 +181,8 @@ def test_a_killed_search_resumes_with_nothing_lost(tmp_path: Path) -> None:
     assert study.trials[killed].state == optuna.trial.TrialState.FAIL
     retry = [t for t in study.trials if t.user_attrs.get("retry_of") == killed]
     assert len(retry) == 1 and retry[0].state == optuna.trial.TrialState.COMPLETE
-    assert retry[0].params == study.trials[killed].params  # the same trial again
+    # the same trial again: what it had sampled before the kill is kept (the kill may land mid-sampling)
+    assert study.trials[killed].params.items() <= retry[0].params.items()
     assert "is gone" in fail_reason(study, study.trials[killed])
 
 

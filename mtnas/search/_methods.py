@@ -38,6 +38,7 @@ import torch
 
 from mtnas.core import ConfigError, Registry, did_you_mean
 from mtnas.data import TaskData
+from mtnas.search._lookahead import lookahead_losses
 from mtnas.search._routing import RoutingSample
 from mtnas.search._supernet import Supernet
 from mtnas.space import SearchConfig, SearchSpace
@@ -197,28 +198,9 @@ def lookahead_affinity(net: Supernet, batch: TaskData, space: SearchSpace, lr: f
     task j's loss (TAG, Fifty et al. 2021), weighted by j's loss, so harm counts where a task still
     has something to lose; a solved task (loss near 0) neither suffers nor causes weight.
     """
-    path = [blocks[0] for blocks in net.layers]
-    params = [{n: p for n, p in block.named_parameters()} for block in path]
-    # Batch statistics as in training; running statistics are left alone (copies absorb updates).
-    buffers = [{n: b.clone() for n, b in block.named_buffers()} for block in path]
-
-    def losses_with(weights: list[dict[str, torch.Tensor]]) -> torch.Tensor:
-        h = batch.inputs
-        for block, w, buf in zip(path, weights, buffers):
-            h = torch.func.functional_call(block, {**w, **buf}, (h,))
-        out = {task: head(h) for task, head in net.heads.items()}
-        losses = task_losses(out, batch.targets, space, batch.masks)  # 0 for a task unlabelled in the batch
-        return torch.stack([losses[t] for t in space.task_names])
-
-    base = losses_with(params)
-    flat = [p for w in params for p in w.values()]
-    rows = []
-    for i in range(len(space.tasks)):
-        grads = iter(torch.autograd.grad(base[i], flat, retain_graph=True, allow_unused=True))
-        with torch.no_grad():
-            stepped = [{n: p - lr * (g if (g := next(grads)) is not None else 0) for n, p in w.items()} for w in params]
-            rows.append((base - losses_with(stepped)) * base)
-    return torch.stack(rows).detach().cpu()
+    base, stepped = lookahead_losses(net, batch, space, lr)
+    with torch.no_grad():
+        return ((base - stepped) * base).detach().cpu()
 
 
 METHODS.add("plain", Plain())

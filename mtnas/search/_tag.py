@@ -17,7 +17,7 @@ from mtnas.search._fixed_routing import (
     relative_cost,
     tree_fits,
 )
-from mtnas.train import task_losses
+from mtnas.search._lookahead import lookahead_losses
 from mtnas.tree import BranchingTree
 
 __all__ = ["TaskAffinityGrouping", "tag_affinity"]
@@ -25,27 +25,9 @@ __all__ = ["TaskAffinityGrouping", "tag_affinity"]
 
 def tag_affinity(net: Any, batch: Any, space: Any, lr: float) -> torch.Tensor:
     """(T, T) TAG's lookahead affinity on the shared path: ``Z[i, j] = 1 - L_j(w - lr g_i) / L_j(w)``."""
-    path = [blocks[0] for blocks in net.layers]
-    params = [{n: p for n, p in block.named_parameters()} for block in path]
-    buffers = [{n: b.clone() for n, b in block.named_buffers()} for block in path]
-
-    def losses_with(weights: list[dict[str, torch.Tensor]]) -> torch.Tensor:
-        h = batch.inputs
-        for block, w, buf in zip(path, weights, buffers):
-            h = torch.func.functional_call(block, {**w, **buf}, (h,))
-        out = {task: head(h) for task, head in net.heads.items()}
-        losses = task_losses(out, batch.targets, space, batch.masks)
-        return torch.stack([losses[t] for t in space.task_names])
-
-    base = losses_with(params)
-    flat = [p for w in params for p in w.values()]
-    rows = []
-    for i in range(len(space.tasks)):
-        grads = iter(torch.autograd.grad(base[i], flat, retain_graph=True, allow_unused=True))
-        with torch.no_grad():
-            stepped = [{n: p - lr * (g if (g := next(grads)) is not None else 0) for n, p in w.items()} for w in params]
-            rows.append(1 - losses_with(stepped) / base.clamp_min(1e-12))
-    return torch.stack(rows).detach().cpu()
+    base, stepped = lookahead_losses(net, batch, space, lr)
+    with torch.no_grad():
+        return (1 - stepped / base.clamp_min(1e-12)).detach().cpu()
 
 
 class TaskAffinityGrouping(FixedTreeMethod):
