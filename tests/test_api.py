@@ -13,9 +13,29 @@ import mtnas
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def readme_example() -> str:
-    section = (ROOT / "README.md").read_text().split("## Python API", 1)[1]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+def _api_blocks() -> list[tuple[str, str]]:
+    """(language, text) of each fenced block of the README's Python API section, in order."""
+    section = (ROOT / "README.md").read_text().split("## Python API", 1)[1].split("\n## ", 1)[0]
+    blocks, current, lang = [], None, ""
+    for line in section.splitlines():
+        if line.startswith("```"):
+            if current is None:
+                current, lang = [], line[3:].strip()
+            else:
+                blocks.append((lang, "\n".join(current) + "\n"))
+                current = None
+        elif current is not None:
+            current.append(line)
+    return blocks
+
+
+def readme_example(index: int = 0) -> str:
+    return [text for lang, text in _api_blocks() if lang == "python"][index]
+
+
+def readme_output(index: int) -> list[str]:
+    """The lines of the ``index``-th plain block of the section: what an example printed."""
+    return [text for lang, text in _api_blocks() if not lang][index].strip().splitlines()
 
 
 def test_import_mtnas_loads_no_torch() -> None:
@@ -42,3 +62,15 @@ def test_the_readme_example_runs_and_prints_what_it_says(tmp_path: Path) -> None
     tasks = mtnas.load_space("digit_gratings").task_names
     assert lines[-1] == str({t: (4, n) for t, n in zip(tasks, (10, 2, 2, 4, 2, 2))})
     assert (tmp_path / "routing.npz").is_file() and (tmp_path / "runs" / "api" / "retrain" / "final.json").is_file()
+
+
+def test_the_readme_full_budget_search_prints_a_tree_and_the_planted_groups(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", readme_example(1)], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=280)
+    assert proc.returncode == 0, proc.stderr
+    tree_line, planted_line = proc.stdout.strip().splitlines()
+    shown = readme_output(1)
+    assert planted_line == shown[1]  # the planted groups are data: exactly what the README shows
+    assert re.fullmatch(r"(\d+(-\d+)?: [a-z0-9_,]+( / [a-z0-9_,]+)*)( \| \d+(-\d+)?: [a-z0-9_,]+( / [a-z0-9_,]+)*)*",
+                        tree_line), tree_line

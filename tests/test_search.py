@@ -11,7 +11,14 @@ import torch
 
 from mtnas.core import load_plugins
 from mtnas.model import BranchedNet
-from mtnas.search import METHODS, search_tree, temperature
+from mtnas.search import (
+    METHODS,
+    Routing,
+    affinity_prior,
+    scaled_affinity,
+    search_tree,
+    temperature,
+)
 from mtnas.space import BUILTIN_DIR, SearchConfig, load_resolved, space_from_dict
 from tests._spaces import load_builtin
 
@@ -84,3 +91,42 @@ def test_tasks_that_need_opposite_features_are_split(tmp_path: Path, method: str
     result = search_tree(space, bundle, seed=0)
     assert result.tree.groups_at(0) == (("left", "right"),)
     assert result.tree.groups_at(1) == (("left",), ("right",))
+
+
+def test_scaled_affinity_is_in_units_of_the_self_affinity() -> None:
+    raw = torch.tensor([[2.0, 0.5, -0.1], [0.5, 4.0, 0.0], [-0.1, 0.0, 0.0]])
+    a = scaled_affinity(raw)
+    assert torch.allclose(a.diagonal(), torch.zeros(3))
+    assert a[0, 1].item() == pytest.approx(0.5 / 2.0)  # mean self-affinity (2 + 4 + 0) / 3 = 2
+    assert torch.allclose(scaled_affinity(7.0 * raw), a)  # scale-free: the loss's units cancel
+    # Noise between unrelated tasks stays small: it is not stretched to the strongest pair's +-1.
+    noise = torch.tensor([[1.0, 0.01], [0.01, 1.0]])
+    assert scaled_affinity(noise)[0, 1].item() == pytest.approx(0.01)
+
+
+def test_the_affinity_prior_pulls_a_task_as_hard_whatever_the_number_of_tasks() -> None:
+    class Net(torch.nn.Module):
+        def __init__(self, t: int) -> None:
+            super().__init__()
+            self.routing = Routing([f"t{i}" for i in range(t)], (2, 2), (False, True))
+            with torch.no_grad():  # the same logits for the tasks the two sizes have in common
+                self.routing.head_logits.copy_(torch.stack([torch.arange(t) * 0.3, torch.arange(t) * -0.2], 1))
+
+    def pull(t: int) -> torch.Tensor:
+        net = Net(t)
+        a = torch.zeros(t, t)
+        a[0, 1] = a[1, 0] = 0.5  # task 0 helps task 1; the tasks added beyond them are unrelated
+        (grad,) = torch.autograd.grad(affinity_prior(net, a), net.routing.head_logits)
+        return grad[:2]
+
+    small, large = pull(3), pull(40)
+    assert small.abs().sum() > 0
+    assert torch.allclose(small, large[:2], atol=1e-6)
+    # The pull lowers the prior by moving task 0 towards task 1's likelier node.
+    net = Net(3)
+    a = torch.zeros(3, 3)
+    a[0, 1] = a[1, 0] = 0.5
+    before = affinity_prior(net, a)
+    with torch.no_grad():
+        net.routing.head_logits -= 0.5 * torch.autograd.grad(affinity_prior(net, a), net.routing.head_logits)[0]
+    assert affinity_prior(net, a) < before

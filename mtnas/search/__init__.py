@@ -10,8 +10,8 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
         "EXHAUSTIVE", "FixedTreeMethod", "best_partition", "encode_tree", "relative_cost", "tree_fits",
     ),
     "._methods": (
-        "METHODS", "RoutingContext", "RoutingMethod", "check_method", "check_search_space", "co_assignment",
-        "path_probs",
+        "METHODS", "RoutingContext", "RoutingMethod", "affinity_prior", "check_method", "check_search_space",
+        "co_assignment", "path_probs", "scaled_affinity",
     ),
     "._routing": ("DerivedTree", "Routing", "RoutingSample", "effective_branches", "tree_of",),
     "._rsa": ("RepresentationSimilarity", "rdm", "rsa_dissimilarity",),

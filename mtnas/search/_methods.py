@@ -10,19 +10,35 @@ group. Nothing in that gradient measures the harm one task's sharing does to ano
 ``affinity`` (the default) adds that signal, measured inside the supernet:
 
 1. Warm-up trains one shared path (node 0 of every layer: the all-shared tree). On every second
-   step (every ceil(T / 3)-th with more than 6 tasks, so its cost stays flat in T) it measures a lookahead affinity on a fresh batch (TAG, Fifty et al. 2021): for each task
-   i, one SGD step of ``lookahead_lr`` on i's loss alone, and the drop of every task j's loss,
-   weighted by j's loss: ``M[i, j] = (L_j(w) - L_j(w - lr g_i)) * L_j(w)``. The weighting makes
-   harm count where a task still has something to lose: a solved task (loss near 0) is neither
-   hurt nor protected, so the cost term is free to merge it with other solved tasks. ``M + M.T``
-   is averaged with an exponential moving average, so the late warm-up, where easy tasks are
-   solved, dominates.
+   step (every ceil(T / 3)-th with more than 6 tasks, so its cost stays flat in T) it measures a
+   lookahead affinity on a fresh batch (TAG, Fifty et al. 2021): for each task i, one SGD step of
+   ``lookahead_lr`` on i's loss alone, and the drop of every task j's loss, weighted by j's loss:
+   ``M[i, j] = (L_j(w) - L_j(w - lr g_i)) * L_j(w)``. The weighting makes harm count where a task
+   still has something to lose: a solved task (loss near 0) is neither hurt nor protected, so the
+   cost term is free to merge it with other solved tasks. ``M + M.T`` is averaged with an
+   exponential moving average, so the late warm-up, where easy tasks are solved, dominates.
+   Two cheaper measurements were tried and dropped (``benchmarks/README.md``): the first-order
+   form ``lr g_i . g_j L_j`` (one backward pass per task, 1.7x cheaper; it agrees with the
+   lookahead to a correlation of 0.9999 at initialisation but loses the curvature term later,
+   and ``digit_gratings`` recovery fell from 4/5 seeds to 1/5), and measuring only the second
+   half of the warm-up (3/5).
 2. At the end of warm-up every copy of a layer is loaded with the warmed-up shared block, so
    the routing phase starts from shared features rather than from random copies.
-3. Routing steps add ``-affinity_weight * sum_l sum_{i != j} A[i, j] * P_l(i, j share a node)``
-   / (T (T - 1)), with A the affinity scaled so its strongest pair is +-1 and P_l from the
-   routing probabilities (``co_assignment``): helpful pairs are pulled onto one node, harmful
-   pairs pushed apart, and indifferent pairs left to the cost term.
+3. Routing steps add ``-affinity_weight * sum_l sum_{i != j} A[i, j] * P_l(i, j share a node)``,
+   with P_l from the routing probabilities (``co_assignment``) and A the affinity in units of the
+   mean self-affinity (``scaled_affinity``: what a task's step does for its own loss): helpful
+   pairs are pulled onto one node, harmful pairs pushed apart, and indifferent pairs left to the
+   cost term. Two choices make the one default hold across spaces:
+
+   * The unit. Rescaling the strongest pair to +-1 (the first version) turned noise into
+     conflict on a space without structure (``synth_null``: 1 of 5 seeds kept the cheapest
+     tree); next to the self-affinity, noise between unrelated tasks stays small (4 of 5).
+   * No division by the number of pairs. Each task's routing gradient sees its own loss at full
+     weight (the task losses are summed), so the prior's pull on one task must not shrink as
+     tasks are added: summed over its partners, a task with nine helpful partners among 39 is
+     pulled as hard as one with two among five. Divided by T (T - 1), the pull at 40 tasks was
+     1/50 of that at six, and the 40-task groups came out at random (ARI ~0; summed: 0.0-0.6).
+     At six tasks the weight 0.1 is exactly the former weight 3 over T (T - 1) = 30.
 
 On ``digit_gratings`` this moved planted recovery from 0/5 seeds (plain) to 4/5; see
 ``benchmarks/README.md`` for the measurements and the variants that did not work.
@@ -44,8 +60,8 @@ from mtnas.search._supernet import Supernet
 from mtnas.space import SearchConfig, SearchSpace
 from mtnas.train import task_losses
 
-__all__ = ["METHODS", "RoutingContext", "RoutingMethod", "check_method", "check_search_space", "co_assignment",
-           "path_probs"]
+__all__ = ["METHODS", "RoutingContext", "RoutingMethod", "affinity_prior", "check_method", "check_search_space",
+           "co_assignment", "path_probs", "scaled_affinity"]
 
 
 @dataclass
@@ -183,12 +199,24 @@ class Affinity(Plain):
         loss = super().routing_loss(ctx, state, batch, tau)
         if not state.count or not ctx.cfg.affinity_weight:
             return loss
-        t = len(ctx.space.tasks)
-        off = ~torch.eye(t, dtype=torch.bool)
-        a = state.affinity * off
-        a = (a / a.abs().max().clamp_min(1e-12)).to(loss.device)  # scale-free: the strongest pair is +-1
-        prior = -sum((a * shared).sum() for shared in co_assignment(ctx.net)) / (t * (t - 1))
-        return loss + ctx.cfg.affinity_weight * prior
+        return loss + ctx.cfg.affinity_weight * affinity_prior(ctx.net, scaled_affinity(state.affinity).to(loss.device))
+
+
+def affinity_prior(net: Supernet, a: torch.Tensor) -> torch.Tensor:
+    """``-sum_l sum_{i != j} a[i, j] * P_l(i, j share a node)``: lower where helpful pairs share.
+
+    Summed, not averaged over the pairs: a task's pull towards its partners does not shrink as
+    tasks are added, as its own loss in the routing step does not.
+    """
+    return -sum((a * shared).sum() for shared in co_assignment(net))
+
+
+def scaled_affinity(affinity: torch.Tensor) -> torch.Tensor:
+    """The off-diagonal affinity in units of the mean self-affinity (a task's step on its own loss):
+    scale-free, and noise between unrelated tasks stays small next to it (rescaling the strongest
+    pair to +-1 made noise look like conflict on a space without structure)."""
+    off = ~torch.eye(len(affinity), dtype=torch.bool)
+    return affinity * off / affinity.diagonal().mean().clamp_min(1e-12)
 
 
 def lookahead_affinity(net: Supernet, batch: TaskData, space: SearchSpace, lr: float) -> torch.Tensor:

@@ -212,7 +212,7 @@ class SearchRanges:
     cost_weight: tuple[float, float, str] | tuple[float, float] | None = (0.05, 1.0, "log")
     routing_lr: tuple[float, float, str] | tuple[float, float] | None = None
     warmup_epochs: tuple[int, int] | None = None
-    affinity_weight: tuple[float, float] | None = (1.0, 6.0)
+    affinity_weight: tuple[float, float] | None = (0.03, 0.2)
     balancing: tuple[str, ...] | None = None  # choices of training.balancing (categorical)
 
     def _validate(self) -> None:
@@ -262,7 +262,7 @@ class SearchConfig:
     routing_lr: float = bounded(0.05, gt=0.0)
     holdout: float = bounded(0.2, gt=0.0, lt=1.0)
     method: str = "affinity"
-    affinity_weight: float = bounded(3.0, ge=0.0)
+    affinity_weight: float = bounded(0.1, ge=0.0)
     trials: int = bounded(8, ge=1)
     proxy_epochs: int = bounded(5, ge=1)
     stable_epochs: int | None = bounded(None, ge=1)  # stop once the argmax tree stayed unchanged this many routing epochs
