@@ -155,6 +155,7 @@ class AffinityState:
     generator: torch.Generator
     count: int = 0
     steps: int = 0
+    prior: torch.Tensor | None = None  # ``scaled_affinity`` on the routing's device, fixed after warm-up
 
 
 class Affinity(Plain):
@@ -174,12 +175,14 @@ class Affinity(Plain):
         # Warm-up trains one shared path (the all-shared tree), where the affinity is measured.
         return ctx.net.routing.shared_path() if warm else super().weight_sample(ctx, state, tau, warm)
 
-    def after_epoch(self, ctx: RoutingContext, state: Any, epoch: int, warm: bool) -> None:
+    def after_epoch(self, ctx: RoutingContext, state: AffinityState, epoch: int, warm: bool) -> None:
         if epoch == ctx.cfg.warmup_epochs - 1:
             # Every copy starts the routing phase from the warmed-up shared blocks.
             for blocks in ctx.net.layers:
                 for block in blocks[1:]:
                     block.load_state_dict(blocks[0].state_dict())
+            if state.count:  # measured in warm-up only: scaled and moved once, not every routing step
+                state.prior = scaled_affinity(state.affinity).to(ctx.net.routing.head_logits.device)
 
     def after_weight_step(self, ctx: RoutingContext, state: AffinityState, batch: TaskData, warm: bool) -> None:
         state.steps += 1
@@ -197,9 +200,9 @@ class Affinity(Plain):
 
     def routing_loss(self, ctx: RoutingContext, state: AffinityState, batch: TaskData, tau: float) -> torch.Tensor:
         loss = super().routing_loss(ctx, state, batch, tau)
-        if not state.count or not ctx.cfg.affinity_weight:
+        if state.prior is None or not ctx.cfg.affinity_weight:
             return loss
-        return loss + ctx.cfg.affinity_weight * affinity_prior(ctx.net, scaled_affinity(state.affinity).to(loss.device))
+        return loss + ctx.cfg.affinity_weight * affinity_prior(ctx.net, state.prior)
 
 
 def affinity_prior(net: Supernet, a: torch.Tensor) -> torch.Tensor:

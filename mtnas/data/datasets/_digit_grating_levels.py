@@ -19,12 +19,10 @@ lists the three factors.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
-from mtnas.data._bundle import DatasetBundle, TaskData, TaskInfo
-from mtnas.data.datasets._common import check_float, check_int, check_seed, check_total, streams
-from mtnas.data.datasets._digit_gratings import DIGIT_GRATINGS_TASKS, FREQUENCIES, ORIENTATIONS_DEG, SIZE, _gratings
-from mtnas.data.datasets._digits import digit_images, digit_targets, split_pools, upsample
+from mtnas.data._bundle import DatasetBundle, TaskInfo
+from mtnas.data.datasets._common import check_float
+from mtnas.data.datasets._digit_gratings import DIGIT_GRATINGS_TASKS, draw_digit_gratings, task_data
 from mtnas.data.datasets._registry import DATASETS
 
 __all__ = ["DIGIT_GRATING_LEVELS_TASKS", "LEVELS", "make_digit_grating_levels"]
@@ -53,38 +51,14 @@ def make_digit_grating_levels(
         amplitude: peak-to-peak of the grating, relative to the digit's [0, 1] range.
         step: the offset between two adjacent levels.
     """
-    sizes = {
-        split: check_int("digit_grating_levels", f"n_{split}", n, minimum=1)
-        for split, n in (("train", n_train), ("val", n_val), ("test", n_test))
-    }
-    seed = check_seed("digit_grating_levels", seed)
-    check_total("digit_grating_levels", sum(sizes.values()) * (SIZE * SIZE + 9))
-    amplitude = check_float("digit_grating_levels", "amplitude", amplitude, minimum=0.0)
     step = check_float("digit_grating_levels", "step", step, minimum=0.0)
-    images, labels = digit_images()
-    clean = upsample(images, SIZE)
-    pools = split_pools(seed)._asdict()
-    rngs = streams(seed, tuple(sizes))
+    draws = draw_digit_gratings("digit_grating_levels", n_train=n_train, n_val=n_val, n_test=n_test, seed=seed,
+                                amplitude=amplitude, tasks=len(DIGIT_GRATING_LEVELS_TASKS))
     splits = {}
-    for split, n in sizes.items():
-        rng = rngs[split]
-        source = rng.choice(pools[split], size=n)
-        orientation = rng.integers(len(ORIENTATIONS_DEG), size=n)
-        frequency = rng.integers(len(FREQUENCIES), size=n)
-        phase = rng.uniform(0.0, 2 * np.pi, size=n)
-        level = rng.integers(len(LEVELS), size=n)
+    for split, rng, inputs, targets in draws:
+        level = rng.integers(len(LEVELS), size=len(inputs))
         offset = (step * np.asarray(LEVELS)[level]).astype(np.float32)[:, None, None]
-        inputs = clean[source] + _gratings(orientation, frequency, phase, amplitude) + offset
-        targets = {
-            **digit_targets(labels[source]),
-            "orientation": orientation.astype(np.int64),
-            "frequency": frequency.astype(np.int64),
-            "diagonal": (orientation % 2).astype(np.int64),
-            "level": level.astype(np.int64),
-            "bright": (level >= 2).astype(np.int64),
-            "level_odd": (level % 2).astype(np.int64),
-        }
-        splits[split] = TaskData(
-            torch.from_numpy(inputs.astype(np.float32)[:, None]), {k: torch.from_numpy(v) for k, v in targets.items()}
-        )
+        targets.update(level=level.astype(np.int64), bright=(level >= 2).astype(np.int64),
+                       level_odd=(level % 2).astype(np.int64))
+        splits[split] = task_data(inputs + offset, targets)
     return DatasetBundle(**splits, tasks=DIGIT_GRATING_LEVELS_TASKS, planted_groups=PLANTED_GROUPS)

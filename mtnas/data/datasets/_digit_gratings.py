@@ -18,6 +18,8 @@ clipped: they lie in [-amplitude/2, 1 + amplitude/2].
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 
@@ -26,7 +28,8 @@ from mtnas.data.datasets._common import check_float, check_int, check_seed, chec
 from mtnas.data.datasets._digits import digit_images, digit_targets, split_pools, upsample
 from mtnas.data.datasets._registry import DATASETS
 
-__all__ = ["DIGIT_GRATINGS_TASKS", "FREQUENCIES", "ORIENTATIONS_DEG", "SIZE", "make_digit_gratings"]
+__all__ = ["DIGIT_GRATINGS_TASKS", "FREQUENCIES", "ORIENTATIONS_DEG", "SIZE", "draw_digit_gratings", "make_digit_gratings",
+           "task_data"]
 
 #: Side of the square input, in pixels.
 SIZE = 16
@@ -55,31 +58,24 @@ def _gratings(orientation: np.ndarray, frequency: np.ndarray, phase: np.ndarray,
     return (amplitude / 2 * np.sin(arg)).astype(np.float32)
 
 
-@DATASETS.register("digit_gratings")
-def make_digit_gratings(
-    *, n_train: int = 3000, n_val: int = 1000, n_test: int = 1000, seed: int = 0, amplitude: float = 0.6
-) -> DatasetBundle:
-    """Digits under gratings: inputs (N, 1, 16, 16) float32, six classification tasks.
-
-    Args:
-        n_train, n_val, n_test: samples per split. Each digit comes from the split's own pool of
-            source images (see ``split_pools``); the grating's parameters are drawn independently.
-        seed: fixes the pools, the digits and the gratings. The digits drawn do not depend on
-            ``amplitude``, so ``amplitude=0`` gives the same samples without their gratings.
-        amplitude: peak-to-peak of the grating, relative to the digit's [0, 1] range.
-    """
+def draw_digit_gratings(
+    name: str, *, n_train: int, n_val: int, n_test: int, seed: int, amplitude: float, tasks: int
+) -> Iterator[tuple[str, np.random.Generator, np.ndarray, dict[str, np.ndarray]]]:
+    """Checks the arguments of dataset ``name``, then per split ``(split, rng, inputs, targets)``:
+    digits under gratings (N, SIZE, SIZE) float32 and the six tasks' targets. ``rng`` is the
+    split's stream, left where the draws stopped, for a dataset that adds a factor of its own;
+    ``tasks`` (the dataset's task count) bounds the size check."""
     sizes = {
-        split: check_int("digit_gratings", f"n_{split}", n, minimum=1)
+        split: check_int(name, f"n_{split}", n, minimum=1)
         for split, n in (("train", n_train), ("val", n_val), ("test", n_test))
     }
-    seed = check_seed("digit_gratings", seed)
-    check_total("digit_gratings", sum(sizes.values()) * (SIZE * SIZE + 6))
-    amplitude = check_float("digit_gratings", "amplitude", amplitude, minimum=0.0)
+    seed = check_seed(name, seed)
+    check_total(name, sum(sizes.values()) * (SIZE * SIZE + tasks))
+    amplitude = check_float(name, "amplitude", amplitude, minimum=0.0)
     images, labels = digit_images()
     clean = upsample(images, SIZE)  # (1797, 16, 16) in [0, 1]
     pools = split_pools(seed)._asdict()
     rngs = streams(seed, tuple(sizes))
-    splits = {}
     for split, n in sizes.items():
         rng = rngs[split]
         source = rng.choice(pools[split], size=n)
@@ -93,7 +89,28 @@ def make_digit_gratings(
             "frequency": frequency.astype(np.int64),
             "diagonal": (orientation % 2).astype(np.int64),  # classes 1 and 3 are 45 and 135 degrees
         }
-        splits[split] = TaskData(
-            torch.from_numpy(inputs[:, None]), {k: torch.from_numpy(v) for k, v in targets.items()}
-        )
+        yield split, rng, inputs, targets
+
+
+def task_data(inputs: np.ndarray, targets: dict[str, np.ndarray]) -> TaskData:
+    """``TaskData`` of images (N, SIZE, SIZE) as (N, 1, SIZE, SIZE) float32 and their targets."""
+    return TaskData(torch.from_numpy(inputs.astype(np.float32)[:, None]), {k: torch.from_numpy(v) for k, v in targets.items()})
+
+
+@DATASETS.register("digit_gratings")
+def make_digit_gratings(
+    *, n_train: int = 3000, n_val: int = 1000, n_test: int = 1000, seed: int = 0, amplitude: float = 0.6
+) -> DatasetBundle:
+    """Digits under gratings: inputs (N, 1, 16, 16) float32, six classification tasks.
+
+    Args:
+        n_train, n_val, n_test: samples per split. Each digit comes from the split's own pool of
+            source images (see ``split_pools``); the grating's parameters are drawn independently.
+        seed: fixes the pools, the digits and the gratings. The digits drawn do not depend on
+            ``amplitude``, so ``amplitude=0`` gives the same samples without their gratings.
+        amplitude: peak-to-peak of the grating, relative to the digit's [0, 1] range.
+    """
+    draws = draw_digit_gratings("digit_gratings", n_train=n_train, n_val=n_val, n_test=n_test, seed=seed,
+                                amplitude=amplitude, tasks=len(DIGIT_GRATINGS_TASKS))
+    splits = {split: task_data(inputs, targets) for split, _, inputs, targets in draws}
     return DatasetBundle(**splits, tasks=DIGIT_GRATINGS_TASKS, planted_groups=PLANTED_GROUPS)
