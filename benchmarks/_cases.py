@@ -1,8 +1,9 @@
 """The cases of ``benchmarks/recovery_suite.py``: a built-in space, the reference trees whose training
 verifies its planted ground truth (``claims``), and the recovery criterion of a searched tree.
 
-A claim compares the mean validation accuracy over the tasks of two reference trees, trained with
-the space's own budget by ``mtnas.train.train_tree`` on each seed: ``beats`` holds when the first is
+A claim compares two reference trees, trained with the space's own budget by
+``mtnas.train.train_tree`` on each seed, by the case's measure (mean validation accuracy over the
+tasks, or delta-m where tasks have other metrics): ``beats`` holds when the first is
 better on average by more than ``BEAT`` points and on every seed; ``ties`` holds when the mean
 difference is within ``TIE`` points (the noise of these small trainings: one to two points).
 """
@@ -52,7 +53,9 @@ class Case:
         references: space, bundle -> reference trees by label, trained by ``--truth``.
         claims: what training those trees must show for the ground truth to hold.
         criterion: (tree, space, bundle) -> (recovered, detail) for a searched tree.
-        groups: the planted groups (None: the bundle's ``planted_groups``).
+        measure: what ``claims`` compare: ``accuracy`` (mean validation accuracy over the tasks,
+            in points) or ``delta_m`` (validation delta-m against single-task networks of the same
+            budget, in points: for tasks without an accuracy).
     """
 
     name: str
@@ -61,6 +64,7 @@ class Case:
     references: Callable[[object, object], dict[str, BranchingTree]]
     claims: tuple[Claim, ...]
     criterion: Callable[[BranchingTree, object, object], tuple[bool, str]]
+    measure: str = "accuracy"
 
 
 # -- a. digit_gratings ----------------------------------------------------------------------------
@@ -163,6 +167,24 @@ def _null_refs(space, bundle) -> dict[str, BranchingTree]:
     }
 
 
+# -- f. kinds: digit | grating, each factor read by tasks of four kinds -----------------------
+
+KINDS_DIGIT, KINDS_GRATING = ("digit", "stroke", "ink"), ("orientation", "grating_map", "phase")
+#: Grouped by kind, not by factor: the classifications | the dense and regression tasks.
+KINDS_BY_KIND = (("digit", "orientation"), ("stroke", "ink", "grating_map", "phase"))
+KINDS_WRONG = (("digit", "stroke", "phase"), ("orientation", "grating_map", "ink"))
+
+
+def _kinds_refs(space, bundle) -> dict[str, BranchingTree]:
+    t, n = space.task_names, space.num_layers
+    return {
+        "all-shared": BranchingTree.all_shared(t, n),
+        "planted after layer 1": BranchingTree.from_split_points(t, n, {1: (KINDS_DIGIT, KINDS_GRATING)}),
+        "by kind after layer 1": BranchingTree.from_split_points(t, n, {1: KINDS_BY_KIND}),
+        "wrong after layer 1": BranchingTree.from_split_points(t, n, {1: KINDS_WRONG}),
+    }
+
+
 #: A tree within this factor of the all-shared tree's parameters counts as the cheapest.
 NULL_COST = 1.1
 
@@ -194,5 +216,10 @@ CASES: dict[str, Case] = {
         Case("null", "synth_null", "6 tasks on the same content: the cheapest tree",
              _null_refs, (Claim("halves after layer 1", "all-shared", "ties"),
                           Claim("independent", "all-shared", "ties")), _cheapest),
+        Case("kinds", "digit_grating_kinds", "digit | grating, tasks of four kinds, loss scales 1e5 apart",
+             _kinds_refs, (Claim("planted after layer 1", "all-shared", "beats"),
+                           Claim("planted after layer 1", "by kind after layer 1", "beats"),
+                           Claim("planted after layer 1", "wrong after layer 1", "beats")), _first_split_is_planted,
+             measure="delta_m"),
     )
 }

@@ -42,7 +42,7 @@ import torch
 from benchmarks._cases import BEAT, CASES, TIE
 from mtnas.core import format_table
 
-DEFAULT_METHODS = ("affinity", "rsa", "tag")
+DEFAULT_METHODS = ("trained", "pairs", "dmtg", "affinity")
 
 
 def _load(case_name: str, seed: int):
@@ -72,7 +72,10 @@ def _capture_state(method: str):
     """Keep the routing method's state of the search (its affinity or dissimilarity) for the log."""
     from mtnas.search import METHODS
 
-    obj, captured = METHODS.get(method), {}
+    obj, captured = getattr(METHODS.get(method), "routing", None), {}
+    if obj is None:  # not a supernet method: nothing to capture
+        yield captured
+        return
     original = obj.init
 
     def init(ctx):
@@ -88,7 +91,13 @@ def _capture_state(method: str):
 
 def _diagnostics(state, result) -> dict:
     """What to look at when a search misses: the measured task relations and the last routing."""
-    out: dict = {"heads": np.round(result.routing["heads"][-1], 3).tolist()}
+    out: dict = {"heads": np.round(result.routing["heads"][-1], 3).tolist()} if "heads" in result.routing else {}
+    if result.candidates:
+        c = result.candidates
+        out["trained"] = len(c["trees"])
+        best = sorted(range(len(c["trees"])), key=lambda i: -c["score"][i])[:6]
+        out["candidates"] = [[str(c["trees"][i]), round(float(c["delta_m"][i]), 2), round(float(c["cost"][i]), 3),
+                              round(float(c["score"][i]), 2)] for i in best]
     affinity = getattr(state, "affinity", None)
     info = getattr(state, "info", {}) or {}
     for key, value in (("affinity", affinity), ("affinity", info.get("affinity")),
@@ -101,15 +110,22 @@ def _diagnostics(state, result) -> dict:
 
 
 def train_one(case_name: str, label: str, seed: int) -> dict:
-    """Train one reference tree of a case on one seed: mean val accuracy, per-task val accuracy."""
-    from mtnas.train import mean_metric, train_tree
+    """Train one reference tree of a case on one seed: its measure on val and test (mean accuracy
+    over the tasks, or delta-m against single-task networks of the same budget), per-task values."""
+    from mtnas.train import compute_baselines, mean_metric, per_task_delta, train_tree
 
     torch.set_num_threads(1)
+    case = CASES[case_name]
     space, bundle = _load(case_name, seed)
-    tree = CASES[case_name].references(space, bundle)[label]
+    tree = case.references(space, bundle)[label]
     r = train_tree(tree, space, bundle, device=torch.device("cpu"), seed=seed)
-    return {"case": case_name, "label": label, "seed": seed, "val": 100 * mean_metric(r.val),
-            "test": 100 * mean_metric(r.test), "params": r.cost.params,
+    row = {"case": case_name, "label": label, "seed": seed, "params": r.cost.params}
+    if case.measure == "delta_m":
+        base = compute_baselines(space, bundle, device=torch.device("cpu"), seed=seed)
+        per = {split: per_task_delta(getattr(r, split), base.metrics(split), space) for split in ("val", "test")}
+        return {**row, "val": statistics.mean(per["val"].values()), "test": statistics.mean(per["test"].values()),
+                "tasks": per["val"]}
+    return {**row, "val": 100 * mean_metric(r.val), "test": 100 * mean_metric(r.test),
             "tasks": {t: 100 * m.get("accuracy", float("nan")) for t, m in r.val.items()}}
 
 
@@ -151,8 +167,10 @@ def truth_report(rows: list[dict], cases: list[str]) -> bool:
             table.append([label, round(statistics.mean(val), 2), round(spread, 2),
                           round(statistics.mean(by[label][s]["test"] for s in seeds if s in by[label]), 2),
                           next(iter(by[label].values()))["params"]])
-        print(f"\n{name} ({case.space}): {case.about}; mean accuracy over the tasks, {len(seeds)} seeds")
-        print(format_table(["tree", "val acc %", "+-", "test acc %", "params"], table))
+        unit = "delta-m %" if case.measure == "delta_m" else "acc %"
+        print(f"\n{name} ({case.space}): {case.about}; "
+              f"{'delta-m' if case.measure == 'delta_m' else 'mean accuracy over the tasks'}, {len(seeds)} seeds")
+        print(format_table(["tree", f"val {unit}", "+-", f"test {unit}", "params"], table))
         for claim in case.claims:
             common = [s for s in seeds if s in by.get(claim.better, {}) and s in by.get(claim.worse, {})]
             if not common:

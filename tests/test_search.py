@@ -1,4 +1,4 @@
-"""One differentiable search: determinism, routing history, inheritance, no NaN, a planted split."""
+"""One search, every method: determinism, routing history, inheritance, no NaN, a planted split."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from mtnas.space import BUILTIN_DIR, SearchConfig, load_resolved, space_from_dic
 from tests._spaces import load_builtin
 
 BUILTINS = sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml"))
-TINY = {"epochs": 3, "warmup_epochs": 1}
+TINY = {"epochs": 3, "warmup_epochs": 1, "proxy_epochs": 1}
 
 
 def _tiny(name: str):
@@ -41,6 +41,7 @@ def test_temperature_anneals_from_tau0_to_tau_min() -> None:
 
 def test_same_seed_same_tree_and_routing(tmp_path: Path) -> None:
     space, bundle = _tiny("digit_gratings")
+    space = replace(space, search=replace(space.search, method="affinity"))  # a supernet search
     a = search_tree(space, bundle, seed=3)
     b = search_tree(space, bundle, seed=3)
     assert a.tree == b.tree
@@ -57,22 +58,32 @@ def test_same_seed_same_tree_and_routing(tmp_path: Path) -> None:
     assert np.allclose(saved["heads"].sum(-1), 1.0, atol=1e-5)
 
 
-def test_inherited_weights_load_into_the_derived_tree() -> None:
+@pytest.mark.parametrize("method", METHODS.names())
+def test_inherited_weights_load_into_the_derived_tree(method: str) -> None:
     space, bundle = _tiny("digit_gratings")
-    result = search_tree(space, bundle, seed=0)
+    result = search_tree(space, bundle, seed=0, hparams=replace(space.search, method=method))
     model = BranchedNet.from_space(result.tree, space)
     model.load_state_dict(dict(result.weights))  # strict: every key present, every shape right
 
 
-@pytest.mark.parametrize("method", METHODS.names())
-@pytest.mark.parametrize("name", BUILTINS)
-def test_search_runs_without_nan_on_every_space(name: str, method: str) -> None:
+def _runs_without_nan(name: str, method: str) -> None:
     space, bundle = _tiny(name)
     space = replace(space, search=replace(space.search, method=method))
     result = search_tree(space, bundle, seed=0)
     assert all(np.isfinite(v).all() for v in result.routing.values())
+    assert all(np.isfinite(v).all() for k, v in result.candidates.items() if k != "trees")
     assert all(torch.isfinite(w).all() for w in result.weights.values() if w.is_floating_point())
     result.tree.check_against(space.task_names, space.num_layers)
+
+
+@pytest.mark.parametrize("name", BUILTINS)
+def test_search_runs_without_nan_on_every_space(name: str) -> None:
+    _runs_without_nan(name, SearchConfig().method)
+
+
+@pytest.mark.parametrize("method", METHODS.names())
+def test_every_method_runs_without_nan_on_tasks_of_every_kind(method: str) -> None:
+    _runs_without_nan("digit_grating_kinds", method)
 
 
 @pytest.mark.parametrize("method", METHODS.names())

@@ -1,20 +1,27 @@
-"""One differentiable search: learnable sharing routes, the routing supernet, the routing methods
-(a registry) and the search loop that derives a tree.
+"""One search: the search methods (a registry), the trained evidence and local search of the
+default method, the routing supernet with its learnable sharing routes, and ``search_tree``.
 """
 
 from mtnas.core._lazy import lazy_exports
 
 __all__, __getattr__, __dir__ = lazy_exports(__name__, {
-    "._differentiable": ("SearchResult", "search_tree", "split_holdout", "temperature",),
+    "._catalog": ("METHODS", "SearchMethod", "check_method", "check_search_space", "search_tree",),
+    "._differentiable": ("SupernetSearch", "search_supernet", "split_holdout", "temperature",),
+    "._dmtg": ("DMTG",),
+    "._evidence": ("Evaluated", "Evidence", "proxy_result",),
     "._fixed_routing": (
         "EXHAUSTIVE", "FixedTreeMethod", "best_partition", "encode_tree", "relative_cost", "tree_fits",
     ),
+    "._local": ("Split", "climb", "neighbours", "split_of",),
     "._methods": (
-        "METHODS", "RoutingContext", "RoutingMethod", "affinity_prior", "check_method", "check_search_space",
-        "co_assignment", "path_probs", "scaled_affinity",
+        "Affinity", "Plain", "RoutingContext", "RoutingMethod", "affinity_prior", "co_assignment", "path_probs",
+        "scaled_affinity",
     ),
+    "._pairs": ("PAIR_TASKS", "PairModel", "all_partitions", "pair_model",),
+    "._result": ("SearchResult",),
     "._routing": ("DerivedTree", "Routing", "RoutingSample", "effective_branches", "tree_of",),
     "._rsa": ("RepresentationSimilarity", "rdm", "rsa_dissimilarity",),
     "._supernet": ("Supernet",),
     "._tag": ("TaskAffinityGrouping", "tag_affinity",),
+    "._trained": ("PairsSelection", "TrainedSearch", "grouping_model",),
 })

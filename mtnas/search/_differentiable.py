@@ -1,4 +1,4 @@
-"""One differentiable search: train a routing supernet, then read the tree off its routes.
+"""The supernet search: train a routing supernet, then read the tree off its routes.
 
 Warm-up epochs train the weights with the routing frozen at uniform (random paths); then each
 step alternates a weight step on the training part and a routing step (Adam) on a held-out part
@@ -16,67 +16,24 @@ higher tau than one planned that short; only the argmax is derived, which tau do
 
 from __future__ import annotations
 
-import io
 import math
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Sequence
 from itertools import cycle
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from mtnas.core import atomic_write_bytes
 from mtnas.data import DatasetBundle, TaskData
 from mtnas.nn import shared_parameters
-from mtnas.search._methods import METHODS, RoutingContext, check_method
-from mtnas.search._routing import DerivedTree
+from mtnas.search._methods import RoutingContext, RoutingMethod
+from mtnas.search._result import SearchResult
 from mtnas.search._supernet import Supernet
 from mtnas.space import SearchConfig, SearchSpace
 from mtnas.train import Engine, NonFiniteLossError
-from mtnas.tree import BranchingTree
 
-__all__ = ["SearchResult", "search_tree", "split_holdout", "temperature"]
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    """What one search found.
-
-    Attributes:
-        tree: the derived tree (argmax routes, unused nodes pruned, canonical).
-        derived: the tree with the supernet node behind each of its nodes.
-        routing: per-epoch routing probabilities: ``heads`` (E, T, K_last), ``layer{l}``
-            (E, K_l, K_{l-1}), ``tau`` (E,), ``expected_cost`` (E,), ``epoch_seconds`` (E,), and
-            ``unchanged`` (E,): for how many epochs the argmax tree had not changed after each one
-            (0 during warm-up and where it changed). E is the number of epochs run: fewer than
-            ``hparams.epochs`` when the search stopped early.
-        weights: a BranchedNet state dict for ``tree``, inherited from the supernet.
-        seconds: wall time of the search.
-        stopped_epoch: the (0-based) epoch after which ``search.stable_epochs`` stopped the search
-            early, or None when it ran every epoch.
-    """
-
-    tree: BranchingTree
-    derived: DerivedTree
-    routing: Mapping[str, np.ndarray]
-    weights: Mapping[str, torch.Tensor]
-    seconds: float
-    hparams: SearchConfig
-    stopped_epoch: int | None = None
-
-    @property
-    def epochs_run(self) -> int:
-        return len(self.routing["tau"])
-
-    def save_routing(self, path: str | Path) -> Path:
-        """Write the routing history as ``routing.npz`` (arrays above plus the task names)."""
-        buffer = io.BytesIO()
-        np.savez_compressed(buffer, tasks=np.array(self.tree.tasks), **self.routing)
-        atomic_write_bytes(path, buffer.getvalue())  # a crash leaves the old file or the new one
-        return Path(path)
+__all__ = ["SupernetSearch", "search_supernet", "split_holdout", "temperature"]
 
 
 def temperature(epoch: int, cfg: SearchConfig) -> float:
@@ -102,30 +59,31 @@ def _snapshot(net: Supernet) -> dict[str, np.ndarray]:
     return snap
 
 
-def search_tree(
+def search_supernet(
     space: SearchSpace,
     bundle: DatasetBundle,
+    method: RoutingMethod,
     *,
     seed: int,
-    hparams: SearchConfig | None = None,
+    hparams: SearchConfig,
     device: torch.device | str = "cpu",
-    branches: int | None = None,
+    branches: int | Sequence[int] | None = None,
     progress: bool = False,
 ) -> SearchResult:
-    """Run one differentiable search on a resolved ``space`` and derive its tree.
+    """Train a routing supernet on a resolved ``space`` with the routing ``method`` and derive its tree.
 
     Args:
         space: a resolved search space (``SearchSpace.resolve``).
         bundle: its dataset; routing steps use a held-out part of ``bundle.train``.
+        method: what the routing steps optimise (``mtnas.search._methods``).
         seed: fixes weights, sampling and the held-out part (same seed, same tree on the CPU).
-        hparams: search hyperparameters; the space's ``search`` section by default.
+        hparams: search hyperparameters.
         branches: K per layer, overriding the space's ``routing.max_branches``.
     """
     from tqdm.auto import tqdm
 
-    cfg = hparams or space.search
+    cfg = hparams
     device = torch.device(device)
-    method = METHODS.get(check_method(cfg))
     torch.manual_seed(seed)
     net = Supernet.from_space(space, branches).to(device)
     weight_part, routing_part = (
@@ -192,3 +150,24 @@ def search_tree(
         hparams=cfg,
         stopped_epoch=stopped,
     )
+
+
+class SupernetSearch:
+    """A search method that trains a routing supernet with one routing method (``search_supernet``).
+
+    Attributes:
+        routing: the routing method (``plain``, ``affinity``, ``rsa``, ``tag``).
+        uses: the ``search`` hyperparameters it reads (the ones a study's trials sample).
+    """
+
+    kind = "supernet"
+
+    def __init__(self, routing: RoutingMethod, uses: Sequence[str]) -> None:
+        self.routing = routing
+        self.uses = tuple(uses)
+
+    def search(self, space: SearchSpace, bundle: DatasetBundle, *, seed: int, hparams: SearchConfig,
+               device: torch.device | str = "cpu", branches: int | Sequence[int] | None = None,
+               progress: bool = False, eval_seed: int | None = None) -> SearchResult:
+        return search_supernet(space, bundle, self.routing, seed=seed, hparams=hparams, device=device,
+                               branches=branches, progress=progress)

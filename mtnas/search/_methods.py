@@ -1,4 +1,4 @@
-"""Routing methods: what a routing step of the differentiable search optimises.
+"""Routing methods: what a routing step of the supernet search optimises.
 
 ``plain``: the task losses of a sampled tree on held-out data plus ``cost_weight`` times the
 expected cost (BMTAS, Bruggemann et al. 2020; Learning to Branch, Guo et al. 2020). Its blind
@@ -52,7 +52,6 @@ from typing import Any, Protocol
 
 import torch
 
-from mtnas.core import ConfigError, Registry, did_you_mean
 from mtnas.data import TaskData
 from mtnas.search._lookahead import lookahead_losses
 from mtnas.search._routing import RoutingSample
@@ -60,8 +59,8 @@ from mtnas.search._supernet import Supernet
 from mtnas.space import SearchConfig, SearchSpace
 from mtnas.train import task_losses
 
-__all__ = ["METHODS", "RoutingContext", "RoutingMethod", "affinity_prior", "check_method", "check_search_space",
-           "co_assignment", "path_probs", "scaled_affinity"]
+__all__ = ["Affinity", "Plain", "RoutingContext", "RoutingMethod", "affinity_prior", "co_assignment", "path_probs",
+           "scaled_affinity"]
 
 
 @dataclass
@@ -86,26 +85,6 @@ class RoutingMethod(Protocol):
     def routing_loss(self, ctx: RoutingContext, state: Any, batch: TaskData, tau: float) -> torch.Tensor: ...
 
     def after_epoch(self, ctx: RoutingContext, state: Any, epoch: int, warm: bool) -> None: ...
-
-
-METHODS: Registry[RoutingMethod] = Registry("routing method")
-
-
-def check_method(cfg: SearchConfig, where: str = "search") -> str:
-    """``cfg.method`` if it names a registered routing method; else a ConfigError at its key path."""
-    if cfg.method not in METHODS:
-        raise ConfigError(
-            f"{where}.method: unknown routing method {cfg.method!r}{did_you_mean(cfg.method, METHODS.names())}; "
-            f"valid: {', '.join(METHODS.names())}"
-        )
-    return cfg.method
-
-
-def check_search_space(space: SearchSpace) -> SearchSpace:
-    """What a search needs of a parsed space beyond its schema (the routing method is a search
-    component, registered here); called before any study or search starts."""
-    check_method(space.search, f"{space.name or 'space'}.search")
-    return space
 
 
 def path_probs(net: Supernet) -> list[torch.Tensor]:
@@ -232,15 +211,3 @@ def lookahead_affinity(net: Supernet, batch: TaskData, space: SearchSpace, lr: f
     base, stepped = lookahead_losses(net, batch, space, lr)
     with torch.no_grad():
         return ((base - stepped) * base).detach().cpu()
-
-
-METHODS.add("plain", Plain())
-METHODS.add("affinity", Affinity())
-
-# Baselines that choose one tree at the end of warm-up instead of training the routing
-# (mtnas.search._fixed_routing); they import nothing from this module.
-from mtnas.search._rsa import RepresentationSimilarity  # noqa: E402
-from mtnas.search._tag import TaskAffinityGrouping  # noqa: E402
-
-METHODS.add("rsa", RepresentationSimilarity())
-METHODS.add("tag", TaskAffinityGrouping())

@@ -37,6 +37,11 @@ def _through(x: torch.Tensor, weights: torch.Tensor | None, row: int, col: int) 
     return x * weights[row, col]
 
 
+def _mix(logits: torch.Tensor, tau: float | None) -> torch.Tensor:
+    """Soft route weights: softmax of ``logits``, or a Gumbel-softmax sample at ``tau``."""
+    return logits.softmax(-1) if tau is None else F.gumbel_softmax(logits, tau=tau, hard=False)
+
+
 class Supernet(nn.Module):
     """Blocks ``layers[l][k]`` (K_l copies of block l), task heads, and their routing.
 
@@ -108,21 +113,23 @@ class Supernet(nn.Module):
 
     def forward_soft(self, x: torch.Tensor, tau: float | None = None) -> dict[str, torch.Tensor]:
         """Every node fed the mix of its parents: softmax weights, or Gumbel-softmax at ``tau``."""
-        def mix(logits: torch.Tensor) -> torch.Tensor:
-            return logits.softmax(-1) if tau is None else F.gumbel_softmax(logits, tau=tau, hard=False)
+        feats = self.last_features_soft(x, tau)  # (K_last, B, ...)
+        w = _mix(self.routing.head_logits, tau)  # (T, K_last)
+        mixed = torch.einsum("tk,k...->t...", w, feats)
+        return {task: head(mixed[t]) for t, (task, head) in enumerate(self.heads.items())}
 
+    def last_features_soft(self, x: torch.Tensor, tau: float | None = None) -> torch.Tensor:
+        """(K_last, B, ...) the last layer's node outputs, every node fed the mix of its parents."""
         feats = torch.stack([block(x) for block in self.layers[0]])  # (K_0, B, ...)
         for layer in range(1, len(self.layers)):
             logits = self.routing.layer_logits(layer)
             if logits is None:
                 inputs = list(feats)
             else:
-                w = mix(logits)  # (K_l, K_{l-1})
+                w = _mix(logits, tau)  # (K_l, K_{l-1})
                 inputs = list(torch.einsum("kj,j...->k...", w, feats))
             feats = torch.stack([block(inp) for block, inp in zip(self.layers[layer], inputs)])
-        w = mix(self.routing.head_logits)  # (T, K_last)
-        mixed = torch.einsum("tk,k...->t...", w, feats)
-        return {task: head(mixed[t]) for t, (task, head) in enumerate(self.heads.items())}
+        return feats
 
     # -- cost ----------------------------------------------------------------------------------
 

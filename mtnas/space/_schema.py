@@ -213,6 +213,7 @@ class SearchRanges:
     routing_lr: tuple[float, float, str] | tuple[float, float] | None = None
     warmup_epochs: tuple[int, int] | None = None
     affinity_weight: tuple[float, float] | None = (0.03, 0.2)
+    gain_per_cost: tuple[float, float, str] | tuple[float, float] | None = (1.0, 25.0, "log")
     balancing: tuple[str, ...] | None = None  # choices of training.balancing (categorical)
 
     def _validate(self) -> None:
@@ -261,10 +262,11 @@ class SearchConfig:
     cost_metric: Literal["flops", "params"] = "flops"
     routing_lr: float = bounded(0.05, gt=0.0)
     holdout: float = bounded(0.2, gt=0.0, lt=1.0)
-    method: str = "affinity"
+    method: str = "trained"
     affinity_weight: float = bounded(0.1, ge=0.0)
+    gain_per_cost: float = bounded(5.0, ge=0.0)  # trained methods: delta-m points per all-shared net of extra cost
     trials: int = bounded(8, ge=1)
-    proxy_epochs: int = bounded(5, ge=1)
+    proxy_epochs: int | None = bounded(None, ge=1)  # None: training.epochs (trees learn as in a real training)
     stable_epochs: int | None = bounded(None, ge=1)  # stop once the argmax tree stayed unchanged this many routing epochs
     pruner: str | None = None  # stop a trial's proxy training once it is clearly dominated (see mtnas.study)
     ranges: SearchRanges = field(default_factory=SearchRanges)
@@ -369,6 +371,13 @@ class SearchSpace:
             raise MtnasError(f"with_budget: epochs must be >= 1, got {epochs}")
         search = replace(self.search, epochs=2 * epochs, warmup_epochs=epochs, proxy_epochs=epochs)
         return replace(self, training=replace(self.training, epochs=epochs), search=search)
+
+    @property
+    def proxy_epochs(self) -> int:
+        """The epochs every tree a search compares is trained for: ``search.proxy_epochs``, by
+        default the training budget itself (evidence from trainings long enough for each task to
+        learn; a shorter budget favours the tasks that learn fast)."""
+        return self.search.proxy_epochs or self.training.epochs
 
     @property
     def is_resolved(self) -> bool:

@@ -1,7 +1,7 @@
 """Trial files in an Optuna artifact store, so a run can be read from any machine.
 
 Every trial uploads its files (``arch.json``, ``metrics.json``, ``tree.png`` and, for
-differentiable trials, ``routing.npz`` and ``inherited.safetensors``) to the study's artifact
+search trials, ``routing.npz`` or ``candidates.json`` and ``inherited.safetensors``) to the study's artifact
 store and records their ids in its ``artifacts`` user attribute. The store is named by URL in the
 study's settings:
 
@@ -34,6 +34,7 @@ TRIAL_FILES = {
     "metrics.json": "application/json",
     "tree.png": "image/png",
     "routing.npz": "application/octet-stream",
+    "candidates.json": "application/json",
     "inherited.safetensors": "application/octet-stream",
 }
 

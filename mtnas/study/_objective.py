@@ -1,9 +1,10 @@
-"""One trial of ``mtnas search``: get a tree (an enqueued fixed tree or the strategy's), train it
-briefly, score it, and write its files.
+"""One trial of ``mtnas search``: get a tree (an enqueued fixed tree or the strategy's), train it,
+score it, and write its files.
 
-The tree is trained for ``search.proxy_epochs`` and scored by delta-m on the validation split
-against single-task baselines of the same budget; its objective values are looked up by name
-(``mtnas.study._objectives``). A tree already evaluated in the study (same loss balancing) is not
+The tree is trained for the search's budget (``SearchSpace.proxy_epochs``) and scored by delta-m
+on the validation split against single-task baselines of the same budget; a tree the trial's
+search trained already is read from the trained-tree cache (``mtnas.search.proxy_result``). Its
+objective values are looked up by name (``mtnas.study._objectives``). A tree already evaluated in the study (same loss balancing) is not
 retrained: its result is reused. The independent tree is the single-task baselines themselves
 (one network per task; trained once, batched): its result is read off them, delta-m 0. A NaN/inf
 loss fails the trial with its reason.
@@ -12,7 +13,6 @@ loss fails the trial with its reason.
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from typing import Any
 
 import optuna
@@ -20,13 +20,14 @@ import optuna
 from mtnas.core import __version__, atomic_write_text
 from mtnas.data import DatasetBundle
 from mtnas.model import tree_cost
+from mtnas.search import proxy_result
 from mtnas.space import SearchSpace
 from mtnas.study._artifacts import open_artifact_store, upload_trial_files
 from mtnas.study._liveness import mark_alive, wait_for_turn
 from mtnas.study._objectives import OBJECTIVES, cost_objective
 from mtnas.study._pruning import epoch_monitor
 from mtnas.study._strategies import STRATEGIES, TrialContext, trial_space
-from mtnas.train import Baselines, NonFiniteLossError, delta_m, train_tree
+from mtnas.train import Baselines, NonFiniteLossError, delta_m, proxy_space, train_tree
 from mtnas.tree import Architecture, BranchingTree
 from mtnas.viz import draw_tree, tree_title
 
@@ -37,15 +38,6 @@ FIXED = {"all-shared": BranchingTree.all_shared, "independent": BranchingTree.in
 #: Loss balancings under which a tree of disjoint networks trains each network as alone (the
 #: summed loss, and PCGrad, which never projects gradients of parameters no two tasks share).
 SUM_OF_SOLO_LOSSES = ("equal", "pcgrad")
-
-
-def proxy_space(space: SearchSpace) -> SearchSpace:
-    """The space with the trials' short training budget (``search.proxy_epochs``).
-
-    Trial trees and the single-task baselines of delta-m are both trained on it, so delta-m
-    compares like with like.
-    """
-    return replace(space, training=replace(space.training, epochs=space.search.proxy_epochs))
 
 
 def _evaluated(study: optuna.Study, key: str, balancing: str) -> optuna.trial.FrozenTrial | None:
@@ -88,7 +80,10 @@ def evaluate_trial(
                 cost = tree_cost(tree, space).to_dict()[cost_objective(ctx.objectives) or "flops"]
                 monitor = epoch_monitor(trial, space.search.pruner, float(cost),
                                         lambda val: delta_m(val, baselines.metrics("val"), space))
-                result = train_tree(tree, proxy_space(space), bundle, device=ctx.device, seed=ctx.seed, monitor=monitor)
+                result = (proxy_result(tree, proxy_space(space), bundle, device=ctx.device, seed=ctx.seed)
+                          if monitor is None  # a tree the trial's search trained already is not trained again
+                          else train_tree(tree, proxy_space(space), bundle, device=ctx.device, seed=ctx.seed,
+                                          monitor=monitor))
         except NonFiniteLossError as exc:
             trial.set_user_attr("fail_reason", str(exc))  # the trial fails with its reason; the study goes on
             raise

@@ -1,7 +1,8 @@
 """How a trial gets its tree: a strategy (``--strategy``), and the Optuna samplers (``--sampler``).
 
-``differentiable``: the trial samples the search hyperparameters from ``search.ranges`` and runs
-one differentiable search (``mtnas.search``). ``sampled``: the trial samples the tree itself,
+``differentiable``: the trial samples the search hyperparameters its method reads from
+``search.ranges`` and runs one search (``mtnas.search.search_tree``: the trained default, or a
+supernet method). ``sampled``: the trial samples the tree itself,
 define-by-run: per layer, per current group, a split label per task (the black-box baseline).
 """
 
@@ -17,7 +18,7 @@ import torch
 from mtnas.core import Registry
 from mtnas.data import DatasetBundle
 from mtnas.model import save_weights
-from mtnas.search import search_tree
+from mtnas.search import METHODS, check_method, search_tree
 from mtnas.space import SearchSpace
 from mtnas.study._run import INHERITED, SearchRun
 from mtnas.tree import BranchingTree
@@ -69,11 +70,19 @@ def trial_space(trial: optuna.Trial | optuna.trial.FrozenTrial, space: SearchSpa
     return space if balancing is None else replace(space, training=replace(space.training, balancing=balancing))
 
 
+#: Ranges every trial samples whatever the method: the branches per layer and the loss balancing.
+_ALWAYS = ("max_branches", "balancing")
+
+
 @STRATEGIES.register("differentiable")
 def differentiable(trial: optuna.Trial, space: SearchSpace, bundle: DatasetBundle, ctx: TrialContext) -> BranchingTree:
-    """One differentiable search with hyperparameters sampled from ``search.ranges``."""
+    """One search with the space's method (``search.method``), with the hyperparameters that method
+    reads sampled from ``search.ranges``. Trained methods train their trees with the study's seed, so
+    every trial's trees compare like for like and a tree trained once is not trained again."""
     ranges = space.search.ranges
-    values = {name: _suggest(trial, name, spec) for name, spec in vars(ranges).items() if spec is not None}
+    method = METHODS.get(check_method(space.search))
+    values = {name: _suggest(trial, name, spec) for name, spec in vars(ranges).items()
+              if spec is not None and (name in method.uses or name in _ALWAYS)}
     branches = values.pop("max_branches", None)
     values.pop("balancing", None)  # a training setting: see trial_space
     space = trial_space(trial, space)
@@ -82,12 +91,15 @@ def differentiable(trial: optuna.Trial, space: SearchSpace, bundle: DatasetBundl
         cfg = replace(cfg, tau_min=cfg.tau0)
     if cfg.warmup_epochs >= cfg.epochs:
         cfg = replace(cfg, warmup_epochs=cfg.epochs - 1)
-    result = search_tree(space, bundle, seed=ctx.seed + trial.number, hparams=cfg, device=ctx.device, branches=branches)
+    result = search_tree(space, bundle, seed=ctx.seed + trial.number, hparams=cfg, device=ctx.device, branches=branches,
+                         eval_seed=ctx.seed)
     folder = ctx.run.trial_dir(trial.number)
     result.save_routing(folder / "routing.npz")
-    # the supernet weights the derived tree inherits: `mtnas export --with-weights` ships them
+    result.save_candidates(folder / "candidates.json")
+    # the weights the tree starts from: `mtnas export --with-weights` ships them
+    source = f"supernet of trial {trial.number}" if result.derived is not None else f"proxy training in trial {trial.number}"
     save_weights(folder / INHERITED, result.weights, tree_key=result.tree.key,
-                 extra_metadata={"tree": result.tree.describe(), "source": f"supernet of trial {trial.number}"})
+                 extra_metadata={"tree": result.tree.describe(), "source": source})
     trial.set_user_attr("search_seconds", result.seconds)
     return result.tree
 

@@ -5,8 +5,11 @@ single-task baselines and delta-m, and ``mtnas retrain`` (devices, precision, DD
 from mtnas.core._lazy import lazy_exports
 
 __all__, __getattr__, __dir__ = lazy_exports(__name__, {
-    "._baselines": ("Baselines", "cache_dir", "compute_baselines",),
-    "._batched": ("SingleTaskStack", "single_task_space", "train_single_tasks",),
+    "._baselines": ("Baselines", "cache_dir", "compute_baselines", "proxy_space",),
+    "._batched": (
+        "SingleTaskStack", "TreeStack", "single_task_space", "subset_space", "train_single_tasks",
+        "train_subset_networks", "train_trees",
+    ),
     "._delta_m": ("delta_m", "per_task_delta",),
     "._device": (
         "DTYPES", "Dist", "PRECISIONS", "autocast", "pick_device", "process_group", "resolve_precision",
@@ -15,7 +18,7 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "._engine": (
         "Engine", "NonFiniteLossError", "OPTIMIZERS", "SCHEDULES", "TrainResult", "check_finite", "train_model",
     ),
-    "._fixed_tree": ("TreeResult", "mean_metric", "train_tree",),
+    "._fixed_tree": ("TreeResult", "mean_metric", "train_tree", "train_tree_model",),
     "._prefetch": ("prefetch_batches",),
     "._reports": ("BaselinesReport", "TrainReport", "compare_rows", "resolve_tree", "run_baselines", "run_train",),
     "._retrain": ("DATA_PLACEMENTS", "INITS", "RetrainReport", "curve_data", "data_placement", "retrain",),

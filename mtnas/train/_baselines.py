@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +29,18 @@ from mtnas.train._engine import TaskMetrics
 from mtnas.train._fixed_tree import TreeResult, train_tree
 from mtnas.tree import BranchingTree
 
-__all__ = ["Baselines", "cache_dir", "compute_baselines"]
+__all__ = ["Baselines", "cache_dir", "compute_baselines", "proxy_space"]
 
 FORMAT_VERSION = 1
+
+
+def proxy_space(space: SearchSpace) -> SearchSpace:
+    """The space with the search's training budget (``SearchSpace.proxy_epochs``).
+
+    Trial trees, the trees a search trains as evidence and the single-task baselines of delta-m
+    are all trained on it, so delta-m compares like with like.
+    """
+    return replace(space, training=replace(space.training, epochs=space.proxy_epochs))
 
 
 def cache_dir() -> Path:

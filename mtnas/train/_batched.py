@@ -1,4 +1,8 @@
-"""The T single-task networks of delta-m trained as one model: stacked weights under ``torch.vmap``.
+"""Networks that share no weight trained as one model: stacked weights under ``torch.vmap``.
+
+The T single-task networks of delta-m, every pair's network of the trained search and the
+candidate trees of one wiring it compares (``TreeStack``, ``train_trees``) train this way. What
+follows is said of the single-task networks; it holds for any such set of trees.
 
 Each single-task baseline is ``BranchedNet.from_space(all_shared((task,)), one-task space)`` built
 after ``torch.manual_seed(seed)`` and trained by ``train_model`` with the same seed, so all T runs
@@ -36,14 +40,15 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state
 
-from mtnas.data import DatasetBundle
+from mtnas.data import DatasetBundle, TaskData
 from mtnas.model import BranchedNet, tree_cost
 from mtnas.space import SearchSpace
 from mtnas.train._engine import train_model
-from mtnas.train._fixed_tree import TreeResult, train_tree
+from mtnas.train._fixed_tree import TreeResult, train_tree, train_tree_model
 from mtnas.tree import BranchingTree
 
-__all__ = ["SingleTaskStack", "single_task_space", "train_single_tasks"]
+__all__ = ["SingleTaskStack", "TreeStack", "single_task_space", "subset_space", "train_single_tasks",
+           "train_subset_networks", "train_trees"]
 
 
 def single_task_space(space: SearchSpace, task: str) -> SearchSpace:
@@ -55,10 +60,16 @@ def single_task_space(space: SearchSpace, task: str) -> SearchSpace:
     return replace(space, tasks=(space.task(task),), training=replace(space.training, balancing="equal"))
 
 
+def subset_space(space: SearchSpace, tasks: Sequence[str]) -> SearchSpace:
+    """The space of a network serving ``tasks`` alone (one task: ``single_task_space``)."""
+    if len(tasks) == 1:
+        return single_task_space(space, tasks[0])
+    return replace(space, tasks=tuple(space.task(t) for t in tasks))
+
+
 def _single_net(space: SearchSpace, task: str, seed: int) -> BranchedNet:
     """Task ``task``'s baseline network with the initial weights it gets when trained alone."""
-    torch.manual_seed(seed)
-    return BranchedNet.from_space(BranchingTree.all_shared((task,), space.num_layers), single_task_space(space, task))
+    return _net(space, BranchingTree.all_shared((task,), space.num_layers), seed)
 
 
 def _structure(module: nn.Module) -> tuple:
@@ -119,30 +130,96 @@ class _Stacked(nn.Module):
         return {n: t[g].detach() for n, t in {**params, **buffers}.items()}
 
 
-class SingleTaskStack(nn.Module):
+def _wiring(net: BranchedNet) -> tuple[tuple[int, ...], ...]:
+    """Which node of the layer below feeds each node of every layer: what must agree for trees to stack."""
+    return tuple(tuple(p) for p in net._parents)
+
+
+class TreeStack(nn.Module):
+    """M trees of one wiring (the same nodes per layer, fed by the same parents), each with its own
+    weights and its own tasks, as one module: every node runs its M copies stacked under
+    ``torch.vmap``, then each (member, task) head, stacked with the heads of the same structure.
+
+    Trees of one wiring: all-shared networks of any task subsets (the single-task baselines, every
+    pair of tasks), or trees that split once at the same layer into the same number of groups,
+    whatever their groups. ``forward`` maps inputs (B, ...) to ``{key: output}``, one key per
+    (member, task) (``keys[m][i]`` for task ``trees[m].tasks[i]``). Train it with ``train_model``
+    on the space whose tasks are those keys (``_member_problem``) and a balancing that weighs each
+    task on its own (``STACKABLE_BALANCING``): the members share no parameter, so the summed loss
+    trains each as alone.
+    """
+
+    def __init__(self, nets: Sequence[BranchedNet], keys: Sequence[Sequence[str]]) -> None:
+        super().__init__()
+        wiring = _wiring(nets[0])
+        if any(_wiring(net) != wiring for net in nets):
+            raise ValueError("trees of different wirings cannot stack")
+        self.wiring = wiring
+        self.members = tuple(net.tree.tasks for net in nets)
+        #: (member, task, output key, last-layer node) of every head, in order
+        self.outputs = tuple((m, task, key, net._head_node[task]) for m, (net, ks) in enumerate(zip(nets, keys))
+                             for task, key in zip(net.tree.tasks, ks))
+        self.nodes = nn.ModuleList(
+            nn.ModuleList(_Stacked([net.layers[layer][j] for net in nets]) for j in range(len(parents)))
+            for layer, parents in enumerate(wiring)
+        )
+        groups: dict[tuple, list[int]] = {}
+        for i, (m, task, _, _) in enumerate(self.outputs):
+            groups.setdefault(_structure(nets[m].heads[task]), []).append(i)
+        #: the heads of each stacked head group, as indices into ``outputs``
+        self.head_groups = tuple(tuple(g) for g in groups.values())
+        self.heads = nn.ModuleList(
+            _Stacked([nets[self.outputs[i][0]].heads[self.outputs[i][1]] for i in g]) if len(g) > 1
+            else nets[self.outputs[g[0]][0]].heads[self.outputs[g[0]][1]]
+            for g in self.head_groups
+        )
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:  # (B, ...) -> {key: (B, ...)}
+        feats: list[torch.Tensor] = []
+        for layer, nodes in enumerate(self.nodes):
+            if layer == 0:
+                feats = [node(x, shared_input=True) for node in nodes]  # (M, B, ...) each
+            else:
+                feats = [node(feats[p], shared_input=False) for node, p in zip(nodes, self.wiring[layer])]
+        last = torch.stack(feats)  # (K_last, M, B, ...)
+        out: dict[str, torch.Tensor] = {}
+        for group, head in zip(self.head_groups, self.heads):
+            nodes = torch.tensor([self.outputs[i][3] for i in group], device=last.device)
+            members = torch.tensor([self.outputs[i][0] for i in group], device=last.device)
+            inputs = last[nodes, members]  # (G, B, ...)
+            if isinstance(head, _Stacked):
+                out.update({self.outputs[i][2]: y for i, y in zip(group, head(inputs, shared_input=False).unbind(0))})
+            else:
+                out[self.outputs[group[0]][2]] = head(inputs[0])
+        return {key: out[key] for _, _, key, _ in self.outputs}
+
+    def member_states(self) -> list[dict[str, torch.Tensor]]:
+        """Each member as a ``BranchedNet`` state dict (``layers.{l}.{j}.*``, ``heads.{task}.*``)."""
+        states: list[dict[str, torch.Tensor]] = [{} for _ in self.members]
+        for layer, nodes in enumerate(self.nodes):
+            for j, node in enumerate(nodes):
+                for m, state in enumerate(states):
+                    state.update({f"layers.{layer}.{j}.{k}": v for k, v in node.member_state(m).items()})
+        for group, head in zip(self.head_groups, self.heads):
+            for g, i in enumerate(group):
+                m, task, _, _ = self.outputs[i]
+                state = head.member_state(g) if isinstance(head, _Stacked) else head.state_dict()
+                states[m].update({f"heads.{task}.{k}": v.detach() for k, v in state.items()})
+        return states
+
+
+class SingleTaskStack(TreeStack):
     """The single-task baseline network of every task of a resolved space, as one module.
 
     ``forward`` maps inputs (B, ...) to ``{task: output}`` like a ``BranchedNet`` of all the tasks
-    whose task t reads only its own backbone: the T backbones (identical architecture, each with
-    its own weights) run stacked, then each task's head (stacked with the heads of the same shape).
+    whose task t reads only its own backbone (a :class:`TreeStack` of one-task members).
     Train it with ``train_model`` on the space with ``balancing="equal"``
     (``single_task_space``'s rule): the summed loss trains each network as alone.
     """
 
     def __init__(self, tasks: Sequence[str], nets: Sequence[BranchedNet]) -> None:
-        super().__init__()
+        super().__init__(nets, [(t,) for t in tasks])
         self.tasks = tuple(tasks)
-        self.num_layers = nets[0].tree.num_layers
-        self.backbone = _Stacked([nn.Sequential(*(layer[0] for layer in net.layers)) for net in nets])
-        groups: dict[tuple, list[int]] = {}
-        for i, net in enumerate(nets):
-            groups.setdefault(_structure(net.heads[self.tasks[i]]), []).append(i)
-        #: members of each head group, as indices into ``tasks``
-        self.head_groups = tuple(tuple(g) for g in groups.values())
-        self.heads = nn.ModuleList(
-            _Stacked([nets[i].heads[self.tasks[i]] for i in g]) if len(g) > 1 else nets[g[0]].heads[self.tasks[g[0]]]
-            for g in self.head_groups
-        )
 
     @classmethod
     def from_space(cls, space: SearchSpace, *, seed: int) -> SingleTaskStack:
@@ -150,32 +227,12 @@ class SingleTaskStack(nn.Module):
         alone (same initial weights, pretrained backbone weights included), then stacked."""
         return cls(space.task_names, [_single_net(space, t, seed) for t in space.task_names])
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:  # (B, ...) -> {task: (B, ...)}
-        feats = self.backbone(x, shared_input=True)  # (T, B, C, H, W) or (T, B, F)
-        out: dict[str, torch.Tensor] = {}
-        for members, head in zip(self.head_groups, self.heads):
-            if isinstance(head, _Stacked):
-                index = torch.tensor(members, device=feats.device)
-                ys = head(feats.index_select(0, index), shared_input=False)  # (G, B, ...)
-                out.update({self.tasks[i]: y for i, y in zip(members, ys.unbind(0))})
-            else:
-                out[self.tasks[members[0]]] = head(feats[members[0]])
-        return {t: out[t] for t in self.tasks}
-
     def state_dicts(self) -> dict[str, dict[str, torch.Tensor]]:
         """Each task's network as a ``BranchedNet`` state dict (``layers.{l}.0.*``, ``heads.{task}.*``)."""
-        states: dict[str, dict[str, torch.Tensor]] = {}
-        for t, task in enumerate(self.tasks):
-            backbone = self.backbone.member_state(t)
-            states[task] = {f"layers.{k.split('.', 1)[0]}.0.{k.split('.', 1)[1]}": v for k, v in backbone.items()}
-        for members, head in zip(self.head_groups, self.heads):
-            for g, i in enumerate(members):
-                state = head.member_state(g) if isinstance(head, _Stacked) else head.state_dict()
-                states[self.tasks[i]].update({f"heads.{self.tasks[i]}.{k}": v.detach() for k, v in state.items()})
-        return states
+        return dict(zip(self.tasks, self.member_states()))
 
 
-def _check_stackable(stack: SingleTaskStack, inputs: torch.Tensor) -> str | None:
+def _check_stackable(stack: TreeStack, inputs: torch.Tensor) -> str | None:
     """Why ``stack`` cannot run under vmap (e.g. a user backbone with dropout or ``.item()``),
     or None. Runs one train-mode forward on a copy, so no running statistic moves."""
     try:
@@ -231,3 +288,98 @@ def train_single_tasks(
                                {task: result.test[task]}, share)
     return out
 
+
+#: Fewer trees of one wiring than this train one at a time (a small stack gains nothing under vmap).
+MIN_STACK = 4
+#: Loss balancings that weigh each task on its own (a sum of per-task terms, each with its own
+#: weights), so a stack's summed loss trains every member as its own balancing would. DWA's
+#: softmax across tasks and PCGrad's projections would couple the members.
+STACKABLE_BALANCING = ("equal", "uncertainty")
+
+
+def _member_problem(space: SearchSpace, bundle: DatasetBundle, outputs: Sequence[tuple[int, str, str, int]]
+                    ) -> tuple[SearchSpace, DatasetBundle]:
+    """The space and data of a stack's heads: one task per (member, task) key, the targets shared."""
+    tasks = tuple(replace(space.task(task), name=key) for _, task, key, _ in outputs)
+    stacked = replace(space, tasks=tasks)  # a stackable balancing weighs each key as its tree would
+
+    def split(data: TaskData) -> TaskData:
+        return TaskData(data.inputs, {key: data.targets[task] for _, task, key, _ in outputs},
+                        {key: data.masks[task] for _, task, key, _ in outputs if task in data.masks})
+
+    infos = tuple(replace(bundle.task(task), name=key) for _, task, key, _ in outputs)
+    return stacked, DatasetBundle(split(bundle.train), split(bundle.val), split(bundle.test), tasks=infos)
+
+
+def _tree_space(space: SearchSpace, tree: BranchingTree) -> SearchSpace:
+    """The space a tree over some of the space's tasks trains in (the space itself for all of them)."""
+    return space if tree.tasks == space.task_names else subset_space(space, tree.tasks)
+
+
+def _net(space: SearchSpace, tree: BranchingTree, seed: int) -> BranchedNet:
+    """``tree``'s network with the initial weights it gets when trained alone."""
+    torch.manual_seed(seed)
+    return BranchedNet.from_space(tree, _tree_space(space, tree))
+
+
+def train_trees(
+    space: SearchSpace,
+    bundle: DatasetBundle,
+    trees: Sequence[BranchingTree],
+    *,
+    device: torch.device,
+    seed: int,
+    epochs: int | None = None,
+    progress: bool = False,
+) -> list[tuple[TreeResult, dict[str, torch.Tensor]]]:
+    """Train every tree (over all or some of the space's tasks) and evaluate it: the result and the
+    trained weights each gets when trained alone by ``train_tree`` (the same initial weights,
+    batches and schedule), in ``trees`` order.
+
+    Trees of one wiring (``TreeStack``), at least ``MIN_STACK`` of them, train together, stacked,
+    when the space's loss balancing weighs tasks one by one (``STACKABLE_BALANCING``) and the
+    backbone runs under ``torch.vmap``; the others one at a time. Stacked and alone agree up to float
+    summation order. A stacked result's ``seconds`` is its share of the stack's time.
+    """
+    out: list[tuple[TreeResult, dict[str, torch.Tensor]] | None] = [None] * len(trees)
+    nets = [_net(space, tree, seed) for tree in trees]
+    groups: dict[tuple, list[int]] = {}
+    for i, net in enumerate(nets):
+        groups.setdefault(_wiring(net) if space.training.balancing in STACKABLE_BALANCING else (i,), []).append(i)
+    for members in groups.values():
+        stack = TreeStack([nets[i] for i in members], [[f"{t}@{j}" for t in trees[i].tasks] for j, i in enumerate(members)]) \
+            if len(members) >= MIN_STACK else None
+        if stack is None or _check_stackable(stack, bundle.train.inputs[: min(len(bundle.train), 8)]) is not None:
+            for i in members:
+                result, model = train_tree_model(trees[i], _tree_space(space, trees[i]), bundle, device=device,
+                                                 seed=seed, epochs=epochs, progress=progress)
+                out[i] = (result, {k: v.detach().cpu() for k, v in model.state_dict().items()})
+            continue
+        stacked, data = _member_problem(space, bundle, stack.outputs)
+        result = train_model(stack, stacked, data, device=device, seed=seed, epochs=epochs, progress=progress,
+                             desc=f"{len(members)} trees")
+        states = stack.member_states()
+        for j, i in enumerate(members):
+            tree = trees[i]
+            keys = {t: f"{t}@{j}" for t in tree.tasks}
+            out[i] = (TreeResult(tree, tree_cost(tree, _tree_space(space, tree)),
+                                 {t: result.val[k] for t, k in keys.items()}, {t: result.test[k] for t, k in keys.items()},
+                                 result.seconds / len(members)),
+                      {k: v.detach().cpu() for k, v in states[j].items()})
+    return [o for o in out if o is not None]
+
+
+def train_subset_networks(
+    space: SearchSpace,
+    bundle: DatasetBundle,
+    members: Sequence[Sequence[str]],
+    *,
+    device: torch.device,
+    seed: int,
+    epochs: int | None = None,
+    progress: bool = False,
+) -> list[TreeResult]:
+    """Train one all-shared network per task subset (``members``, e.g. every pair of tasks) and
+    evaluate each as trained alone (``subset_space``, seed ``seed``), stacked (``train_trees``)."""
+    trees = [BranchingTree.all_shared(tuple(m), space.num_layers) for m in members]
+    return [r for r, _ in train_trees(space, bundle, trees, device=device, seed=seed, epochs=epochs, progress=progress)]

@@ -15,7 +15,7 @@ from mtnas.train._engine import train_model
 from mtnas.train._tasks import TaskMetrics
 from mtnas.tree import BranchingTree
 
-__all__ = ["TreeResult", "mean_metric", "train_tree"]
+__all__ = ["TreeResult", "mean_metric", "train_tree", "train_tree_model"]
 
 
 @dataclass(frozen=True)
@@ -70,10 +70,27 @@ def train_tree(
 
     ``monitor`` sees the validation metrics after each epoch (see ``train_model``).
     """
+    return train_tree_model(tree, space, bundle, device=device, seed=seed, epochs=epochs, progress=progress,
+                            desc=desc, monitor=monitor)[0]
+
+
+def train_tree_model(
+    tree: BranchingTree,
+    space: SearchSpace,
+    bundle: DatasetBundle,
+    *,
+    device: torch.device,
+    seed: int,
+    epochs: int | None = None,
+    progress: bool = False,
+    desc: str | None = None,
+    monitor: Callable[[int, TaskMetrics], None] | None = None,
+) -> tuple[TreeResult, BranchedNet]:
+    """``train_tree``, also returning the trained network."""
     torch.manual_seed(seed)
     model = BranchedNet.from_space(tree, space)
     result = train_model(
         model, space, bundle, device=device, seed=seed, epochs=epochs, progress=progress,
         desc=desc or tree.describe()[:40], monitor=monitor,
     )
-    return TreeResult(tree, tree_cost(tree, space), result.val, result.test, result.seconds)
+    return TreeResult(tree, tree_cost(tree, space), result.val, result.test, result.seconds), model

@@ -5,7 +5,8 @@ Every dataset is a function ``make_<name>(*, seed=0, **sizes) -> DatasetBundle``
 a ``mtnas.datasets`` entry point); ``build_dataset`` is the one entry point, for a registered name
 or the "pkg.module:function" path of a registered function. Built-ins: ``multi_digits`` (two digits side by side),
 ``digit_gratings`` (digits under gratings, with a planted task grouping), ``digit_grating_levels``
-(the same plus a brightness level: three factors of unequal difficulty) and ``synth_scenes``
+(the same plus a brightness level: three factors of unequal difficulty), ``digit_grating_kinds``
+(the same two factors read by tasks of four kinds and very different loss scales) and ``synth_scenes``
 (rendered scenes with dense tasks). Real benchmarks read from a folder the user gives
 (``root``; nothing is downloaded): ``nyuv2`` and ``cityscapes`` (MTAN's preprocessed ``.npy``
 layout) and ``celeba`` (the original release); a missing folder raises ``DataNotFoundError``.
@@ -13,6 +14,7 @@ layout) and ``celeba`` (the original release); a missing folder raises ``DataNot
 
 from mtnas.data.datasets._celeba import CELEBA_ATTRIBUTES, make_celeba
 from mtnas.data.datasets._cityscapes import make_cityscapes
+from mtnas.data.datasets._digit_grating_kinds import make_digit_grating_kinds
 from mtnas.data.datasets._digit_grating_levels import make_digit_grating_levels
 from mtnas.data.datasets._digit_gratings import make_digit_gratings
 from mtnas.data.datasets._multi_digits import make_multi_digits
@@ -40,6 +42,7 @@ __all__ = [
     "list_datasets",
     "make_celeba",
     "make_cityscapes",
+    "make_digit_grating_kinds",
     "make_digit_grating_levels",
     "make_digit_gratings",
     "make_multi_digits",

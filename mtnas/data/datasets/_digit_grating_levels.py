@@ -55,7 +55,7 @@ def make_digit_grating_levels(
     draws = draw_digit_gratings("digit_grating_levels", n_train=n_train, n_val=n_val, n_test=n_test, seed=seed,
                                 amplitude=amplitude, tasks=len(DIGIT_GRATING_LEVELS_TASKS))
     splits = {}
-    for split, rng, inputs, targets in draws:
+    for split, rng, inputs, targets, _ in draws:
         level = rng.integers(len(LEVELS), size=len(inputs))
         offset = (step * np.asarray(LEVELS)[level]).astype(np.float32)[:, None, None]
         targets.update(level=level.astype(np.int64), bright=(level >= 2).astype(np.int64),

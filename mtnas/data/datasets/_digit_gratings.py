@@ -60,11 +60,12 @@ def _gratings(orientation: np.ndarray, frequency: np.ndarray, phase: np.ndarray,
 
 def draw_digit_gratings(
     name: str, *, n_train: int, n_val: int, n_test: int, seed: int, amplitude: float, tasks: int
-) -> Iterator[tuple[str, np.random.Generator, np.ndarray, dict[str, np.ndarray]]]:
-    """Checks the arguments of dataset ``name``, then per split ``(split, rng, inputs, targets)``:
-    digits under gratings (N, SIZE, SIZE) float32 and the six tasks' targets. ``rng`` is the
-    split's stream, left where the draws stopped, for a dataset that adds a factor of its own;
-    ``tasks`` (the dataset's task count) bounds the size check."""
+) -> Iterator[tuple[str, np.random.Generator, np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]]:
+    """Checks the arguments of dataset ``name``, then per split ``(split, rng, inputs, targets, parts)``:
+    digits under gratings (N, SIZE, SIZE) float32, the six tasks' targets, and the parts of each
+    input (``digit`` and ``grating`` images, the grating's ``phase``) for a dataset that reads them
+    in other ways. ``rng`` is the split's stream, left where the draws stopped, for a dataset that
+    adds a factor of its own; ``tasks`` (the dataset's task count) bounds the size check."""
     sizes = {
         split: check_int(name, f"n_{split}", n, minimum=1)
         for split, n in (("train", n_train), ("val", n_val), ("test", n_test))
@@ -82,14 +83,15 @@ def draw_digit_gratings(
         orientation = rng.integers(len(ORIENTATIONS_DEG), size=n)
         frequency = rng.integers(len(FREQUENCIES), size=n)
         phase = rng.uniform(0.0, 2 * np.pi, size=n)
-        inputs = clean[source] + _gratings(orientation, frequency, phase, amplitude)  # (N, 16, 16)
+        grating = _gratings(orientation, frequency, phase, amplitude)  # (N, 16, 16)
+        inputs = clean[source] + grating
         targets = {
             **digit_targets(labels[source]),
             "orientation": orientation.astype(np.int64),
             "frequency": frequency.astype(np.int64),
             "diagonal": (orientation % 2).astype(np.int64),  # classes 1 and 3 are 45 and 135 degrees
         }
-        yield split, rng, inputs, targets
+        yield split, rng, inputs, targets, {"digit": clean[source], "grating": grating, "phase": phase}
 
 
 def task_data(inputs: np.ndarray, targets: dict[str, np.ndarray]) -> TaskData:
@@ -112,5 +114,5 @@ def make_digit_gratings(
     """
     draws = draw_digit_gratings("digit_gratings", n_train=n_train, n_val=n_val, n_test=n_test, seed=seed,
                                 amplitude=amplitude, tasks=len(DIGIT_GRATINGS_TASKS))
-    splits = {split: task_data(inputs, targets) for split, _, inputs, targets in draws}
+    splits = {split: task_data(inputs, targets) for split, _, inputs, targets, _ in draws}
     return DatasetBundle(**splits, tasks=DIGIT_GRATINGS_TASKS, planted_groups=PLANTED_GROUPS)

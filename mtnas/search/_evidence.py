@@ -1,0 +1,185 @@
+"""Trained evidence: trees trained at the proxy budget and scored by delta-m, remembered.
+
+The trained search methods (``mtnas.search._trained``) decide only on what training says: each
+tree they compare is trained from scratch exactly as a study's trial trains it (``train_tree`` on
+``proxy_space`` with the evaluation seed) and scored by its validation delta-m against single-task
+baselines of the same budget. A search's comparison is therefore the study's comparison, like for
+like, and a trial whose tree a search already trained reuses the result instead of training it
+again. Delta-m is a mean of per-task relative changes, so no task's loss scale enters a decision.
+
+Results live in memory and on disk (``$MTNAS_CACHE_DIR/trees/<space hash>-seed<S>/<tree key>.json``,
+keyed like the baselines: the proxy space's content hash, which holds the budget and the loss
+balancing), so the trials of a study, its resumed runs and its local workers share them. The
+weights of a tree trained in this process are kept for ``inherit``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from mtnas.core import atomic_write_text
+from mtnas.data import DatasetBundle
+from mtnas.model import tree_cost
+from mtnas.space import SearchSpace
+from mtnas.train import (
+    Baselines,
+    TreeResult,
+    cache_dir,
+    compute_baselines,
+    per_task_delta,
+    proxy_space,
+    subset_space,
+    train_subset_networks,
+    train_tree_model,
+    train_trees,
+)
+from mtnas.tree import BranchingTree
+
+__all__ = ["Evaluated", "Evidence", "proxy_result"]
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """One trained tree: its result, validation delta-m (%) and cost relative to all-shared."""
+
+    tree: BranchingTree
+    result: TreeResult
+    delta_m: float
+    cost: float
+
+    def score(self, gain_per_cost: float) -> float:
+        """Delta-m less ``gain_per_cost`` points per all-shared network's worth of extra cost."""
+        return self.delta_m - gain_per_cost * (self.cost - 1.0)
+
+
+def _cache_path(proxy: SearchSpace, seed: int, key: str) -> Path:
+    return cache_dir() / "trees" / f"{proxy.content_hash}-seed{seed}" / f"{key}.json"
+
+
+def _read(path: Path) -> TreeResult | None:
+    try:
+        return TreeResult.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # missing, stale or damaged: trained again
+
+
+def proxy_result(tree: BranchingTree, proxy: SearchSpace, bundle: DatasetBundle, *, device: torch.device,
+                 seed: int, use_cache: bool = True) -> TreeResult:
+    """``tree`` trained on the proxy space ``proxy`` with ``seed``: from the cache when a search or
+    trial trained it before, else trained now (and cached)."""
+    path = _cache_path(proxy, seed, tree.key)
+    cached = _read(path) if use_cache else None
+    if cached is not None and cached.tree == tree:
+        return cached
+    result, _ = train_tree_model(tree, proxy, bundle, device=device, seed=seed)
+    if use_cache:
+        atomic_write_text(path, json.dumps(result.to_dict()))
+    return result
+
+
+class Evidence:
+    """Trained trees of one space at its proxy budget, with their delta-m and relative cost.
+
+    Args:
+        space: a resolved search space; its ``proxy_epochs`` is the budget and
+            ``search.cost_metric`` the cost counted.
+        bundle: its dataset (trees train on ``train``, delta-m is read on ``val``).
+        seed: the seed of every training, the baselines' included.
+        baselines: the proxy baselines when the caller has them (a study); else computed (cached).
+    """
+
+    def __init__(self, space: SearchSpace, bundle: DatasetBundle, *, seed: int, device: torch.device | str = "cpu",
+                 baselines: Baselines | None = None, use_cache: bool = True, progress: bool = False) -> None:
+        self.space, self.bundle, self.seed = space, bundle, seed
+        self.device = torch.device(device)
+        self.proxy = proxy_space(space)
+        self.use_cache = use_cache
+        self.baselines = baselines or compute_baselines(self.proxy, bundle, device=self.device, seed=seed,
+                                                        use_cache=use_cache, progress=progress)
+        self._shared_cost = self._cost_of(BranchingTree.all_shared(space.task_names, space.num_layers))
+        self._known: dict[str, Evaluated] = {}
+        self._weights: dict[str, dict[str, torch.Tensor]] = {}
+        self.trained = 0  # trees trained by this object (not read from a cache)
+
+    def _cost_of(self, tree: BranchingTree) -> float:
+        return float(getattr(tree_cost(tree, self.space), self.space.search.cost_metric))
+
+    def relative_cost(self, tree: BranchingTree) -> float:
+        """The tree's cost over the all-shared tree's (1.0 = all-shared)."""
+        return self._cost_of(tree) / self._shared_cost
+
+    def known(self, tree: BranchingTree) -> bool:
+        """Whether ``tree`` is already trained (here or in the cache)."""
+        return tree.key in self._known or (self.use_cache and _cache_path(self.proxy, self.seed, tree.key).is_file())
+
+    def evaluate(self, tree: BranchingTree) -> Evaluated:
+        """``tree`` trained at the proxy budget (or its remembered result)."""
+        return self.evaluate_all([tree])[0]
+
+    def evaluate_all(self, trees: Sequence[BranchingTree]) -> list[Evaluated]:
+        """Every tree trained at the proxy budget (or remembered); the missing ones train together,
+        stacked where they share a wiring (``mtnas.train.train_trees``)."""
+        missing: dict[str, BranchingTree] = {}
+        for tree in trees:
+            if tree.key in self._known or tree.key in missing:
+                continue
+            cached = _read(_cache_path(self.proxy, self.seed, tree.key)) if self.use_cache else None
+            if cached is not None and cached.tree == tree:
+                self._remember(tree, cached)
+            else:
+                missing[tree.key] = tree
+        if missing:
+            for tree, (result, weights) in zip(missing.values(), train_trees(
+                    self.proxy, self.bundle, list(missing.values()), device=self.device, seed=self.seed)):
+                self.trained += 1
+                self._weights[tree.key] = weights
+                if self.use_cache:
+                    atomic_write_text(_cache_path(self.proxy, self.seed, tree.key), json.dumps(result.to_dict()))
+                self._remember(tree, result)
+        return [self._known[t.key] for t in trees]
+
+    def _remember(self, tree: BranchingTree, result: TreeResult) -> None:
+        self._known[tree.key] = Evaluated(tree, result, self.baselines.delta_m(result, self.proxy, "val"),
+                                          self.relative_cost(tree))
+
+    def evaluated(self) -> list[Evaluated]:
+        """Every tree evaluated through this object, in order."""
+        return list(self._known.values())
+
+    def weights(self, tree: BranchingTree) -> dict[str, torch.Tensor]:
+        """The trained weights of ``tree`` (a ``BranchedNet`` state dict); trained again when its
+        result came from the cache (the same seed gives the same network)."""
+        if tree.key not in self._weights:
+            _, model = train_tree_model(tree, self.proxy, self.bundle, device=self.device, seed=self.seed)
+            self._weights[tree.key] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        return self._weights[tree.key]
+
+    def subset_deltas(self, members: Sequence[Sequence[str]]) -> list[dict[str, float]]:
+        """Each task's delta-m (%) in an all-shared network of each task subset (e.g. every pair),
+        trained at the proxy budget: what sharing with those partners does to it (Standley et al. 2020).
+        Stacked under ``torch.vmap`` where the space allows; cached like the trees."""
+        path = cache_dir() / "subsets" / f"{self.proxy.content_hash}-seed{self.seed}.json"
+        stored: dict[str, dict[str, float]] = {}
+        if self.use_cache and path.is_file():
+            try:
+                stored = {str(k): {str(t): float(v) for t, v in d.items()} for k, d in json.loads(path.read_text()).items()}
+            except (OSError, ValueError, AttributeError, TypeError):
+                stored = {}
+        key = [",".join(m) for m in members]
+        missing = [m for m, k in zip(members, key) if k not in stored]
+        if missing:
+            solo = self.baselines.metrics("val")
+            for m, result in zip(missing, train_subset_networks(self.proxy, self.bundle, missing, device=self.device,
+                                                                seed=self.seed)):
+                sub = {t: solo[t] for t in m}
+                stored[",".join(m)] = per_task_delta(result.val, sub, subset_space(self.proxy, m))
+            self.trained += len(missing)
+            if self.use_cache:
+                atomic_write_text(path, json.dumps(stored))
+        return [stored[k] for k in key]
+
