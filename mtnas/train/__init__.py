@@ -5,7 +5,7 @@ single-task baselines and delta-m, and ``mtnas retrain`` (devices, precision, DD
 from mtnas.core._lazy import lazy_exports
 
 __all__, __getattr__, __dir__ = lazy_exports(__name__, {
-    "._baselines": ("Baselines", "cache_dir", "compute_baselines",),
+    "._baselines": ("SUM_OF_SOLO_LOSSES", "Baselines", "cache_dir", "compute_baselines",),
     "._batched": ("SingleTaskStack", "single_task_space", "train_single_tasks",),
     "._delta_m": ("delta_m", "per_task_delta",),
     "._device": (
@@ -20,4 +20,5 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "._reports": ("BaselinesReport", "TrainReport", "compare_rows", "resolve_tree", "run_baselines", "run_train",),
     "._retrain": ("DATA_PLACEMENTS", "INITS", "RetrainReport", "curve_data", "data_placement", "retrain",),
     "._tasks": ("TaskMetrics", "evaluate", "task_losses",),
+    "._threads": ("THREADS_ENV", "Threads", "cpu_threads", "physical_cores", "use_cpu_threads",),
 })
