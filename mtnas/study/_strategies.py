@@ -43,6 +43,8 @@ class TrialContext:
     objectives: tuple[str, ...]
     artifacts: str
     trials: int  # completed trials the study is to hold
+    progress: bool = False  # bars for each trial's phases (the search's and the proxy training's epochs)
+    on_phase: Callable[[int, str], None] | None = None  # told (trial number, phase) as a trial moves on
 
 
 class Strategy(Protocol):
@@ -82,7 +84,8 @@ def differentiable(trial: optuna.Trial, space: SearchSpace, bundle: DatasetBundl
         cfg = replace(cfg, tau_min=cfg.tau0)
     if cfg.warmup_epochs >= cfg.epochs:
         cfg = replace(cfg, warmup_epochs=cfg.epochs - 1)
-    result = search_tree(space, bundle, seed=ctx.seed + trial.number, hparams=cfg, device=ctx.device, branches=branches)
+    result = search_tree(space, bundle, seed=ctx.seed + trial.number, hparams=cfg, device=ctx.device, branches=branches,
+                         progress=ctx.progress)
     folder = ctx.run.trial_dir(trial.number)
     result.save_routing(folder / "routing.npz")
     # the supernet weights the derived tree inherits: `mtnas export --with-weights` ships them
