@@ -137,7 +137,7 @@ def _search(args: argparse.Namespace) -> None:
         raise MtnasError("--resume continues a run with the space it started with (its space.yaml); drop --set "
                          "and --epochs, or start a new run with another --name")
     space = "" if args.resume else _space_arg(args)
-    name = args.name or (None if args.resume else Path(args.space).stem)
+    name = args.name if args.name is not None or args.resume else Path(args.space).stem  # a file's name, as before
     run, study = run_search(
         space, name=name, trials=args.trials, strategy=args.strategy, objectives=args.objectives,
         sampler=args.sampler, seed=args.seed, resume=args.resume, device=args.device, runs_dir=args.runs_dir,
