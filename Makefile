@@ -10,11 +10,11 @@ HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/
 TORCH_PIN := $(if $(HAS_GPU),,torch==2.13.0)
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo lint test bench clean
+.PHONY: install demo lint test wheel-check bench clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(if $(TORCH_PIN),$(PIP) install -q $(TORCH_PIN))
@@ -30,6 +30,10 @@ lint: $(STAMP)
 
 test: lint
 	$(PY) -m pytest -q -n 2 --durations=10
+
+# The wheel, installed in a fresh venv outside the checkout, lists every built-in space and trains.
+wheel-check: $(STAMP)
+	PY=$(PY) bash .ci/wheel_check
 
 bench: $(STAMP)
 	$(PY) benchmarks/planted_truth.py

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import yaml
 from mtnas.space import BUILTIN_DIR
 
 torch.set_num_threads(1)  # tests run in parallel workers; one thread each is fastest on 2 cores
+os.environ.setdefault("MTNAS_THREADS", "1")  # and what mtnas sets (a search, the CLI) and passes to its workers
 
 
 @pytest.fixture(autouse=True)

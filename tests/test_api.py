@@ -52,6 +52,8 @@ def test_every_public_name_resolves() -> None:
 
 def test_the_readme_example_runs_and_prints_what_it_says(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    (tmp_path / "runs" / "api").mkdir(parents=True)  # as a first run leaves it: the example runs again
+    (tmp_path / "runs" / "api" / "run.json").write_text('{"storage": "sqlite:///x", "study": "api"}')
     proc = subprocess.run([sys.executable, "-c", readme_example()], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=280)
     assert proc.returncode == 0, proc.stderr
@@ -59,6 +61,8 @@ def test_the_readme_example_runs_and_prints_what_it_says(tmp_path: Path) -> None
     assert lines[0].startswith("searched: 0") and ": " in lines[0]
     front = [line for line in lines if line.startswith("trial ")]
     assert front and all("delta-m" in line and "FLOPs" in line for line in front)
+    assert not any(line.startswith(("trial 0:", "trial 1:")) for line in front)  # the references are not picks
+    assert [line.split(":")[0] for line in lines] == [line.split(":")[0] for line in readme_output(0)]
     tasks = mtnas.load_space("digit_gratings").task_names
     assert lines[-1] == str({t: (4, n) for t, n in zip(tasks, (10, 2, 2, 4, 2, 2))})
     assert (tmp_path / "routing.npz").is_file() and (tmp_path / "runs" / "api" / "retrain" / "final.json").is_file()

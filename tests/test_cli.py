@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -59,10 +60,14 @@ def test_unknown_dataset_and_tree_mismatch(tmp_path: Path, tiny_space: Path) -> 
     assert proc.returncode == 2 and "missing ['parity'" in proc.stderr and "unknown ['colour']" in proc.stderr
 
 
-def test_train_reports_metrics_cost_and_delta_m(tiny_space: Path, capsys: pytest.CaptureFixture) -> None:
-    assert main(["train", str(tiny_space), "--tree", "independent", "--json", "--quiet"]) == 0
-    report = json.loads(capsys.readouterr().out)
+def test_train_reports_metrics_cost_and_delta_m(tiny_space: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     space, _ = load_resolved(tiny_space)
+    split = BranchingTree.from_split_points(space.task_names, space.num_layers,
+                                            {1: [["digit", "parity", "ge5"], ["orientation", "frequency", "diagonal"]]})
+    Architecture(split, space.to_dict()).save(tmp_path / "split.json")
+    assert main(["train", str(tiny_space), "--tree", str(tmp_path / "split.json"), "--json", "--quiet"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["reused"] is None and BranchingTree.from_dict(report["tree"]) == split
     assert set(report["test"]) == set(space.task_names)
     assert all(0.0 <= m["accuracy"] <= 1.0 for m in report["test"].values())
     assert report["cost"]["params"] > 0 and report["cost"]["flops"] > 0
@@ -80,3 +85,33 @@ def test_baselines_are_cached(tiny_space: Path, capsys: pytest.CaptureFixture) -
     second = json.loads(capsys.readouterr().out)
     assert first == second  # same numbers, including the recorded training seconds: from the cache
     assert set(first["single_task"]) == {"digit", "parity", "ge5", "orientation", "frequency", "diagonal"}
+
+
+def test_train_compares_at_its_own_budget_and_reuses_the_reference_trees(tiny_space: Path,
+                                                                        capsys: pytest.CaptureFixture) -> None:
+    assert main(["train", str(tiny_space), "--tree", "independent", "--epochs", "2", "--json", "--quiet"]) == 0
+    independent = json.loads(capsys.readouterr().out)
+    assert independent["delta_m"] == {"val": 0.0, "test": 0.0}  # the single-task networks themselves
+    assert independent["reused"] == "single-task networks" and independent["baselines"]["epochs"] == 2
+    assert main(["baselines", str(tiny_space), "--epochs", "2", "--json", "--quiet"]) == 0
+    baselines = json.loads(capsys.readouterr().out)  # the same budget: from the cache, the same numbers
+    assert {t: r["test"][t] for t, r in baselines["single_task"].items()} == independent["single_task"]
+    assert main(["train", str(tiny_space), "--tree", "all-shared", "--epochs", "2", "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "2 epochs, the all-shared tree of the baselines" in text
+    assert "against single-task networks trained for 2 epochs (seed 0)" in text
+    delta = baselines["delta_m_all_shared"]["test"]
+    assert f"delta-m: {delta:+.2f}% test" in text
+    assert main(["train", str(tiny_space), "--tree", "all-shared", "--json", "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["baselines"]["epochs"] == 1  # the space's own budget
+
+
+def test_a_closed_pipe_ends_quietly_with_status_0() -> None:
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before anything is written (as `mtnas spaces | head -0`)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "mtnas", "spaces"], stdout=write, stderr=subprocess.PIPE,
+                              text=True)
+    finally:
+        os.close(write)
+    assert proc.returncode == 0 and proc.stderr == ""

@@ -16,7 +16,7 @@ from mtnas.study import OBJECTIVES, PICKS, SAMPLERS, STRATEGIES, run_search
 from mtnas.train import DATA_PLACEMENTS, INITS, PRECISIONS
 from mtnas.tree import NAMED_TREES
 
-PIPELINE = ["spaces", "search", "worker", "trials", "show", "plot", "report", "export", "retrain", "train",
+PIPELINE = ["spaces", "search", "worker", "trials", "show", "plot", "report", "compare", "export", "retrain", "train",
             "baselines", "demo"]
 
 
@@ -79,7 +79,8 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize("argv", [["trials", "{run}"], ["trials", "{run}", "--json"], ["show", "{run}"],
-                                  ["show", "{run}", "--json"], ["spaces"], ["spaces", "--json"], ["--help"]])
+                                  ["show", "{run}", "--json"], ["show", "{run}", "--trial", "2"], ["spaces"],
+                                  ["spaces", "--json"], ["--help"]])
 def test_read_only_commands_import_no_torch(argv: list[str], run_dir: Path) -> None:
     args = [a.format(run=run_dir) for a in argv]
     code = ("import sys, contextlib, io\nfrom mtnas.cli import main\nout = io.StringIO()\n"
@@ -112,3 +113,45 @@ def test_search_json_names_the_run_and_its_front(tmp_path: Path, capsys: pytest.
     result = json.loads(capsys.readouterr().out)
     assert result["run"] == str(tmp_path / "j")
     assert all(set(f["objectives"]) == {"delta_m", "flops"} for f in result["front"])
+
+
+def test_show_trial_gives_its_tree_metrics_and_hyperparameters(run_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    import optuna
+
+    study = optuna.load_study(study_name="r", storage=f"sqlite:///{run_dir / 'study.db'}")
+    trial = study.trials[2]
+    assert main(["show", str(run_dir), "--trial", "2", "--json"]) == 0
+    details = json.loads(capsys.readouterr().out)
+    assert details["state"] == "COMPLETE" and details["reference"] is None
+    assert details["hyperparameters"] == trial.params and details["val"] == trial.user_attrs["val"]
+    assert details["sharing"] == trial.user_attrs["tree"]
+    assert main(["show", str(run_dir), "--trial", "2"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("trial 2: COMPLETE (searched tree)")
+    assert "per-task metrics after the proxy training:" in text and "hyperparameters: " in text
+    for task, metrics in trial.user_attrs["test"].items():
+        assert any(line.split()[:2] == [task, "accuracy"] for line in text.splitlines()), task
+    assert main(["show", str(run_dir), "--trial", "1"]) == 0
+    assert capsys.readouterr().out.startswith("trial 1: COMPLETE (reference tree: independent)")
+    assert main(["show", str(run_dir), "--trial", "9"]) == 2
+    assert "trial 9 is not a trial of this run; its trials: 0-2" in capsys.readouterr().err
+
+
+def test_compare_puts_two_fronts_side_by_side(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import shutil
+
+    other = tmp_path / "again"
+    shutil.copytree(run_dir, other)  # the same study under another name
+    picture = tmp_path / "both.png"
+    assert main(["compare", str(run_dir), str(other), "-o", str(picture), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert [r["run"] for r in result["runs"]] == ["r", "again"]
+    assert result["runs"][0]["front"] == result["runs"][1]["front"]
+    assert all(set(r["references"]) == {"all-shared", "independent"} for r in result["runs"])
+    assert all(p["fixed"] is None for r in result["runs"] for p in r["front"])  # the searched trees
+    assert picture.read_bytes()[:4] == b"\x89PNG" and result["notes"] == []
+    assert main(["compare", str(run_dir), str(other), "-o", str(picture)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["r", "again"] and lines[2].split() == ["strategy", "sampled", "sampled"]
+    assert main(["compare", str(run_dir)]) == 2
+    assert "compare needs two runs or more" in capsys.readouterr().err

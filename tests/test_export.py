@@ -15,7 +15,7 @@ import yaml
 from mtnas.cli import main
 from mtnas.export import export_model, export_trial
 from mtnas.model import BranchedNet, arch_space, load_into, load_weights, save_weights
-from mtnas.study import PICKS, choose_trial, front_point, knee, pareto, run_search
+from mtnas.study import PICKS, choose_trial, front_point, front_trees, knee, pareto, run_search, searched_front
 from mtnas.tree import Architecture
 from tests.conftest import write_tiny_space
 
@@ -40,17 +40,33 @@ def test_knee_is_the_point_farthest_above_the_cheap_to_best_line() -> None:
 
 
 @pytest.mark.parametrize("pick", ["quality", "cheapest", "knee"])
-def test_pick_chooses_from_the_pareto_front(run_dir: Path, tmp_path: Path, pick: str) -> None:
+def test_picks_choose_among_the_searched_trees(run_dir: Path, tmp_path: Path, pick: str) -> None:
     study = optuna.load_study(study_name="r", storage=f"sqlite:///{run_dir / 'study.db'}")
-    front = pareto(study)
-    expected = front[PICKS.get(pick)([front_point(study, t) for t in front])]
+    searched = searched_front(study)
+    assert searched and not any(t.user_attrs.get("fixed_tree") for t in searched)
+    expected = searched[PICKS.get(pick)([front_point(study, t) for t in searched])]
     assert choose_trial(study, pick=pick).number == expected.number
     report = export_trial(run_dir, tmp_path, pick=pick)
     assert report.trial == expected.number
+    done = [t for t in study.trials if t.values and not t.user_attrs.get("fixed_tree")]
     if pick == "quality":
-        assert expected.user_attrs["delta_m"] == max(t.user_attrs["delta_m"] for t in front)
+        assert expected.user_attrs["delta_m"] == max(t.user_attrs["delta_m"] for t in done)
     if pick == "cheapest":
-        assert expected.number == 0  # all-shared has the fewest FLOPs
+        assert expected.user_attrs["flops"] == min(t.user_attrs["flops"] for t in done)
+
+
+def test_the_references_stay_on_the_front_marked_and_reachable_by_trial(run_dir: Path, tmp_path: Path) -> None:
+    study = optuna.load_study(study_name="r", storage=f"sqlite:///{run_dir / 'study.db'}")
+    references = {t.user_attrs["fixed_tree"]: t.number for t in study.trials if t.user_attrs.get("fixed_tree")}
+    assert set(references) == {"all-shared", "independent"}
+    on_front = [t.number for t in pareto(study)]
+    marked = {f["trial"]: f["reference"] for f in json.loads((run_dir / "pareto.json").read_text())}
+    assert marked == {n: next((k for k, v in references.items() if v == n), None) for n in on_front}
+    whole = front_trees(study, references=True)
+    assert {f.trial: f.reference for f in whole} == marked
+    assert all(f.reference is None for f in front_trees(study))  # the API's front: the searched trees
+    for name, number in references.items():
+        assert export_trial(run_dir, tmp_path / name, trial=number).tree == study.trials[number].user_attrs["tree"]
 
 
 def test_exported_arch_rebuilds_with_no_run_folder(run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -90,6 +106,21 @@ def test_bad_export_requests_are_one_line(run_dir: Path, tmp_path: Path, capsys:
         assert message in err and "\n" not in err, err
     assert main(["export", str(tmp_path / "nothing"), "-o", str(tmp_path)]) == 2
     assert "expected a run folder" in capsys.readouterr().err
+
+
+def test_a_failed_export_leaves_the_folder_and_a_new_one_replaces_every_file(run_dir: Path, tmp_path: Path,
+                                                                             capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out"
+    export_trial(run_dir, out, trial=2, with_weights=True)
+    (out / "notes.txt").write_text("the user's own file")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert main(["export", str(run_dir), "-o", str(out), "--trial", "0", "--with-weights"]) == 2  # no weights
+    assert "has no inherited weights" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # as it was
+    export_trial(run_dir, out, trial=1)  # without weights: the earlier weights go
+    assert sorted(p.name for p in out.iterdir()) == ["arch.json", "notes.txt", "tree.png"]
+    assert Architecture.load(out / "arch.json").provenance["trial"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no staging folder left behind
 
 
 @pytest.fixture()
@@ -138,7 +169,10 @@ def test_onnx_gives_the_pytorch_outputs_for_every_task(trained: Path, tmp_path: 
 
 
 def test_torch_export_gives_the_pytorch_outputs(trained: Path, tmp_path: Path) -> None:
+    (tmp_path / "deploy").mkdir()
+    (tmp_path / "deploy" / "model.onnx").write_bytes(b"an earlier export")  # replaced by this one: removed
     report = export_model(trained, tmp_path / "deploy", fmt="torch-export")
+    assert sorted(p.name for p in (tmp_path / "deploy").iterdir()) == ["arch.json", "io.json", "model.pt2"]
     program = torch.export.load(str(report.files["torch-export"]))
     arch = Architecture.load(trained)
     x = torch.randn(3, *arch_space(arch).input_shape)

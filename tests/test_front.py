@@ -9,19 +9,28 @@ import pytest
 
 from mtnas.core import MtnasError
 from mtnas.report import pareto_plot_data
-from mtnas.study import OBJECTIVES, choose_trial, front_point, objective_names, pareto, parse_objectives
+from mtnas.study import (
+    OBJECTIVES,
+    choose_trial,
+    front_point,
+    objective_names,
+    pareto,
+    parse_objectives,
+    searched_front,
+)
 
 # (delta-m, FLOPs, params) of five trees: an elbow front with one dominated trial
 TRIALS = [(-20.0, 100.0, 10), (-6.0, 250.0, 25), (-5.0, 300.0, 30), (-7.0, 400.0, 40), (-1.0, 900.0, 90)]
 
 
-def _study(names: list[str]) -> optuna.Study:
+def _study(names: list[str], trials: list[tuple] = TRIALS, fixed: dict[int, str] | None = None) -> optuna.Study:
     study = optuna.create_study(directions=[OBJECTIVES.get(n).direction for n in names])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names(names)
-    for i, (dm, flops, params) in enumerate(TRIALS):
-        attrs = {"delta_m": dm, "flops": flops, "params": params, "tree_key": f"t{i}"}
+    for i, (dm, flops, params) in enumerate(trials):
+        attrs = {"delta_m": dm, "flops": flops, "params": params, "tree_key": f"t{i}",
+                 **({"fixed_tree": fixed[i]} if fixed and i in fixed else {})}
         study.add_trial(optuna.trial.create_trial(values=[OBJECTIVES.get(n).value(attrs) for n in names],
                                                   user_attrs=attrs))
     return study
@@ -39,6 +48,30 @@ def test_both_objective_orders_give_the_same_front_and_picks(pick: str) -> None:
 
 def test_the_knee_is_the_elbow_whatever_the_order() -> None:
     assert choose_trial(_study(["flops", "delta_m"]), pick="knee").number == 1
+
+
+def test_picks_and_the_api_front_leave_the_references_out() -> None:
+    # the cheapest tree (trial 0) and the best delta-m (trial 4) are the enqueued references
+    study = _study(["delta_m", "flops"], fixed={0: "all-shared", 4: "independent"})
+    assert [t.number for t in pareto(study)] == [4, 2, 1, 0]  # the study's front keeps them
+    assert [t.number for t in searched_front(study)] == [2, 1]
+    assert choose_trial(study, pick="quality").number == 2
+    assert choose_trial(study, pick="cheapest").number == 1
+    assert choose_trial(study, 4).number == 4  # a reference by its number (--trial)
+
+
+def test_a_searched_tree_dominated_only_by_a_reference_is_on_the_searched_front() -> None:
+    trials = [(-20.0, 100.0, 10), (0.0, 900.0, 90), (-9.0, 500.0, 50), (-8.0, 400.0, 40)]  # 3 dominates 2
+    study = _study(["delta_m", "flops"], trials, fixed={0: "all-shared", 1: "independent"})
+    assert [t.number for t in pareto(study)] == [1, 3, 0]
+    assert [t.number for t in searched_front(study)] == [3]
+
+
+def test_no_searched_trial_is_one_line_naming_the_references() -> None:
+    study = _study(["delta_m", "flops"], TRIALS[:2], fixed={0: "all-shared", 1: "independent"})
+    with pytest.raises(MtnasError, match=r"no completed searched trial yet \(only the references, all-shared: "
+                                         r"--trial 0; independent: --trial 1\)"):
+        choose_trial(study, pick="knee")
 
 
 def test_params_as_the_cost_objective() -> None:

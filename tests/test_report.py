@@ -77,6 +77,25 @@ def test_cli_report_prints_the_path_and_rejects_a_missing_run(
         write_report(tmp_path / "empty")
 
 
+def test_a_retrained_tree_of_the_run_is_on_its_report(searched_run: Path, tmp_path: Path,  # noqa: F811
+                                                       capsys: pytest.CaptureFixture) -> None:
+    from mtnas.export import export_trial
+    from mtnas.train import retrain
+
+    run = tmp_path / "r"
+    shutil.copytree(searched_run, run)
+    assert "<h2>Retrained</h2>" not in write_report(run).read_text()  # nothing retrained yet
+    exported = export_trial(run, run / "export", trial=2)
+    final = retrain(exported.files["arch"], epochs=1, progress=False)
+    page = write_report(run).read_text()
+    assert "<h2>Retrained</h2>" in page
+    section = page.split("<h2>Retrained</h2>", 1)[1].split("<h2>", 1)[0]
+    assert f"{final.delta_m('test'):+.2f} %" in section and final.tree.describe() in section
+    assert "<th>trial</th><td>2" in section and 'alt="retrain curves of trial 2' in section
+    for task in final.tree.tasks:
+        assert f"<td>{task}</td>" in section
+
+
 # --- headless Chromium ---------------------------------------------------------------------------
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -59,14 +59,18 @@ def test_search_writes_the_run_folder_and_keeps_both_baselines(tmp_path: Path) -
     assert 0 in [f["trial"] for f in front]  # all-shared has the fewest FLOPs: always on the front
     info = json.loads((root / "run.json").read_text())
     assert info["strategy"] == "differentiable" and info["objectives"] == ["delta_m", "flops"]
+    assert (info["threads"], info["threads_from"]) == (1, "MTNAS_THREADS")  # conftest's; recorded with the run
 
 
-def test_timeout_stops_starting_trials_and_a_space_object_is_accepted(tmp_path: Path) -> None:
+def test_timeout_stops_starting_trials_and_a_space_object_is_accepted(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture) -> None:
     from mtnas.space import load_space
 
     space = load_space(_space(tmp_path))
     # A timeout already spent: no trial starts; the enqueued baselines wait for a --resume.
     run, study = study_module.run_search(space, trials=10, timeout=1e-6, runs_dir=tmp_path, progress=False)
+    assert capsys.readouterr().err.strip() == (f"note: --timeout 1e-06s stopped the search after 0 of 10 trials; "
+                                               f"'mtnas search --resume --name {space.name}' runs the rest")
     assert run.root == tmp_path / space.name
     assert _completed(study) == []
     assert [(t.state, t.user_attrs["fixed_tree"]) for t in study.trials] == [
@@ -118,11 +122,53 @@ def test_a_non_finite_loss_fails_that_trial_with_its_reason(tmp_path: Path, monk
     assert len(_completed(study)) == 2  # the study went on
 
 
-def test_resume_continues_to_the_requested_count(tmp_path: Path) -> None:
+def test_resume_continues_to_the_requested_count(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     space = str(_space(tmp_path))
     study_module.run_search(space, name="r", trials=2, strategy="sampled", runs_dir=tmp_path, progress=False)
+    assert capsys.readouterr().err.strip() == ("note: 2 trials hold only the enqueued reference trees (all-shared, "
+                                               "independent): no tree is searched; give --trials 3 or more")
     _, study = study_module.run_search("", name="r", trials=3, resume=True, runs_dir=tmp_path, progress=False)
     assert [t.number for t in _completed(study)] == [0, 1, 2]
+    assert "note:" not in capsys.readouterr().err
+
+
+def test_an_interrupted_trial_keeps_its_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture) -> None:
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(objective_module, "train_tree", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        study_module.run_search(str(_space(tmp_path)), name="r", trials=3, runs_dir=tmp_path, progress=False)
+    failed = optuna.load_study(study_name="r", storage=f"sqlite:///{tmp_path / 'r' / 'study.db'}").trials[0]
+    assert failed.state == optuna.trial.TrialState.FAIL
+    assert failed.user_attrs["fail_reason"] == "interrupted (Ctrl-C) during proxy training"
+    capsys.readouterr()
+    assert main(["trials", str(tmp_path / "r")]) == 0
+    row = capsys.readouterr().out.splitlines()[2]
+    assert row.split()[:2] == ["0", "FAIL"] and row.endswith("reference: all-shared; interrupted (Ctrl-C) during "
+                                                             "proxy training")
+
+
+def test_search_takes_a_budget_and_overrides_and_says_what_workers_0_leaves_to_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    space = str(_space(tmp_path))
+    args = ["search", space, "--runs-dir", str(tmp_path), "--quiet", "--epochs", "2", "--set", "training.lr=0.01",
+            "--set", "search.ranges.tau0=[1.5, 3.0]"]
+    assert main([*args, "--name", "w0", "--workers", "0", "--trials", "4"]) == 0
+    out = capsys.readouterr().out
+    assert (f"start workers with 'mtnas worker --storage sqlite:///{(tmp_path / 'w0' / 'study.db').resolve()} "
+            "--study w0' on any machine") in out and "until it holds 4" in out
+    resolved = yaml.safe_load((tmp_path / "w0" / "space.yaml").read_text())
+    assert resolved["training"]["epochs"] == 2 and resolved["training"]["lr"] == 0.01
+    assert (resolved["search"]["epochs"], resolved["search"]["warmup_epochs"], resolved["search"]["proxy_epochs"]) == (
+        4, 2, 2)
+    assert resolved["search"]["ranges"]["tau0"] == [1.5, 3.0]
+    assert main([*args[:4], "--name", "bad", "--set", "search.rangs.tau0=[1, 2]"]) == 2
+    assert ("search: unknown key 'rangs' (did you mean 'ranges'?)" in capsys.readouterr().err)
+    assert main(["search", "--resume", "--name", "w0", "--runs-dir", str(tmp_path), "--epochs", "1"]) == 2
+    assert "--resume continues a run with the space it started with" in capsys.readouterr().err
 
 
 def test_cli_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -16,15 +16,18 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from mtnas.core import MtnasError, atomic_write_text, format_table
 from mtnas.export import export_trial
 from mtnas.report import write_report
-from mtnas.space import load_resolved
-from mtnas.study import pareto, run_search
+from mtnas.space import load_resolved, load_space
+from mtnas.study import run_search, searched_front
 from mtnas.train import compute_baselines, retrain, select_device
 
 __all__ = ["DEMO_SPACE", "DEMO_TRIALS", "run_demo"]
@@ -35,26 +38,28 @@ MARKER = ".mtnas-demo"
 
 
 def run_demo(*, out: Path, device: str = "auto", epochs: int | None = None, trials: int = DEMO_TRIALS,
-             progress: bool = True) -> dict[str, Any]:
+             overrides: Sequence[str] = (), threads: int | None = None, progress: bool = True) -> dict[str, Any]:
     """Search, draw, export, retrain and report on ``digit_gratings``; return the summary.
 
-    ``epochs`` shrinks every budget (training, search, proxy) for a quick try.
+    ``epochs`` shrinks every budget (training, search, proxy) for a quick try; ``overrides``
+    (``KEY.PATH=VALUE``) change keys of the space first; ``threads``: see ``mtnas.train.cpu_threads``.
     """
     start = time.perf_counter()
     out = Path(out)
+    space = load_space(DEMO_SPACE, overrides=overrides)  # a bad --set fails before anything is replaced
     _clear_previous(out)
-    space, bundle = load_resolved(DEMO_SPACE)
+    space, bundle = load_resolved(space)
     if epochs is not None:
         space = space.with_budget(epochs)
     dev = select_device(device)
-    print(f"mtnas demo: {space.name} ({len(bundle.train)} training images, {len(space.tasks)} tasks) on {dev}")
+    threads = torch.get_num_threads()
+    cpu = f", {threads} CPU thread{'s' if threads != 1 else ''}" if dev.type == "cpu" else ""
+    print(f"mtnas demo: {space.name} ({len(bundle.train)} training images, {len(space.tasks)} tasks) on {dev}{cpu}")
 
     print(f"1/4 search: {trials} trials (all-shared, independent, then differentiable searches)")
-    run, study = run_search(space, name=out.name, runs_dir=out.parent, trials=trials, device=device, progress=progress)
-    found = [t for t in pareto(study) if not t.user_attrs.get("fixed_tree")]
-    if not found:  # every search found one of the enqueued trees: take the best searched trial
-        found = sorted((t for t in study.trials if t.values and not t.user_attrs.get("fixed_tree")),
-                       key=lambda t: -t.user_attrs["delta_m"])
+    run, study = run_search(space, name=out.name, runs_dir=out.parent, trials=trials, device=device, threads=threads,
+                            progress=progress)
+    found = searched_front(study)  # the enqueued references left out
     if not found:
         raise MtnasError("the demo search completed no differentiable trial; run it again or with more --trials")
     best = max(found, key=lambda t: t.user_attrs["delta_m"])

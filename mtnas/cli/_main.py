@@ -1,7 +1,7 @@
 """The ``mtnas`` command line: each subcommand parses, calls the library, prints.
 
-Exit codes: 0 success, 2 user error (one line on stderr; ``--debug`` adds the traceback), 1 bug,
-130 interrupted. Only the invoked command's arguments are declared, and each command imports
+Exit codes: 0 success (also when the reader of the output went away: ``mtnas spaces | head -1``),
+2 user error (one line on stderr; ``--debug`` adds the traceback), 1 bug, 130 interrupted. Only the invoked command's arguments are declared, and each command imports
 what it needs when it runs: ``mtnas trials``, ``show`` and ``spaces`` never import torch.
 
 ``--plugins MODULE[,MODULE...]`` (and the environment variable ``MTNAS_PLUGINS``) names the
@@ -70,6 +70,24 @@ def _emit(data: object, text: str, as_json: bool) -> None:
     print(json.dumps(data, indent=2) if as_json else text)
 
 
+def _space_arg(args: argparse.Namespace) -> object:
+    """The command's space: its name or path as given, or (with ``--set`` or a budget ``--epochs``)
+    the ``SearchSpace`` they make of it."""
+    overrides, budget = getattr(args, "overrides", None) or [], getattr(args, "budget_epochs", None)
+    if not overrides and budget is None:
+        return args.space
+    from mtnas.space import load_space
+
+    space = load_space(args.space, overrides=overrides)
+    return space.with_budget(budget) if budget is not None else space
+
+
+def _use_threads(args: argparse.Namespace, workers: int = 1) -> None:
+    from mtnas.train import use_cpu_threads
+
+    use_cpu_threads(args.threads, workers=workers)
+
+
 # --- the pipeline: spaces, search, look, export, retrain ------------------------------------------
 
 
@@ -87,7 +105,8 @@ def _search_args(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("space", nargs="?", help="a built-in search space name or a YAML path (not with --resume)")
     p.add_argument("--name", help="run folder name under --runs-dir (default: the space's name)")
-    p.add_argument("--trials", type=at_least(1), default=None, help="completed trials to reach (default: search.trials)")
+    p.add_argument("--trials", type=at_least(1), default=None, help="completed trials to reach, the two enqueued references (all-shared, independent) included "
+                        "(default: search.trials)")
     p.add_argument("--strategy", default="differentiable", type=choice(STRATEGIES),
                    help=f"how a trial gets its tree: {_choices(STRATEGIES)}")
     p.add_argument("--objectives", default="delta_m,flops",
@@ -104,7 +123,8 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs-dir", default="runs", help="where run folders live")
 
 
-@command("search", "search sharing trees with Optuna trials into runs/NAME", ("seed", "device", "json", "quiet"))
+@command("search", "search sharing trees with Optuna trials into runs/NAME",
+         ("budget", "set", "seed", "device", "threads", "json", "quiet"))
 @arguments(_search_args)
 def _search(args: argparse.Namespace) -> None:
     from mtnas.study import run_search, write_pareto
@@ -113,19 +133,33 @@ def _search(args: argparse.Namespace) -> None:
         raise MtnasError("give a search space (a built-in name or a YAML path), or --resume --name NAME")
     if args.resume and not args.name:
         raise MtnasError("--resume needs --name NAME of the run to continue")
+    if args.resume and (args.overrides or args.budget_epochs):
+        raise MtnasError("--resume continues a run with the space it started with (its space.yaml); drop --set "
+                         "and --epochs, or start a new run with another --name")
+    space = "" if args.resume else _space_arg(args)
+    name = args.name if args.name is not None or args.resume else Path(args.space).stem  # a file's name, as before
     run, study = run_search(
-        args.space or "", name=args.name, trials=args.trials, strategy=args.strategy, objectives=args.objectives,
+        space, name=name, trials=args.trials, strategy=args.strategy, objectives=args.objectives,
         sampler=args.sampler, seed=args.seed, resume=args.resume, device=args.device, runs_dir=args.runs_dir,
         workers=args.workers, storage=args.storage, artifacts=args.artifacts, timeout=args.timeout,
-        progress=not args.quiet,
+        threads=args.threads, progress=not args.quiet,
     )
     front = write_pareto(run, study)
-    _emit({"run": str(run.root), "front": front}, f"run folder: {run.root}\n{_front_table(front)}", args.json)
+    text = f"run folder: {run.root}\n{_front_table(front)}"
+    if args.workers == 0 and not front:
+        text = (f"run folder: {run.root}\nthe study is ready and no trial ran here (--workers 0): start workers with "
+                f"'mtnas worker --storage {run.storage()} --study {run.name}' on any machine that reaches the storage "
+                f"(they run trials until it holds {study.user_attrs['mtnas']['trials']}), then 'mtnas show {run.root}'")
+    _emit({"run": str(run.root), "front": front}, text, args.json)
 
 
 def _front_table(front: list) -> str:
-    rows = [[f["trial"], f["tree"], round(f["delta_m"], 3), f["flops"], f["params"]] for f in front]
-    return "Pareto front:\n" + format_table(["trial", "tree", "delta-m val %", "FLOPs", "params"], rows)
+    if not front:
+        return "Pareto front: empty (no trial completed)"
+    rows = [[f["trial"], f["reference"] or "-", f["tree"], round(f["delta_m"], 3), f["flops"], f["params"]]
+            for f in front]
+    return ("Pareto front (--pick chooses among the searched trees; a reference by --trial N):\n"
+            + format_table(["trial", "reference", "tree", "delta-m val %", "FLOPs", "params"], rows))
 
 
 def _worker_args(p: argparse.ArgumentParser) -> None:
@@ -133,11 +167,12 @@ def _worker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--study", required=True, help="the study's name (the run's name)")
 
 
-@command("worker", "join a study from any machine and run its trials", ("device", "quiet"))
+@command("worker", "join a study from any machine and run its trials", ("device", "threads", "quiet"))
 @arguments(_worker_args)
 def _worker(args: argparse.Namespace) -> None:
     from mtnas.study import run_worker
 
+    _use_threads(args)
     study = run_worker(args.storage, args.study, device=args.device, progress=not args.quiet)
     print(f"worker done: the study holds {len(study.trials)} trials")
 
@@ -151,37 +186,61 @@ def _trials(args: argparse.Namespace) -> None:
         {"trial": t.number, "state": t.state.name,
          "objectives": trial_objectives(study, t) if t.values else None, "tree": t.user_attrs.get("tree"),
          "delta_m": t.user_attrs.get("delta_m"), "flops": t.user_attrs.get("flops"),
-         "reused_from": t.user_attrs.get("reused_from"), "fail_reason": fail_reason(study, t)}
+         "reference": t.user_attrs.get("fixed_tree"), "reused_from": t.user_attrs.get("reused_from"),
+         "phase": t.user_attrs.get("phase") if t.state.name == "RUNNING" else None,
+         "fail_reason": fail_reason(study, t), "pruned_reason": t.user_attrs.get("pruned_reason")}
         for t in study.get_trials(deepcopy=False)
     ]
-    table = [[r["trial"], r["state"], r["tree"] or "-", r["delta_m"], r["flops"], r["reused_from"]] for r in rows]
-    _emit(rows, format_table(["trial", "state", "tree", "delta-m", "FLOPs", "reused from"], table), args.json)
+    table = [[r["trial"], r["state"] + (f" ({r['phase']})" if r["phase"] else ""), r["tree"] or "-", r["delta_m"],
+              r["flops"], _note(r)] for r in rows]
+    _emit(rows, format_table(["trial", "state", "tree", "delta-m", "FLOPs", "note"], table), args.json)
+
+
+def _note(row: dict) -> str:
+    """The note of a trial in 'mtnas trials': a reference, reused, or why it failed or was pruned."""
+    notes = [f"reference: {row['reference']}" if row["reference"] else "",
+             f"reused trial {row['reused_from']}" if row["reused_from"] is not None else "",
+             row["fail_reason"] if row["state"] == "FAIL" else "",
+             row["pruned_reason"] if row["state"] == "PRUNED" else ""]
+    return "; ".join(n for n in notes if n) or "-"
 
 
 def _show_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="a run folder or STORAGE_URL#STUDY (its Pareto trees), or an arch.json (its tree)")
+    p.add_argument("--trial", type=at_least(0), default=None,
+                   help="one trial of the run in detail: its tree, per-task metrics, hyperparameters, state")
 
 
-@command("show", "the Pareto-best trees of a run (or an arch.json's tree) as text", ("json",))
+@command("show", "the Pareto-best trees of a run (or one trial, or an arch.json's tree) as text", ("json",))
 @arguments(_show_args)
 def _show(args: argparse.Namespace) -> None:
-    from mtnas.study import SearchRun, load_study, pareto, trial_tree
+    from mtnas.study import SearchRun, load_study, pareto, render_trial, trial_details, trial_tree
     from mtnas.tree import Architecture
 
     if Path(args.run).is_file():  # an arch.json: its one tree
+        if args.trial is not None:
+            raise MtnasError(f"--trial picks a trial of a run folder; {args.run} is one tree (an arch.json)")
         arch = Architecture.load(args.run)
         _emit({"tree": arch.tree.to_dict(), "sharing": arch.tree.describe(), "cost": arch.cost,
                "metrics": arch.metrics}, arch.tree.render_text(), args.json)
         return
     run = SearchRun.open(args.run)
     study = load_study(run)
+    if args.trial is not None:
+        details = trial_details(study, args.trial)
+        _emit(details, render_trial(details), args.json)
+        return
     entries, blocks = [], []
     for t in pareto(study):
         a, tree = t.user_attrs, trial_tree(study, t)
-        entries.append({"trial": t.number, "delta_m": a["delta_m"], "flops": a["flops"], "params": a["params"],
-                        "sharing": tree.describe(), "tree": tree.to_dict()})
-        blocks.append(f"trial {t.number}: delta-m {a['delta_m']:+.2f}%  FLOPs {a['flops']:,}  params {a['params']:,}\n"
-                      f"{tree.render_text()}\n")
+        reference = a.get("fixed_tree")
+        entries.append({"trial": t.number, "reference": reference, "delta_m": a["delta_m"], "flops": a["flops"],
+                        "params": a["params"], "sharing": tree.describe(), "tree": tree.to_dict()})
+        mark = f" (reference: {reference})" if reference else ""
+        blocks.append(f"trial {t.number}{mark}: delta-m {a['delta_m']:+.2f}%  FLOPs {a['flops']:,}  "
+                      f"params {a['params']:,}\n{tree.render_text()}\n")
+    if not entries:
+        blocks.append(f"no completed trial yet; 'mtnas trials {args.run}' shows the trials")
     _emit(entries, "\n".join(blocks), args.json)
 
 
@@ -214,6 +273,20 @@ def _report(args: argparse.Namespace) -> None:
     from mtnas.report import write_report
 
     print(write_report(args.run, out=args.out))
+
+
+def _compare_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("runs", nargs="+", metavar="RUN", help="two or more run folders (or STORAGE_URL#STUDY)")
+    p.add_argument("-o", "--out", default=None, help="the picture, .png/.svg/.pdf (default: compare-A-B.png here)")
+
+
+@command("compare", "runs side by side: their searched fronts as a table and a picture", ("json",))
+@arguments(_compare_args)
+def _compare(args: argparse.Namespace) -> None:
+    from mtnas.report import compare_runs
+
+    report = compare_runs(args.runs, args.out)
+    _emit(report.to_dict(), report.render(), args.json)
 
 
 def _export_args(p: argparse.ArgumentParser) -> None:
@@ -271,10 +344,12 @@ def _retrain_args(p: argparse.ArgumentParser) -> None:
 
 
 @command("retrain", "retrain an arch.json at full budget: checkpoints, resume, DDP, delta-m",
-         ("epochs", "seed", "device", "json", "quiet"))
+         ("epochs", "seed", "device", "threads", "json", "quiet"))
 @arguments(_retrain_args)
 def _retrain(args: argparse.Namespace) -> None:
     from mtnas.train import retrain
+
+    _use_threads(args, workers=int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))  # torchrun: its processes share
 
     report = retrain(
         args.arch, out_dir=args.out, epochs=args.epochs, device=args.device, precision=args.precision,
@@ -294,13 +369,15 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tree", default="all-shared", help=f"{' | '.join(NAMED_TREES)}, or an arch.json path")
 
 
-@command("train", "train one fixed tree: per-task metrics, cost, delta-m", ("space", "epochs", "seed", "device", "json", "quiet"))
+@command("train", "train one fixed tree: per-task metrics, cost, delta-m",
+         ("space", "epochs", "set", "seed", "device", "threads", "json", "quiet"))
 @arguments(_train_args)
 def _train(args: argparse.Namespace) -> None:
     from mtnas.train import run_train
 
+    _use_threads(args)
     report = run_train(
-        args.space, args.tree, seed=args.seed, device=args.device, epochs=args.epochs, progress=not args.quiet
+        _space_arg(args), args.tree, seed=args.seed, device=args.device, epochs=args.epochs, progress=not args.quiet
     )
     _emit(report.to_dict(), report.render(), args.json)
 
@@ -309,32 +386,34 @@ def _baselines_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-cache", action="store_true", help="retrain even when cached results exist")
 
 
-@command("baselines", "train single-task networks and the all-shared tree (cached)", ("space", "seed", "device", "json", "quiet"))
+@command("baselines", "train single-task networks and the all-shared tree (cached)",
+         ("space", "epochs", "set", "seed", "device", "threads", "json", "quiet"))
 @arguments(_baselines_args)
 def _baselines(args: argparse.Namespace) -> None:
     from mtnas.train import run_baselines
 
+    _use_threads(args)
     report = run_baselines(
-        args.space, seed=args.seed, device=args.device, use_cache=not args.no_cache, progress=not args.quiet
+        _space_arg(args), seed=args.seed, device=args.device, epochs=args.epochs, use_cache=not args.no_cache,
+        progress=not args.quiet,
     )
     _emit(report.to_dict(), report.render(), args.json)
 
 
 def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/demo", help="where the demo writes its files")
-    p.add_argument("--epochs", type=at_least(1), default=None,
-                   help="shrink every training budget to this many epochs (faster)")
     p.add_argument("--trials", type=at_least(3), default=None,
                    help="search trials, the two enqueued baselines included (default 4)")
 
 
-@command("demo", "the whole path on a small budget, minutes on a CPU", ("device", "quiet"))
+@command("demo", "the whole path on a small budget, minutes on a CPU", ("budget", "set", "device", "threads", "quiet"))
 @arguments(_demo_args)
 def _demo(args: argparse.Namespace) -> None:
     from mtnas.cli._demo import DEMO_TRIALS, run_demo
 
-    run_demo(out=Path(args.out), device=args.device, epochs=args.epochs, trials=args.trials or DEMO_TRIALS,
-             progress=not args.quiet)
+    _use_threads(args)
+    run_demo(out=Path(args.out), device=args.device, epochs=args.budget_epochs, trials=args.trials or DEMO_TRIALS,
+             overrides=args.overrides, threads=args.threads, progress=not args.quiet)
 
 
 # --- entry point ---------------------------------------------------------------------------------
@@ -391,7 +470,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser(_invoked(argv)).parse_args(argv)
         use_plugins(args.plugins)
-        return int(args._run(args) or 0)
+        code = int(args._run(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the try
+        return code
+    except BrokenPipeError:  # the reader went away (`mtnas spaces | head -1`): end quietly, as Unix tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush at exit goes nowhere
+        return 0
     except MtnasError as exc:
         if debug:
             traceback.print_exc()

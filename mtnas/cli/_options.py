@@ -90,11 +90,31 @@ def _run(p: argparse.ArgumentParser) -> None:
 
 
 def _epochs(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--epochs", type=at_least(1), default=None, help="override the space's training epochs")
+    p.add_argument("--epochs", type=at_least(1), default=None,
+                   help="override the space's training epochs (delta-m compares with single-task networks trained "
+                        "as long)")
+
+
+def _budget(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--epochs", dest="budget_epochs", type=at_least(1), default=None,
+                   help="shrink every budget to N epochs (training and proxy training N, a search 2N with N of "
+                        "warm-up; SearchSpace.with_budget): a quick look, not a result to trust")
+
+
+def _set(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="change a key of the space, e.g. --set training.lr=0.01 --set dataset.args.root=/data "
+                        "(repeatable; VALUE is YAML; checked like the file)")
+
+
+def _threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=at_least(1, 4096), default=None,
+                   help="CPU threads of torch per process (default: $MTNAS_THREADS, else $OMP_NUM_THREADS, else "
+                        "the physical cores divided among the local worker processes)")
 
 
 #: option name -> the function that adds it to a command's parser
 OPTIONS: Registry[Callable[[argparse.ArgumentParser], None]] = Registry("option")
-for _name, _add in (("space", _space), ("run", _run), ("epochs", _epochs), ("seed", _seed), ("device", _device),
-                    ("json", _json), ("quiet", _quiet)):
+for _name, _add in (("space", _space), ("run", _run), ("epochs", _epochs), ("budget", _budget), ("set", _set),
+                    ("seed", _seed), ("device", _device), ("threads", _threads), ("json", _json), ("quiet", _quiet)):
     OPTIONS.add(_name, _add)

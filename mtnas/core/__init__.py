@@ -8,7 +8,7 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "._config": ("ConfigError", "MAX_INT", "MAX_SEED", "bounded", "check_limits", "parse", "to_data",),
     "._errors": ("MtnasError", "did_you_mean", "first_few", "first_line", "one_line", "short_repr", "short_text",),
     "._inputs": ("MAX_JSON_DEPTH", "MAX_JSON_INT_DIGITS", "load_json_text", "read_text_file",),
-    "._io": ("atomic_write_bytes", "atomic_write_text",),
+    "._io": ("atomic_write_bytes", "atomic_write_text", "replace_files",),
     "._lazy": ("lazy_exports",),
     "._plugins": ("PLUGINS_ENV", "PluginRegistry", "load_plugins", "plugin_modules",),
     "._registry": ("Registry",),

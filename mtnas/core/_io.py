@@ -1,12 +1,16 @@
-"""Crash-safe file writes: write a temporary file beside the target, then rename over it."""
+"""Crash-safe file writes: write a temporary file beside the target, then rename over it; and a
+set of files written into a folder all or nothing (:func:`replace_files`)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "replace_files"]
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -30,3 +34,35 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
+
+
+@contextlib.contextmanager
+def replace_files(folder: str | Path, owned: Iterable[str]) -> Iterator[Path]:
+    """Write a set of files into ``folder`` all or nothing.
+
+    The caller writes them into the staging folder this yields (beside ``folder``, on the same
+    file system). When the block ends without an error, each staged file replaces its namesake
+    in ``folder`` (a rename), and the files named in ``owned`` that were not written this time are
+    removed: the folder holds this write's files only, never a leftover of an earlier one. On an
+    error ``folder`` is left as it was. Other files in ``folder`` are not touched.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise FileExistsError(17, "exists and is not a folder", str(folder))
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".staging"))
+    try:
+        yield stage
+        if not folder.exists():
+            os.rename(stage, folder)  # all at once
+            return
+        written = {p.name for p in stage.iterdir()}
+        for name in sorted(written):
+            target = folder / name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            os.replace(stage / name, target)
+        for name in set(owned) - written:
+            (folder / name).unlink(missing_ok=True)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)

@@ -2,7 +2,9 @@
 
 From an ``arch.json`` with trained weights (``mtnas retrain`` writes them), ``--format onnx``
 writes ``DIR/model.onnx`` (one input ``input``, one output per task, named after it, batch size
-free) and ``--format torch-export`` writes ``DIR/model.pt2`` (``torch.export``).
+free) and ``--format torch-export`` writes ``DIR/model.pt2`` (``torch.export``), with the
+``arch.json`` and ``io.json`` (the signature). The folder is written all or nothing, and a new
+export replaces every file of an earlier one (``mtnas.core.replace_files``).
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mtnas.core import MtnasError, Registry, __version__, atomic_write_text
+from mtnas.core import MtnasError, Registry, __version__, atomic_write_text, replace_files
 from mtnas.export._trial import ExportReport
 from mtnas.model import arch_space, load_model
 from mtnas.tree import Architecture
 
-__all__ = ["DEPLOY_FORMATS", "export_model"]
+__all__ = ["DEPLOY_FILES", "DEPLOY_FORMATS", "export_model"]
+
+#: What ``export_model`` writes into its folder (one model file of the format, its tree, its signature).
+DEPLOY_FILES = ("model.onnx", "model.pt2", "arch.json", "io.json")
 
 
 class _TaskTuple(nn.Module):
@@ -88,11 +93,12 @@ def export_model(arch_path: str | Path, out_dir: str | Path, *, fmt: str, weight
     space = arch_space(arch, str(arch_path))
     module = _TaskTuple(load_model(arch, weights), space.task_names).eval()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     example = torch.zeros(2, *space.input_shape)
-    path = writer(module, example, out)
-    arch.save(out / "arch.json")
-    signature = {"input": {"name": "input", "shape": ["batch", *space.input_shape]},
-                 "outputs": list(space.task_names), "format": fmt, "mtnas_version": __version__}
-    atomic_write_text(out / "io.json", json.dumps(signature, indent=1) + "\n")
-    return ExportReport({fmt: path, "arch": out / "arch.json", "io": out / "io.json"}, None, arch.tree.describe(), {})
+    with replace_files(out, DEPLOY_FILES) as stage:  # all or nothing; the files of an earlier export go
+        path = writer(module, example, stage)
+        arch.save(stage / "arch.json")
+        signature = {"input": {"name": "input", "shape": ["batch", *space.input_shape]},
+                     "outputs": list(space.task_names), "format": fmt, "mtnas_version": __version__}
+        atomic_write_text(stage / "io.json", json.dumps(signature, indent=1) + "\n")
+    return ExportReport({fmt: out / path.name, "arch": out / "arch.json", "io": out / "io.json"}, None,
+                        arch.tree.describe(), {})

@@ -4,6 +4,10 @@ One trial is picked (``--trial N`` or ``--pick``, see ``mtnas.study.PICKS``) and
 ``DIR/arch.json`` (self-contained: the resolved space is inside), ``DIR/tree.png`` and, with
 ``--with-weights``, ``DIR/weights.safetensors``: the supernet weights that tree inherits, keyed as
 ``BranchedNet`` names its parameters, so ``mtnas retrain DIR/arch.json --init inherited`` loads them.
+
+An export is written all or nothing (``mtnas.core.replace_files``): a failed one leaves ``DIR`` as
+it was, and a new one replaces every file an earlier export wrote there (the weights of an earlier
+``--with-weights`` export do not stay beside another tree).
 """
 
 from __future__ import annotations
@@ -13,13 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mtnas.core import MtnasError
+from mtnas.core import MtnasError, replace_files
 from mtnas.model import load_weights
 from mtnas.study import INHERITED, SearchRun, choose_trial, load_study, trial_file
 from mtnas.tree import Architecture
 from mtnas.viz import draw_tree, tree_title
 
-__all__ = ["ExportReport", "export_trial"]
+__all__ = ["TRIAL_EXPORT_FILES", "ExportReport", "export_trial"]
+
+#: The files ``export_trial`` writes; a re-export into the same folder replaces (or removes) each.
+TRIAL_EXPORT_FILES = ("arch.json", "tree.png", "weights.safetensors")
 
 
 @dataclass(frozen=True)
@@ -58,22 +65,23 @@ def export_trial(run_ref: str | Path, out_dir: str | Path, *, trial: int | None 
         raise MtnasError(f"trial {chosen.number} has no arch.json (it did not complete); see 'mtnas trials'")
     arch = Architecture.load(arch_path)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    files = {"arch": arch.save(out / "arch.json")}
     attrs = chosen.user_attrs
-    files["picture"] = draw_tree(arch.tree, out / "tree.png", title=tree_title(
-        f"{run.name} trial {chosen.number}", params=attrs.get("params"), flops=attrs.get("flops"),
-        delta_m=attrs.get("delta_m")))
-    if with_weights:
-        inherited = trial_file(run, study, chosen, INHERITED)
-        if inherited is None:
-            kind = attrs.get("fixed_tree") or "sampled"
-            raise MtnasError(
-                f"trial {chosen.number} ({kind}) has no inherited weights: only trials of the differentiable "
-                "strategy train a supernet; export without --with-weights and retrain from scratch"
-            )
-        load_weights(inherited, tree_key=arch.tree.key)  # checks format, tree and checksum before copying
-        shutil.copyfile(inherited, out / "weights.safetensors")
-        files["weights"] = out / "weights.safetensors"
+    with replace_files(out, TRIAL_EXPORT_FILES) as stage:  # a failure leaves `out` as it was
+        files = {"arch": arch.save(stage / "arch.json")}
+        files["picture"] = draw_tree(arch.tree, stage / "tree.png", title=tree_title(
+            f"{run.name} trial {chosen.number}", params=attrs.get("params"), flops=attrs.get("flops"),
+            delta_m=attrs.get("delta_m")))
+        if with_weights:
+            inherited = trial_file(run, study, chosen, INHERITED)
+            if inherited is None:
+                kind = attrs.get("fixed_tree") or "sampled"
+                raise MtnasError(
+                    f"trial {chosen.number} ({kind}) has no inherited weights: only trials of the differentiable "
+                    "strategy train a supernet; export without --with-weights and retrain from scratch"
+                )
+            load_weights(inherited, tree_key=arch.tree.key)  # checks format, tree and checksum before copying
+            shutil.copyfile(inherited, stage / "weights.safetensors")
+            files["weights"] = stage / "weights.safetensors"
+    files = {k: out / Path(p).name for k, p in files.items()}
     facts = {k: attrs[k] for k in ("delta_m", "flops", "params") if k in attrs}
     return ExportReport(files, chosen.number, arch.tree.describe(), facts)

@@ -1,8 +1,9 @@
 """``mtnas report RUN``: one self-contained HTML page of a search run.
 
 The page holds the run's settings and trial counts, the Pareto front, a picture of every Pareto
-tree, the routing evolution of the best searched tree, Optuna's optimisation history and
-hyperparameter importances, and the table of all trials. Images are PNGs embedded as base64
+tree, the retrained trees when a tree of the run was retrained (``mtnas.report._retrained``), the
+routing evolution of the best searched tree, Optuna's optimisation history and hyperparameter
+importances, and the table of all trials. Images are PNGs embedded as base64
 ``data:`` URIs and the CSS is inline: the file can be mailed, archived or opened offline, and needs
 no JavaScript.
 """
@@ -20,6 +21,7 @@ from typing import Any
 import optuna
 
 from mtnas.core import MtnasError, __version__, atomic_write_text
+from mtnas.report._retrained import Retrained, find_retrained
 from mtnas.report._study_plots import draw_history, draw_importances, draw_pareto, pareto_plot_data
 from mtnas.study import SearchRun, fail_reason, load_study, trial_file, trial_tree
 from mtnas.viz import draw_routing, draw_tree, routing_evolution, tree_title
@@ -188,6 +190,35 @@ def _routing_section(run: SearchRun, study: optuna.Study, points: tuple, info: d
             "changes.</p>" + _img(draw_routing(evolution, tmp / "routing.png"), f"routing of trial {best.trial}"))
 
 
+def _retrained_section(results: list[Retrained]) -> str:
+    """Each retrained tree of the run: full-budget test metrics against single-task networks of
+    the same budget, delta-m, cost, and its training curves."""
+    parts = ["<h2>Retrained</h2><p class='note'>Trees of this run trained from scratch at full budget "
+             "(<code>mtnas retrain</code>); delta-m on the test split against single-task networks trained "
+             "for as many epochs.</p>"]
+    for r in results:
+        f = r.final
+        trials = ", ".join(str(n) for n in r.trials)
+        dm = f.get("delta_m") or {}
+        facts = [("tree", f.get("sharing")), ("trial", trials), ("epochs", f.get("epochs")),
+                 ("delta-m test", _num(dm.get("test"), "+.2f") + " %"), ("delta-m val", _num(dm.get("val"), "+.2f") + " %"),
+                 ("params", _num(f.get("params"), ",")), ("FLOPs", _num(f.get("flops"), ",")),
+                 ("device", f"{f.get('device')} ({f.get('precision')}), {_duration(f.get('seconds'))}"),
+                 ("folder", r.folder)]
+        body = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in facts)
+        single = (f.get("single_task") or {}).get("test", {})
+        rows = "".join(
+            f"<tr><td>{_e(task)}</td><td>{_e(metric)}</td><td class='num'>{_num(value, '.4f')}</td>"
+            f"<td class='num'>{_num(single.get(task, {}).get(metric), '.4f')}</td></tr>"
+            for task, metrics in (f.get("test") or {}).items() for metric, value in metrics.items()
+        )
+        table = ("<table><thead><tr><th>task</th><th>metric</th><th>test</th><th>single-task test</th></tr></thead>"
+                 f"<tbody>{rows}</tbody></table>")
+        curves = _img(r.curves, f"retrain curves of trial {trials}")
+        parts.append(f'<div class="pair"><div><table class="kv">{body}</table></div><div>{table}</div></div>{curves}')
+    return "".join(parts)
+
+
 class _FrontTrial:
     """A Pareto trial with the facts the page shows (params and FLOPs whatever the cost axis)."""
 
@@ -222,6 +253,14 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
                             "layers run left to right.</p>" + _tree_figures(run, study, front, tmp))
         else:
             sections.append("<h2>Pareto front</h2><p class='note'>No completed trial yet.</p>")
+        if run.remote is None:
+            tree_trials: dict[str, list[int]] = {}
+            for t in trials:
+                if t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs.get("tree_key"):
+                    tree_trials.setdefault(t.user_attrs["tree_key"], []).append(t.number)
+            retrained = find_retrained(run.root, tree_trials)
+            if retrained:
+                sections.append(_retrained_section(retrained))
         sections.append(_routing_section(run, study, data.points, info, tmp))
         history = draw_history(study, tmp / "history.png")
         importances = draw_importances(study, tmp / "importances.png")

@@ -69,14 +69,14 @@ def _read(path: Path) -> TreeResult | None:
 
 
 def proxy_result(tree: BranchingTree, proxy: SearchSpace, bundle: DatasetBundle, *, device: torch.device,
-                 seed: int, use_cache: bool = True) -> TreeResult:
+                 seed: int, use_cache: bool = True, progress: bool = False, desc: str | None = None) -> TreeResult:
     """``tree`` trained on the proxy space ``proxy`` with ``seed``: from the cache when a search or
     trial trained it before, else trained now (and cached)."""
     path = _cache_path(proxy, seed, tree.key)
     cached = _read(path) if use_cache else None
     if cached is not None and cached.tree == tree:
         return cached
-    result, _ = train_tree_model(tree, proxy, bundle, device=device, seed=seed)
+    result, _ = train_tree_model(tree, proxy, bundle, device=device, seed=seed, progress=progress, desc=desc)
     if use_cache:
         atomic_write_text(path, json.dumps(result.to_dict()))
     return result

@@ -1,6 +1,9 @@
 """The built-in search spaces: the YAML files of ``search_spaces/``, found by name.
 
-Reading their names and descriptions needs only YAML, so ``mtnas spaces`` starts in a blink.
+``search_spaces/`` at the top of the repository is their one source. An installed package (a
+wheel, ``pip install .``) carries a copy as package data, ``mtnas/space/builtin/`` (see
+``setup.py``); an editable install reads the checkout's folder. Reading their names and
+descriptions needs only YAML, so ``mtnas spaces`` starts in a blink.
 """
 
 from __future__ import annotations
@@ -11,7 +14,10 @@ import yaml
 
 __all__ = ["BUILTIN_DIR", "builtin_paths", "list_spaces"]
 
-BUILTIN_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
+_PACKAGED = Path(__file__).resolve().parent / "builtin"  # the wheel's copy
+_CHECKOUT = Path(__file__).resolve().parents[2] / "search_spaces"  # the source, beside mtnas/ in a checkout
+#: The folder the built-in spaces are read from.
+BUILTIN_DIR = _PACKAGED if _PACKAGED.is_dir() else _CHECKOUT
 
 
 def builtin_paths() -> dict[str, Path]:

@@ -10,17 +10,18 @@ are expanded, so a "billion laughs" document is refused before anything walks it
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from mtnas.core import MtnasError, did_you_mean, first_line, parse, read_text_file, short_repr
+from mtnas.core import ConfigError, MtnasError, did_you_mean, first_line, parse, read_text_file, short_repr
 from mtnas.data import DatasetBundle
 from mtnas.data.datasets import build_dataset
 from mtnas.space._builtin import builtin_paths
+from mtnas.space._overrides import apply_overrides, override_note
 from mtnas.space._schema import SearchSpace
 
 __all__ = [
@@ -65,8 +66,9 @@ def space_from_dict(data: Any, source: str = "space") -> SearchSpace:
     return parse(SearchSpace, data, source)
 
 
-def load_space(name_or_path: str | Path) -> SearchSpace:
-    """A built-in space by name, or a YAML file by path."""
+def load_space(name_or_path: str | Path, overrides: Sequence[str] = ()) -> SearchSpace:
+    """A built-in space by name, or a YAML file by path, with ``overrides`` (``KEY.PATH=VALUE``,
+    see ``mtnas.space._overrides``) set in its document before it is parsed."""
     builtins = builtin_paths()
     text = str(name_or_path)
     if text in builtins:
@@ -81,7 +83,15 @@ def load_space(name_or_path: str | Path) -> SearchSpace:
     data = load_yaml_text(read_text_file(path, "search-space YAML file", SPACE_MAX_BYTES), str(path))
     if not isinstance(data, Mapping):
         raise MtnasError(f"{path}: expected a YAML mapping at the top, got {type(data).__name__}")
-    space = space_from_dict(data, source=path.name if text not in builtins else text)
+    source = path.name if text not in builtins else text
+    if overrides:
+        data = apply_overrides(data, overrides)
+        try:
+            space = space_from_dict(data, source=source)
+        except ConfigError as exc:
+            raise ConfigError(override_note(str(exc), overrides, source)) from None
+    else:
+        space = space_from_dict(data, source=source)
     return space if space.name else replace(space, name=path.stem)
 
 

@@ -11,8 +11,10 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
         "TRIAL_FILES", "artifact_cache", "fetch_trial_file", "open_artifact_store", "upload_trial_files",
     ),
     "._front": (
-        "FrontTree", "PICKS", "choose_trial", "front_point", "front_trees", "knee", "pareto", "write_pareto",
+        "FrontTree", "PICKS", "choose_trial", "front_point", "front_trees", "knee", "pareto", "searched_front",
+        "write_pareto",
     ),
+    "._inspect": ("render_trial", "trial_details",),
     "._liveness": ("mark_alive", "reap_dead_trials", "wait_for_turn",),
     "._objective": ("FIXED", "evaluate_trial", "proxy_space",),
     "._objectives": (
@@ -20,6 +22,7 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
         "trial_objectives",
     ),
     "._optimize": ("RUN_NAME", "check_run_name", "run_search", "run_worker",),
+    "._progress": ("StudyProgress", "format_seconds", "study_eta",),
     "._pruning": ("FRONT_MARGIN", "PRUNERS", "PrunerType", "check_pruner", "epoch_monitor",),
     "._run": ("INHERITED", "SearchRun", "fail_reason", "load_study", "trial_file", "trial_tree",),
     "._storage": ("HEARTBEAT", "heartbeat_settings", "open_storage",),

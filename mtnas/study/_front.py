@@ -4,6 +4,13 @@ Trials are read by objective name (see ``mtnas.study._objectives``). A front poi
 cost): quality is delta-m, cost the study's cost objective (FLOPs or params; a quality-only
 study uses each trial's FLOPs).
 
+Two fronts: the study's (:func:`pareto`: every completed trial, the enqueued all-shared and
+independent references among them, marked by their ``fixed_tree``) and the searched one
+(:func:`searched_front`: the trials whose tree a strategy chose). The picks choose from the
+searched front, since the references are there to compare with (the independent tree is often
+the best delta-m, the all-shared tree always the cheapest); a reference is still exported by its
+trial number (``--trial``).
+
 How ``knee`` chooses: both coordinates are scaled to [0, 1] over the front (quality up is good,
 cost down is good); the knee is the trial farthest above the straight line from the cheapest
 trial to the best-quality one, i.e. the one that buys the most quality per unit of cost relative
@@ -25,7 +32,8 @@ from mtnas.study._objectives import QUALITY, cost_objective, objective_names, tr
 from mtnas.study._run import SearchRun, load_study, trial_tree
 from mtnas.tree import BranchingTree
 
-__all__ = ["PICKS", "FrontTree", "choose_trial", "front_point", "front_trees", "knee", "pareto", "write_pareto"]
+__all__ = ["PICKS", "FrontTree", "choose_trial", "front_point", "front_trees", "knee", "pareto", "searched_front",
+           "write_pareto"]
 
 Trial = optuna.trial.FrozenTrial
 
@@ -37,15 +45,34 @@ def front_point(study: optuna.Study, trial: Trial) -> tuple[float, float]:
     return values[QUALITY], values[cost] if cost is not None else float(trial.user_attrs.get("flops", 0.0))
 
 
-def pareto(study: optuna.Study) -> list[Trial]:
-    """The Pareto-best trials, one per distinct tree, best delta-m first."""
+def _one_per_tree(study: optuna.Study, trials: Sequence[Trial]) -> list[Trial]:
     best, seen = [], set()
-    for t in sorted(study.best_trials, key=lambda t: -front_point(study, t)[0]):
+    for t in sorted(trials, key=lambda t: (-front_point(study, t)[0], t.number)):
         key = t.user_attrs.get("tree_key")
         if key not in seen:
             seen.add(key)
             best.append(t)
     return best
+
+
+def pareto(study: optuna.Study) -> list[Trial]:
+    """The Pareto-best trials of the study, references included, one per distinct tree, best delta-m first."""
+    return _one_per_tree(study, study.best_trials)
+
+
+def _dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[optuna.study.StudyDirection]) -> bool:
+    better = [x > y if d == optuna.study.StudyDirection.MAXIMIZE else x < y for x, y, d in zip(a, b, directions)]
+    worse = [x < y if d == optuna.study.StudyDirection.MAXIMIZE else x > y for x, y, d in zip(a, b, directions)]
+    return any(better) and not any(worse)
+
+
+def searched_front(study: optuna.Study) -> list[Trial]:
+    """The Pareto-best of the searched trials (the enqueued references left out), one per distinct
+    tree, best delta-m first; empty while no searched trial has completed."""
+    done = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            if not t.user_attrs.get("fixed_tree") and t.values is not None]
+    front = [t for t in done if not any(_dominates(o.values, t.values, study.directions) for o in done)]
+    return _one_per_tree(study, front)
 
 
 @dataclass(frozen=True)
@@ -57,6 +84,7 @@ class FrontTree:
         tree: the branching tree.
         objectives: the trial's objective values by name (``{"delta_m": ..., "flops": ...}``).
         delta_m, flops, params: its proxy delta-m (%, val) and cost.
+        reference: ``"all-shared"`` or ``"independent"`` for an enqueued reference tree, else None.
     """
 
     trial: int
@@ -65,15 +93,20 @@ class FrontTree:
     delta_m: float
     flops: int
     params: int
+    reference: str | None = None
 
 
-def front_trees(study_or_run: optuna.Study | SearchRun | str | Path) -> list[FrontTree]:
-    """The Pareto front of a study (or of a run folder) as objects, best delta-m first."""
+def front_trees(study_or_run: optuna.Study | SearchRun | str | Path, *, references: bool = False) -> list[FrontTree]:
+    """The Pareto front of the searched trees of a study (or of a run folder) as objects, best
+    delta-m first; with ``references`` the study's whole front, the enqueued all-shared and
+    independent trees among them (marked by ``reference``)."""
     study = study_or_run
     if not isinstance(study, optuna.Study):
         study = load_study(study if isinstance(study, SearchRun) else SearchRun(Path(study)))
+    trials = pareto(study) if references else searched_front(study)
     return [FrontTree(t.number, trial_tree(study, t), trial_objectives(study, t), float(t.user_attrs["delta_m"]),
-                      int(t.user_attrs["flops"]), int(t.user_attrs["params"])) for t in pareto(study)]
+                      int(t.user_attrs["flops"]), int(t.user_attrs["params"]), t.user_attrs.get("fixed_tree"))
+            for t in trials]
 
 
 def knee(points: Sequence[tuple[float, float]]) -> int:
@@ -116,7 +149,7 @@ PICKS.add("knee", knee)
 
 
 def choose_trial(study: optuna.Study, number: int | None = None, pick: str = "knee") -> Trial:
-    """Completed trial ``number``, or the Pareto trial ``pick`` chooses."""
+    """Completed trial ``number`` (a reference too), or the trial ``pick`` chooses from the searched front."""
     chooser = PICKS.get(pick)
     if number is not None:
         done = {t.number: t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))}
@@ -124,17 +157,24 @@ def choose_trial(study: optuna.Study, number: int | None = None, pick: str = "kn
             valid = ", ".join(str(n) for n in sorted(done)) or "none"
             raise MtnasError(f"trial {number} is not a completed trial of this run; completed: {valid}")
         return done[number]
-    front = pareto(study)
+    front = searched_front(study)
     if not front:
-        raise MtnasError("the run has no completed trial yet; continue it with 'mtnas search --resume'")
+        references = {t.user_attrs["fixed_tree"]: t.number for t in study.get_trials(
+            deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)) if t.user_attrs.get("fixed_tree")}
+        held = "; ".join(f"{name}: --trial {n}" for name, n in sorted(references.items(), key=lambda kv: kv[1]))
+        raise MtnasError("the run has no completed searched trial yet"
+                         + (f" (only the references, {held})" if held else "")
+                         + "; continue it with 'mtnas search --resume --name NAME --trials N'")
     return front[chooser([front_point(study, t) for t in front])]
 
 
 def write_pareto(run: SearchRun, study: optuna.Study) -> list[dict[str, Any]]:
-    """``pareto.json``: each front trial with its tree and its objectives by name."""
+    """``pareto.json``: each trial of the study's front with its tree and its objectives by name
+    (``reference``: ``all-shared`` or ``independent`` for an enqueued reference tree, else null)."""
     names = objective_names(study)
     front = [
-        {"trial": t.number, "tree_key": t.user_attrs.get("tree_key"), "tree": t.user_attrs.get("tree"),
+        {"trial": t.number, "reference": t.user_attrs.get("fixed_tree"), "tree_key": t.user_attrs.get("tree_key"),
+         "tree": t.user_attrs.get("tree"),
          "objectives": dict(zip(names, t.values)), "delta_m": t.user_attrs.get("delta_m"),
          "flops": t.user_attrs.get("flops"), "params": t.user_attrs.get("params")}
         for t in pareto(study)

@@ -27,7 +27,7 @@ from mtnas.study._liveness import mark_alive, wait_for_turn
 from mtnas.study._objectives import OBJECTIVES, cost_objective
 from mtnas.study._pruning import epoch_monitor
 from mtnas.study._strategies import STRATEGIES, TrialContext, trial_space
-from mtnas.train import Baselines, NonFiniteLossError, delta_m, proxy_space, train_tree
+from mtnas.train import SUM_OF_SOLO_LOSSES, Baselines, NonFiniteLossError, delta_m, proxy_space, train_tree
 from mtnas.tree import Architecture, BranchingTree
 from mtnas.viz import draw_tree, tree_title
 
@@ -35,9 +35,6 @@ __all__ = ["FIXED", "evaluate_trial", "proxy_space"]
 
 #: The trees enqueued at the start of every study (``fixed_tree`` user attribute).
 FIXED = {"all-shared": BranchingTree.all_shared, "independent": BranchingTree.independent}
-#: Loss balancings under which a tree of disjoint networks trains each network as alone (the
-#: summed loss, and PCGrad, which never projects gradients of parameters no two tasks share).
-SUM_OF_SOLO_LOSSES = ("equal", "pcgrad")
 
 
 def _evaluated(study: optuna.Study, key: str, balancing: str) -> optuna.trial.FrozenTrial | None:
@@ -48,10 +45,46 @@ def _evaluated(study: optuna.Study, key: str, balancing: str) -> optuna.trial.Fr
     return None
 
 
+def _phase(trial: optuna.Trial, ctx: TrialContext, name: str) -> None:
+    """The trial enters phase ``name``: kept in the trial (``mtnas trials`` shows it) and shown on the bar."""
+    trial.set_user_attr("phase", name)
+    if ctx.on_phase is not None:
+        ctx.on_phase(trial.number, name)
+
+
 def evaluate_trial(
     trial: optuna.Trial, space: SearchSpace, bundle: DatasetBundle, baselines: Baselines, ctx: TrialContext
 ) -> tuple[float, ...]:
-    """The Optuna objective: the trial's objective values, in ``ctx.objectives`` order."""
+    """The Optuna objective: the trial's objective values, in ``ctx.objectives`` order.
+
+    A trial that ends with an error keeps the reason in its ``fail_reason`` (``mtnas trials``
+    shows it): a NaN loss, an interruption (Ctrl-C), any other exception.
+    """
+    try:
+        return _evaluate(trial, space, bundle, baselines, ctx)
+    except optuna.TrialPruned as exc:
+        if str(exc):
+            trial.set_user_attr("pruned_reason", str(exc))
+        raise
+    except KeyboardInterrupt:
+        _fail_reason(trial, f"interrupted (Ctrl-C) during {trial.user_attrs.get('phase', 'its start')}")
+        raise
+    except Exception as exc:
+        if "fail_reason" not in trial.user_attrs:
+            _fail_reason(trial, f"{type(exc).__name__}: {str(exc).strip()[:300]}")
+        raise
+
+
+def _fail_reason(trial: optuna.Trial, reason: str) -> None:
+    try:
+        trial.set_user_attr("fail_reason", reason)
+    except Exception:  # the storage itself failed: the original error says more
+        pass
+
+
+def _evaluate(
+    trial: optuna.Trial, space: SearchSpace, bundle: DatasetBundle, baselines: Baselines, ctx: TrialContext
+) -> tuple[float, ...]:
     mark_alive(trial)  # first: a process killed from here on leaves a trial anyone can fail and retry
     if not wait_for_turn(trial, ctx.trials):
         trial.study.stop()  # the study holds its trials: this one is not run (exactly N complete)
@@ -60,6 +93,7 @@ def evaluate_trial(
     if fixed:
         tree = FIXED[fixed](space.task_names, space.num_layers)
     else:
+        _phase(trial, ctx, "search" if ctx.strategy == "differentiable" else f"{ctx.strategy} tree")
         tree = STRATEGIES.get(ctx.strategy)(trial, space, bundle, ctx)
     space = trial_space(trial, space)
     trial.set_user_attr("balancing", space.training.balancing)
@@ -80,10 +114,13 @@ def evaluate_trial(
                 cost = tree_cost(tree, space).to_dict()[cost_objective(ctx.objectives) or "flops"]
                 monitor = epoch_monitor(trial, space.search.pruner, float(cost),
                                         lambda val: delta_m(val, baselines.metrics("val"), space))
-                result = (proxy_result(tree, proxy_space(space), bundle, device=ctx.device, seed=ctx.seed)
+                _phase(trial, ctx, "proxy training")
+                result = (proxy_result(tree, proxy_space(space), bundle, device=ctx.device, seed=ctx.seed,
+                                       progress=ctx.progress, desc=f"trial {trial.number} proxy training")
                           if monitor is None  # a tree the trial's search trained already is not trained again
                           else train_tree(tree, proxy_space(space), bundle, device=ctx.device, seed=ctx.seed,
-                                          monitor=monitor))
+                                          monitor=monitor, progress=ctx.progress,
+                                          desc=f"trial {trial.number} proxy training"))
         except NonFiniteLossError as exc:
             trial.set_user_attr("fail_reason", str(exc))  # the trial fails with its reason; the study goes on
             raise

@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -33,11 +34,12 @@ from mtnas.study._front import write_pareto
 from mtnas.study._liveness import reap_dead_trials
 from mtnas.study._objective import FIXED, evaluate_trial, proxy_space
 from mtnas.study._objectives import OBJECTIVES, parse_objectives
+from mtnas.study._progress import StudyProgress
 from mtnas.study._pruning import check_pruner
 from mtnas.study._run import SearchRun
 from mtnas.study._storage import open_storage
 from mtnas.study._strategies import SAMPLERS, STRATEGIES, TrialContext
-from mtnas.train import Baselines, NonFiniteLossError, compute_baselines, select_device
+from mtnas.train import Baselines, NonFiniteLossError, compute_baselines, select_device, use_cpu_threads
 
 __all__ = ["RUN_NAME", "check_run_name", "run_search", "run_worker"]
 
@@ -82,6 +84,7 @@ def run_search(
     storage: str | None = None,
     artifacts: str | None = None,
     timeout: float | None = None,
+    threads: int | None = None,
     progress: bool = True,
 ) -> tuple[SearchRun, optuna.Study]:
     """Create (or ``resume``) ``runs_dir/NAME`` and run the study until ``trials`` completed.
@@ -95,7 +98,9 @@ def run_search(
     ``mtnas worker`` processes on any machine can join it; ``artifacts`` (``s3://BUCKET``, or a
     folder; default ``runs/NAME/artifacts``) is where every trial's files go. ``timeout``
     (seconds) stops starting new trials after that wall time, so strategies can be compared at an
-    equal budget.
+    equal budget. ``threads``: torch's CPU threads in each local process (None: ``MTNAS_THREADS``,
+    ``OMP_NUM_THREADS``, else the physical cores divided among the ``workers``; see
+    ``mtnas.train.cpu_threads``), recorded in ``run.json``.
     """
     for label, value, low in (("trials", trials, 1), ("workers", workers, 0)):
         if value is not None and value < low:
@@ -119,6 +124,7 @@ def run_search(
     seed = space.seed if seed is None else seed
     trials = trials or space.search.trials
     dev = select_device(device)
+    cpu = use_cpu_threads(threads, workers=max(workers, 1))
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are in the trials' records, not on stderr
     if storage is None:
         storage = run.journal_url if workers > 1 else run.storage_url
@@ -135,6 +141,7 @@ def run_search(
             "mtnas_version": __version__, "space": space.name, "seed": seed, "strategy": strategy,
             "objectives": names, "sampler": sampler, "trials": trials, "storage": storage, "artifacts": artifacts,
             "study": run.root.name, "command": sys.argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            **cpu.to_dict(),
         }, indent=1))
     study = optuna.create_study(
         study_name=run.root.name,
@@ -155,11 +162,14 @@ def run_search(
     atomic_write_text(run.root / "baselines.json", json.dumps(baselines.to_dict(), indent=1))
     helpers = [
         subprocess.Popen([sys.executable, "-m", "mtnas", "worker", "--storage", storage, "--study", run.root.name,
-                          "--device", device, "--quiet"])
+                          "--device", device, "--threads", str(cpu.count), "--quiet"])
         for _ in range(workers - 1)
     ]
     ctx = TrialContext(run=run, seed=seed, device=dev, strategy=strategy, objectives=tuple(names),
                        artifacts=artifacts, trials=trials)
+    if trials <= len(FIXED):
+        print(f"note: {trials} trial{'s' if trials != 1 else ''} hold only the enqueued reference trees "
+              f"({', '.join(FIXED)}): no tree is searched; give --trials {len(FIXED) + 1} or more", file=sys.stderr)
     if workers > 0:  # 0: only create the study, for `mtnas worker` processes to run
         _optimize(study, space, bundle, baselines, ctx, progress, timeout)
     dead = {p.pid: code for p in helpers if (code := p.wait())}
@@ -174,6 +184,10 @@ def run_search(
             raise MtnasError(f"{len(dead)} of the worker processes failed; see their output above")
         print(f"warning: {len(dead)} worker process(es) ended with an error (exit {sorted(dead.values())}); "
               f"their trials were retried and the study holds {done} completed trials", file=sys.stderr)
+    done = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+    if timeout is not None and workers > 0 and done < trials:
+        print(f"note: --timeout {timeout:g}s stopped the search after {done} of {trials} trials; "
+              f"'mtnas search --resume --name {run.root.name}' runs the rest", file=sys.stderr)
     write_pareto(run, study)
     return run, study
 
@@ -191,25 +205,16 @@ def _enqueue_fixed_trees(study: optuna.Study) -> None:
 def _optimize(study: optuna.Study, space: SearchSpace, bundle: DatasetBundle, baselines: Baselines,
               ctx: TrialContext, progress: bool, timeout: float | None = None) -> None:
     """Run trials until the study holds ``ctx.trials`` completed ones (failed ones do not count)."""
-    from tqdm.auto import tqdm
-
     complete = (optuna.trial.TrialState.COMPLETE,)
     reap_dead_trials(study)  # a trial of a killed process on this host is retried at once
     done = len(study.get_trials(deepcopy=False, states=complete))
     if done >= ctx.trials:
         return
-    # The bar counts completed trials of the whole study (other workers' too) against the target.
-    with tqdm(total=ctx.trials, initial=done, desc="trials", unit="trial", disable=not progress) as bar:
-
-        def advance(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-            bar.update(len(study.get_trials(deepcopy=False, states=complete)) - bar.n)
-            dm = trial.user_attrs.get("delta_m")
-            if dm is not None:
-                bar.set_postfix_str(f"last: {trial.user_attrs.get('tree', '')[:40]} delta-m {dm:+.2f}%")
-
+    with StudyProgress(study, ctx.trials, enabled=progress) as bar:  # trials, the running phase, an ETA
+        ctx = replace(ctx, progress=progress, on_phase=bar.phase)
         study.optimize(
             lambda t: evaluate_trial(t, space, bundle, baselines, ctx),
-            callbacks=[optuna.study.MaxTrialsCallback(ctx.trials, states=complete), advance],
+            callbacks=[optuna.study.MaxTrialsCallback(ctx.trials, states=complete), bar.trial_done],
             catch=(NonFiniteLossError,),
             n_trials=ctx.trials - done + 2 * ctx.trials,  # room for failed trials; the callback stops at `trials`
             timeout=timeout,

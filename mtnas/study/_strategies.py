@@ -44,6 +44,8 @@ class TrialContext:
     objectives: tuple[str, ...]
     artifacts: str
     trials: int  # completed trials the study is to hold
+    progress: bool = False  # bars for each trial's phases (the search's and the proxy training's epochs)
+    on_phase: Callable[[int, str], None] | None = None  # told (trial number, phase) as a trial moves on
 
 
 class Strategy(Protocol):
@@ -92,7 +94,7 @@ def differentiable(trial: optuna.Trial, space: SearchSpace, bundle: DatasetBundl
     if cfg.warmup_epochs >= cfg.epochs:
         cfg = replace(cfg, warmup_epochs=cfg.epochs - 1)
     result = search_tree(space, bundle, seed=ctx.seed + trial.number, hparams=cfg, device=ctx.device, branches=branches,
-                         eval_seed=ctx.seed)
+                         progress=ctx.progress, eval_seed=ctx.seed)
     folder = ctx.run.trial_dir(trial.number)
     result.save_routing(folder / "routing.npz")
     result.save_candidates(folder / "candidates.json")

@@ -5,7 +5,7 @@ single-task baselines and delta-m, and ``mtnas retrain`` (devices, precision, DD
 from mtnas.core._lazy import lazy_exports
 
 __all__, __getattr__, __dir__ = lazy_exports(__name__, {
-    "._baselines": ("Baselines", "cache_dir", "compute_baselines", "proxy_space",),
+    "._baselines": ("SUM_OF_SOLO_LOSSES", "Baselines", "cache_dir", "compute_baselines", "proxy_space",),
     "._batched": (
         "SingleTaskStack", "TreeStack", "single_task_space", "subset_space", "train_single_tasks",
         "train_subset_networks", "train_trees",
@@ -23,4 +23,5 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "._reports": ("BaselinesReport", "TrainReport", "compare_rows", "resolve_tree", "run_baselines", "run_train",),
     "._retrain": ("DATA_PLACEMENTS", "INITS", "RetrainReport", "curve_data", "data_placement", "retrain",),
     "._tasks": ("TaskMetrics", "evaluate", "task_losses",),
+    "._threads": ("THREADS_ENV", "Threads", "cpu_threads", "physical_cores", "use_cpu_threads",),
 })

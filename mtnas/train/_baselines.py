@@ -29,9 +29,13 @@ from mtnas.train._engine import TaskMetrics
 from mtnas.train._fixed_tree import TreeResult, train_tree
 from mtnas.tree import BranchingTree
 
-__all__ = ["Baselines", "cache_dir", "compute_baselines", "proxy_space"]
+__all__ = ["SUM_OF_SOLO_LOSSES", "Baselines", "cache_dir", "compute_baselines", "proxy_space"]
 
 FORMAT_VERSION = 1
+#: Loss balancings under which a tree of disjoint networks trains each network as alone (the
+#: summed loss, and PCGrad, which never projects gradients of parameters no two tasks share):
+#: under them the independent tree is the single-task networks (:meth:`Baselines.independent`).
+SUM_OF_SOLO_LOSSES = ("equal", "pcgrad")
 
 
 def proxy_space(space: SearchSpace) -> SearchSpace:
