@@ -6,7 +6,7 @@ The public API, importable from ``mtnas`` directly (each name loads its module o
     import mtnas
 
     space, bundle = mtnas.load_resolved("digit_gratings")     # a search space and its dataset
-    result = mtnas.search_tree(space, bundle, seed=1)          # one differentiable search
+    result = mtnas.search_tree(space, bundle, seed=1)          # one search: trained candidate trees
     run, study = mtnas.run_search(space, name="dg1")           # an Optuna study in runs/dg1
     front = mtnas.front_trees(study)                           # its searched Pareto trees, as objects
     model = mtnas.load_model("out/arch.json", "out/retrain/weights.safetensors")  # nn.Module

@@ -65,7 +65,7 @@ def test_the_readme_example_runs_and_prints_what_it_says(tmp_path: Path) -> None
     assert [line.split(":")[0] for line in lines] == [line.split(":")[0] for line in readme_output(0)]
     tasks = mtnas.load_space("digit_gratings").task_names
     assert lines[-1] == str({t: (4, n) for t, n in zip(tasks, (10, 2, 2, 4, 2, 2))})
-    assert (tmp_path / "routing.npz").is_file() and (tmp_path / "runs" / "api" / "retrain" / "final.json").is_file()
+    assert (tmp_path / "candidates.json").is_file() and (tmp_path / "runs" / "api" / "retrain" / "final.json").is_file()
 
 
 def test_the_readme_full_budget_search_prints_a_tree_and_the_planted_groups(tmp_path: Path) -> None:

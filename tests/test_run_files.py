@@ -52,8 +52,8 @@ def test_runs_dir_and_run_folder_that_are_files(tmp_path: Path, capsys: pytest.C
 
 
 @pytest.fixture
-def run_dir(tmp_path: Path) -> Path:
-    run_search(str(_space(tmp_path)), name="r", trials=3, runs_dir=tmp_path, progress=False)
+def run_dir(tmp_path: Path) -> Path:  # a supernet search: its trials record their routing
+    run_search(str(_space(tmp_path, method="affinity")), name="r", trials=3, runs_dir=tmp_path, progress=False)
     return tmp_path / "r"
 
 

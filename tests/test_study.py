@@ -54,7 +54,10 @@ def test_search_writes_the_run_folder_and_keeps_both_baselines(tmp_path: Path) -
             with store.open_reader(artifact_id) as stored:
                 assert stored.read() == (run.trial_dir(t.number) / name).read_bytes()
         assert {"arch.json", "metrics.json", "tree.png"} <= set(t.user_attrs["artifacts"])
-    assert (run.trial_dir(2) / "routing.npz").is_file()  # a differentiable trial records its routing
+    # the default (trained) search records every tree it trained; it trains no routing
+    candidates = json.loads((run.trial_dir(2) / "candidates.json").read_text())
+    assert candidates["chosen"] == trials[2].user_attrs["tree"] and not (run.trial_dir(2) / "routing.npz").exists()
+    assert "candidates.json" in trials[2].user_attrs["artifacts"]
     front = json.loads((root / "pareto.json").read_text())
     assert 0 in [f["trial"] for f in front]  # all-shared has the fewest FLOPs: always on the front
     info = json.loads((root / "run.json").read_text())

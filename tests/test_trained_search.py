@@ -152,8 +152,12 @@ def test_trained_search_is_the_default_and_records_what_it_trained(tmp_path) -> 
     assert space.search.method == "trained" and METHODS.get("trained").kind == "trained"
     result = search_tree(space, bundle, seed=0)
     assert result.derived is None and result.routing == {} and result.save_routing(tmp_path / "r.npz") is None
-    rows = json.loads(result.save_candidates(tmp_path / "candidates.json").read_text())
-    assert rows[0]["tree"] == result.tree.describe()  # best score first: the tree found
+    saved = json.loads(result.save_candidates(tmp_path / "candidates.json").read_text())
+    rows = saved["trees"]
+    assert saved["chosen"] == result.tree.describe() and saved["noise"] >= 0
+    assert result.tree.describe() in [r["tree"] for r in rows]
     assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
     assert any(r["step"] == 0 for r in rows)
+    again = [r for r in rows if r["delta_m_again"] is not None]  # the finalists, trained with a second seed
+    assert 1 <= len(again) <= METHODS.get("trained").finalists and rows[0] in again
     BranchedNet.from_space(result.tree, space).load_state_dict(dict(result.weights))

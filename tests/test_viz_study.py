@@ -22,13 +22,15 @@ from tests.conftest import write_tiny_space
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def tiny_run(root: Path, *, trials: int = 3, strategy: str = "differentiable") -> tuple[Path, optuna.Study]:
-    """A real search on the tiny space: the two enqueued baselines, then searched trees."""
+def tiny_run(root: Path, *, trials: int = 3, strategy: str = "differentiable",
+             method: str = "affinity") -> tuple[Path, optuna.Study]:
+    """A real search on the tiny space: the two enqueued baselines, then searched trees (by a
+    supernet method by default, whose trials record their routing)."""
     from mtnas.study import run_search
 
     space = write_tiny_space(root / "tiny.yaml")
     data = yaml.safe_load(space.read_text())
-    data["search"].update({"epochs": 3, "warmup_epochs": 1, "proxy_epochs": 1})
+    data["search"].update({"epochs": 3, "warmup_epochs": 1, "proxy_epochs": 1, "method": method})
     space.write_text(yaml.safe_dump(data, sort_keys=False))
     with pytest.MonkeyPatch.context() as mp:  # session-scoped callers: the autouse cache fixture is not active
         mp.setenv("MTNAS_CACHE_DIR", str(root / "cache"))

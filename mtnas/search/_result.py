@@ -38,8 +38,9 @@ class SearchResult:
         stopped_epoch: the (0-based) epoch after which ``search.stable_epochs`` stopped the search
             early, or None when it ran every epoch.
         candidates: for the trained methods, every tree the search trained: ``trees`` (N,) their
-            descriptions, ``delta_m``, ``cost`` (relative to all-shared), ``score`` and ``step``
-            (the position on the local search's path, -1 off it).
+            descriptions, ``delta_m``, ``cost`` (relative to all-shared), ``score``, ``step`` (the
+            position on the local search's path, -1 off it), ``delta_m_again`` (at the second seed,
+            NaN where not trained again) and ``noise`` (the standard error of the choice).
     """
 
     tree: BranchingTree
@@ -66,12 +67,17 @@ class SearchResult:
         return Path(path)
 
     def save_candidates(self, path: str | Path) -> Path | None:
-        """Write the trained candidates as ``candidates.json`` (a list of {tree, delta_m, cost,
-        score, step}, best score first); None when the search trained no candidate."""
+        """Write the trained candidates as ``candidates.json``: ``{"chosen", "noise", "trees"}``, the
+        trees a list of {tree, delta_m, delta_m_again, cost, score, step}, best score first; None
+        when the search trained no candidate."""
         if not self.candidates:
             return None
         c = self.candidates
-        rows = [{"tree": str(t), "delta_m": float(d), "cost": float(k), "score": float(s), "step": int(p)}
-                for t, d, k, s, p in zip(c["trees"], c["delta_m"], c["cost"], c["score"], c["step"])]
-        atomic_write_text(path, json.dumps(sorted(rows, key=lambda r: -r["score"]), indent=1))
+        rows = [{"tree": str(t), "delta_m": float(d), "delta_m_again": None if np.isnan(a) else float(a),
+                 "cost": float(k), "score": float(s), "step": int(p)}
+                for t, d, a, k, s, p in zip(c["trees"], c["delta_m"], c["delta_m_again"], c["cost"], c["score"],
+                                            c["step"])]
+        noise = float(c["noise"][0]) if len(c["noise"]) else 0.0
+        data = {"chosen": self.tree.describe(), "noise": noise, "trees": sorted(rows, key=lambda r: -r["score"])}
+        atomic_write_text(path, json.dumps(data, indent=1))
         return Path(path)

@@ -20,6 +20,8 @@ scored by delta-m, so no task's loss scale decides its place (``mtnas.search._ev
 3. A local search from the best candidate (``mtnas.search._local``): one task moved, two groups
    merged, one group split, the split one layer shallower or deeper; the moves the estimate
    ranks highest are trained, the others skipped.
+4. The choice (``parsimonious``): the best-scoring trees are trained again with a second seed,
+   and the cheapest whose mean score is within training's noise of the best is the tree found.
 
 Every choice maximises ``delta-m - gain_per_cost * (relative cost - 1)``: a tree must buy
 ``search.gain_per_cost`` points of delta-m for each all-shared network's worth of extra cost
@@ -94,16 +96,47 @@ def _limits(space: SearchSpace, branches: int | Sequence[int] | None) -> tuple[l
     return [layer for layer in range(space.num_layers) if space.can_branch[layer] and k[layer] > 1], k
 
 
-def _history(evidence: Evidence, path: Sequence[Evaluated], gain_per_cost: float) -> dict[str, np.ndarray]:
-    """What the search trained, for ``candidates.json``: every tree with its delta-m, cost and score."""
+#: The second seed of the finalists' trainings is the evaluation seed plus this.
+AGAIN_SEED = 7919
+
+
+def parsimonious(evidence: Evidence, again: Evidence, gain_per_cost: float, finalists: int
+                 ) -> tuple[Evaluated, float]:
+    """The cheapest of the best-scoring trees whose score is within one standard error of the best.
+
+    The ``finalists`` best-scoring trees are trained again with a second seed (``again``); the
+    spread between the two seeds' delta-m over those trees gives the noise of one training
+    (``sigma = sqrt(mean(d^2) / 2)`` for the differences d), and the choice is the cheapest tree
+    whose two-seed mean score is within ``sigma`` of the best (the one-standard-error rule of model
+    selection: Breiman, Friedman, Olshen and Stone, "Classification and Regression Trees", 1984).
+    A tree that one training favours by less than training's own noise does not buy its extra cost.
+    Returns the tree (scored at the evaluation seed) and ``sigma``.
+    """
+    pool = sorted(evidence.evaluated(), key=lambda e: -e.score(gain_per_cost))[:finalists]
+    second = again.evaluate_all([e.tree for e in pool])
+    diffs = np.array([a.delta_m - b.delta_m for a, b in zip(pool, second)])
+    se = float(np.sqrt(np.mean(diffs ** 2) / 2)) if len(pool) > 1 else 0.0
+    means = [(a.score(gain_per_cost) + b.score(gain_per_cost)) / 2 for a, b in zip(pool, second)]
+    best = max(means)
+    close = [a for a, m in zip(pool, means) if m >= best - se]
+    return min(close, key=lambda e: (e.cost, -e.score(gain_per_cost))), se
+
+
+def _history(evidence: Evidence, path: Sequence[Evaluated], gain_per_cost: float, again: Evidence,
+             noise: float) -> dict[str, np.ndarray]:
+    """What the search trained, for ``candidates.json``: every tree with its delta-m, cost and
+    score, its delta-m at the second seed where it was trained again, and the standard error."""
     known = evidence.evaluated()
     on_path = {e.tree.key: i for i, e in enumerate(path)}
+    second = {e.tree.key: e.delta_m for e in again.evaluated()}
     return {
         "trees": np.array([e.tree.describe() for e in known]),
         "delta_m": np.array([e.delta_m for e in known]),
         "cost": np.array([e.cost for e in known]),
         "score": np.array([e.score(gain_per_cost) for e in known]),
         "step": np.array([on_path.get(e.tree.key, -1) for e in known]),
+        "delta_m_again": np.array([second.get(e.tree.key, np.nan) for e in known]),
+        "noise": np.full(len(known), noise),
     }
 
 
@@ -113,6 +146,7 @@ class TrainedSearch:
     kind = "trained"
     uses = ("gain_per_cost",)
     moves = 3  # the one-task moves trained per step: those the estimate ranks highest
+    finalists = 4  # the best-scoring trees trained again with a second seed for the one-SE choice
 
     def search(self, space: SearchSpace, bundle: DatasetBundle, *, seed: int, hparams: SearchConfig,
                device: torch.device, branches: int | Sequence[int] | None = None, progress: bool = False,
@@ -139,9 +173,11 @@ class TrainedSearch:
             return list(dict.fromkeys(s.tree(tasks, layers) for s in kept))
 
         best, path = climb(best, evidence.evaluate_all, candidates, score)
-        return SearchResult(tree=best.tree, derived=None, routing={}, weights=evidence.weights(best.tree),
+        again = Evidence(space, bundle, seed=evidence.seed + AGAIN_SEED, device=device, progress=progress)
+        choice, noise = parsimonious(evidence, again, lam, self.finalists)
+        return SearchResult(tree=choice.tree, derived=None, routing={}, weights=evidence.weights(choice.tree),
                             seconds=time.perf_counter() - start, hparams=hparams,
-                            candidates=_history(evidence, path, lam))
+                            candidates=_history(evidence, path, lam, again, noise))
 
 
 class PairsSelection:
