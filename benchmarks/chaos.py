@@ -1,11 +1,11 @@
 """Chaos: ``mtnas worker`` processes on one PostgreSQL study, killed at random and restarted.
 
-``python -m benchmarks.chaos [--trials 24] [--workers 4] [--minutes 4] [--seed 0]`` starts a
-throwaway PostgreSQL server on loopback, creates a study (``mtnas search ... --workers 0``, the
+``python -m benchmarks.chaos [--trials 24] [--workers 4] [--chaos-minutes 3] [--every 2 8]`` starts
+a throwaway PostgreSQL server on loopback, creates a study (``mtnas search ... --workers 0``, the
 trial files in a folder artifact store), and keeps ``--workers`` worker processes running on it.
-While the study is short of its trials, every 0.5-4 s (seeded) one worker at random is killed
-with SIGKILL (no cleanup of any kind) and a fresh one started in its place. When the study holds
-its trials the workers end by themselves. Then it checks what a user relies on:
+For ``--chaos-minutes``, every 2-8 s (seeded) one worker at random is killed with SIGKILL (no
+cleanup of any kind) and a fresh one started in its place; then the workers finish the study and
+end by themselves. Then it checks what a user relies on:
 
 - exactly ``--trials`` completed trials, none RUNNING (the killed workers' trials failed, their
   retries run by the survivors, and no more than needed);
@@ -84,21 +84,23 @@ def chaos_space(path: Path) -> Path:
 
 
 def run_chaos(url: str, folder: Path, *, trials: int, workers: int = 4, seed: int = 0, max_kills: int = 1000,
-              minutes: float = 10.0, log: Callable[[str], object] = lambda line: None) -> ChaosResult:
+              chaos_minutes: float = 3.0, every: tuple[float, float] = (0.5, 4.0), minutes: float = 10.0,
+              log: Callable[[str], object] = lambda line: None) -> ChaosResult:
     """Create the study, run the workers under kills, and check the outcome (see the module docstring).
 
-    A kill picks, at a random moment, a random worker among those running a trial (so each kill
-    leaves a RUNNING trial behind); every fourth kill (seeded) takes any worker, one that is still
-    starting or waiting included.
+    For ``chaos_minutes`` (or ``max_kills`` kills), at random moments ``every`` seconds apart, a
+    random worker among those running a trial is killed (so the kill leaves a RUNNING trial
+    behind); every fourth kill (seeded) takes any worker, one still starting or waiting
+    included. Each killed worker is replaced at once. Then the workers finish the study;
+    ``minutes`` bounds the whole run.
     """
     folder.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "MTNAS_HEARTBEAT": "1,10", "OMP_NUM_THREADS": "1", "MTNAS_PLUGINS": ""}
-    os.environ["MTNAS_HEARTBEAT"] = env["MTNAS_HEARTBEAT"]
     run_search(str(chaos_space(folder / "space.yaml")), name=STUDY, storage=url, artifacts=str(folder / "artifacts"),
                trials=trials, workers=0, strategy="sampled", runs_dir=folder / "runs", progress=False)
     rng = random.Random(seed)
     start = time.monotonic()
-    deadline = start + 60 * minutes
+    deadline, chaos_ends = start + 60 * minutes, start + 60 * chaos_minutes
     result = ChaosResult(trials=trials, complete=0, running=0, failed=0, kills=0, restarts=0)
     study = optuna.load_study(study_name=STUDY, storage=url)
 
@@ -106,40 +108,43 @@ def run_chaos(url: str, folder: Path, *, trials: int, workers: int = 4, seed: in
         return subprocess.Popen(worker_command(url, STUDY, "cpu"), cwd=folder, env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
 
-    def running_pids() -> tuple[int, set[int]]:
-        trials_now = study.get_trials(deepcopy=False)
-        done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials_now)
-        return done, {t.user_attrs.get("pid") for t in trials_now if t.state == optuna.trial.TrialState.RUNNING}
+    def state() -> tuple[int, set[int]]:
+        """Completed trials, and the processes running one."""
+        now = study.get_trials(deepcopy=False)
+        done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in now)
+        return done, {t.user_attrs.get("pid") for t in now if t.state == optuna.trial.TrialState.RUNNING}
 
     alive = [launch() for _ in range(workers)]
-    next_kill, anyone = time.monotonic() + rng.uniform(0.5, 4.0), rng.random() < 0.25
-    while alive:
-        if time.monotonic() > deadline:
-            for p in alive:
-                p.kill()
-            raise RuntimeError(f"the workers did not finish in {minutes} minutes")
-        for p in [p for p in alive if p.poll() is not None]:
-            alive.remove(p)
-            if p.returncode != 0:
-                result.worker_errors.append(f"exit {p.returncode}: {(p.stderr.read() or '').strip()[-300:]}")
-        if alive and time.monotonic() >= next_kill and result.kills < max_kills:
-            done, busy = running_pids()
-            if done >= trials:
-                next_kill = float("inf")  # the study holds its trials: let the workers end
-                continue
-            candidates = alive if anyone else [p for p in alive if p.pid in busy]
-            if candidates:
-                victim = rng.choice(candidates)
-                os.kill(victim.pid, signal.SIGKILL)
-                victim.wait()
-                alive.remove(victim)
-                alive.append(launch())
-                result.kills += 1
-                result.restarts += 1
-                log(f"  {time.monotonic() - start:6.1f}s  kill {result.kills}: worker {victim.pid} "
-                    f"({'running a trial' if victim.pid in busy else 'starting or waiting'}), {done}/{trials} complete")
-                next_kill, anyone = time.monotonic() + rng.uniform(0.5, 4.0), rng.random() < 0.25
-        time.sleep(0.1)
+    next_kill, anyone = time.monotonic() + rng.uniform(*every), rng.random() < 0.25
+    try:
+        while alive:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the workers did not finish in {minutes} minutes ({state()[0]}/{trials} complete)")
+            for p in [p for p in alive if p.poll() is not None]:
+                alive.remove(p)
+                if p.returncode != 0:
+                    result.worker_errors.append(f"exit {p.returncode}: {(p.stderr.read() or '').strip()[-300:]}")
+            chaos = result.kills < max_kills and time.monotonic() < chaos_ends
+            if alive and chaos and time.monotonic() >= next_kill:
+                done, busy = state()
+                candidates = [] if done >= trials else alive if anyone else [p for p in alive if p.pid in busy]
+                if candidates:
+                    victim = rng.choice(candidates)
+                    os.kill(victim.pid, signal.SIGKILL)
+                    victim.wait()
+                    alive.remove(victim)
+                    alive.append(launch())
+                    result.kills += 1
+                    result.restarts += 1
+                    log(f"  {time.monotonic() - start:6.1f}s  kill {result.kills}: worker {victim.pid} "
+                        f"({'running a trial' if victim.pid in busy else 'starting or waiting'}), {done}/{trials} "
+                        "complete")
+                    next_kill, anyone = time.monotonic() + rng.uniform(*every), rng.random() < 0.25
+            time.sleep(0.1)
+    finally:
+        for p in alive:  # on an error or Ctrl-C: no worker outlives the run
+            p.kill()
+            p.wait()
     result.seconds = time.monotonic() - start
     _check(result, url, folder)
     return result
@@ -177,18 +182,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=24)
     parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--minutes", type=float, default=15.0, help="give up after this long")
+    parser.add_argument("--chaos-minutes", type=float, default=3.0, help="how long workers are killed")
+    parser.add_argument("--every", type=float, nargs=2, default=(2.0, 8.0), metavar=("MIN", "MAX"),
+                        help="seconds between kills, drawn uniformly")
+    parser.add_argument("--minutes", type=float, default=20.0, help="give up after this long")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs") / "chaos-benchmark")
     args = parser.parse_args()
     bindir = postgres_bindir()
     if bindir is None:
         sys.exit("chaos: PostgreSQL (initdb) is not installed; apt-get install postgresql")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # the server and the workers are stopped on the way out
     with throwaway_postgres(bindir) as url:
-        print(f"chaos: {args.workers} workers on one PostgreSQL study of {args.trials} trials, SIGKILLed at random")
+        print(f"chaos: {args.workers} workers on one PostgreSQL study of {args.trials} trials, SIGKILLed at random "
+              f"every {args.every[0]:g}-{args.every[1]:g} s for {args.chaos_minutes:g} minutes", flush=True)
         result = run_chaos(url, args.out, trials=args.trials, workers=args.workers, seed=args.seed,
-                           minutes=args.minutes, log=print)
-    print(f"restarts {result.restarts}, trials failed by kills {result.failed} (all retried), worker errors "
+                           chaos_minutes=args.chaos_minutes, every=tuple(args.every), minutes=args.minutes,
+                           log=lambda line: print(line, flush=True))
+    print(f"restarts {result.restarts}, trials failed by the kills {result.failed} (each retried), worker errors "
           f"{len(result.worker_errors)}, completed trials missing files {len(result.missing)}, "
           f"'mtnas trials' agrees with the storage: {result.cli_agrees}, {result.seconds:.0f} s")
     for error in result.worker_errors:

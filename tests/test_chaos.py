@@ -17,7 +17,7 @@ from tests.test_postgres import postgres_url  # noqa: F401  (the fixture)
 def test_killed_and_restarted_workers_lose_no_trial_and_run_none_twice(tmp_path: Path,
                                                                        postgres_url: str) -> None:  # noqa: F811
     kills: list[str] = []
-    result = run_chaos(postgres_url, tmp_path, trials=6, workers=4, seed=3, max_kills=3, minutes=4,
+    result = run_chaos(postgres_url, tmp_path, trials=6, workers=4, seed=3, max_kills=3, chaos_minutes=4, minutes=6,
                        log=kills.append)
     assert result.worker_errors == []
     assert result.kills == 3 and result.restarts == 3, kills

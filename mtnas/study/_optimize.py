@@ -271,6 +271,7 @@ def run_worker(storage: str, study_name: str, *, device: str = "auto", progress:
     Nothing is written outside a temporary folder: each trial's files go to the study's artifact
     store, so a worker needs no disk shared with the machine that created the study.
     """
+    check_run_name(study_name, "--study")  # it names the worker's scratch folder too
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
         study = optuna.load_study(study_name=study_name, storage=open_storage(storage, create=False))
