@@ -95,7 +95,7 @@ def run_chaos(url: str, folder: Path, *, trials: int, workers: int = 4, seed: in
     ``minutes`` bounds the whole run.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "MTNAS_HEARTBEAT": "1,10", "OMP_NUM_THREADS": "1", "MTNAS_PLUGINS": ""}
+    env = {**os.environ, "MTNAS_HEARTBEAT": "1,20", "OMP_NUM_THREADS": "1", "MTNAS_PLUGINS": ""}
     run_search(str(chaos_space(folder / "space.yaml")), name=STUDY, storage=url, artifacts=str(folder / "artifacts"),
                trials=trials, workers=0, strategy="sampled", runs_dir=folder / "runs", progress=False)
     rng = random.Random(seed)

@@ -19,10 +19,10 @@ def test_killed_and_restarted_workers_lose_no_trial_and_run_none_twice(tmp_path:
     kills: list[str] = []
     result = run_chaos(postgres_url, tmp_path, trials=6, workers=4, seed=3, max_kills=3, chaos_minutes=4, minutes=6,
                        log=kills.append)
-    assert result.worker_errors == []
-    assert result.kills == 3 and result.restarts == 3, kills
-    assert result.failed >= 1, kills  # a kill left a RUNNING trial behind: failed, then retried
-    assert result.complete == 6 and result.running == 0  # exactly N: none lost, none run twice
-    assert result.missing == {} and result.lost == 0
-    assert result.cli_agrees
+    assert result.worker_errors == [], result
+    assert result.kills == 3 and result.restarts == 3, (kills, result)
+    assert result.failed >= 1, (kills, result)  # a kill left a RUNNING trial behind: failed, then retried
+    assert result.complete == 6 and result.running == 0, result  # exactly N: none lost, none run twice
+    assert result.missing == {} and result.lost == 0, result
+    assert result.cli_agrees, result
     assert result.line() == "chaos: 6/6 trials complete, 0 running, 3 kills, lost 0"

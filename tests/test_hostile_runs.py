@@ -500,3 +500,26 @@ def test_a_study_name_that_is_a_path_stays_inside_the_cache(tmp_path: Path, monk
     assert path.read_text() == "{}" and artifact_cache().resolve() in path.resolve().parents
     assert not (tmp_path / "elsewhere").exists() and sorted(p.name for p in tmp_path.iterdir()) == [
         "cache", "s.db", "store"]
+
+
+def test_a_trial_failed_under_its_live_process_does_not_end_the_search(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process fails a running trial (its heartbeat went stale on a busy machine) and
+    enqueues its retry: the process running it goes on, and the study still ends with N trials."""
+    from mtnas.study import _optimize
+
+    real, taken = _optimize.evaluate_trial, []
+
+    def stale_once(trial: optuna.Trial, *args: Any) -> Any:
+        if not taken:  # what fail_stale_trials and its retry callback do from elsewhere
+            taken.append(trial.number)
+            trial.study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+            trial.study.enqueue_trial(trial.params, user_attrs={"fixed_tree": trial.user_attrs["fixed_tree"]})
+        return real(trial, *args)
+
+    monkeypatch.setattr(_optimize, "evaluate_trial", stale_once)
+    _, study = run_search(str(_space(tmp_path)), name="r", trials=3, strategy="sampled", runs_dir=tmp_path,
+                          progress=False)
+    states = [t.state for t in study.trials]
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 3 and optuna.trial.TrialState.RUNNING not in states
+    assert study.trials[taken[0]].state == optuna.trial.TrialState.FAIL

@@ -200,14 +200,14 @@ def _check_same_search(study: optuna.Study, settings: dict, storage: str) -> Non
         stored = {**stored, "space_digest": space_digest(stored["space"])}
     for key, what in _SAME:
         if stored.get(key) != settings[key]:
-            theirs = stored.get("space_name", "?") if key == "space_digest" else stored.get(key)
-            ours = settings["space_name"] if key == "space_digest" else settings[key]
-            detail = f"{theirs!r} (digest {stored.get(key)})" if key == "space_digest" else repr(theirs)
-            raise MtnasError(
-                f"study {study.study_name!r} in {mask_url(storage)} is a search of another {what}: {detail}, this one "
-                f"{ours!r}{f' (digest {settings[key]})' if key == 'space_digest' else ''}; choose another --name, or "
-                "join it with 'mtnas worker'"
-            )
+            if key == "space_digest":
+                theirs, ours = stored.get("space_name", "?"), settings["space_name"]
+                same = " of the same name and other content" if theirs == ours else ""
+                detail = f"{theirs!r}{same} (digest {stored.get(key)}; this one {ours!r}, digest {settings[key]})"
+            else:
+                detail = f"{stored.get(key)!r} (this one {settings[key]!r})"
+            raise MtnasError(f"study {study.study_name!r} in {mask_url(storage)} is a search of another {what}: "
+                             f"{detail}; choose another --name, or join it with 'mtnas worker'")
 
 
 def worker_command(storage: str, study: str, device: str = "auto") -> list[str]:
@@ -255,13 +255,21 @@ def _optimize(study: optuna.Study, space: SearchSpace, bundle: DatasetBundle, ba
             if dm is not None:
                 bar.set_postfix_str(f"last: {trial.user_attrs.get('tree', '')[:40]} delta-m {dm:+.2f}%")
 
-        study.optimize(
-            lambda t: evaluate_trial(t, space, bundle, baselines, ctx),
-            callbacks=[optuna.study.MaxTrialsCallback(ctx.trials, states=complete), advance],
-            catch=(NonFiniteLossError,),
-            n_trials=ctx.trials - done + 2 * ctx.trials,  # room for failed trials; the callback stops at `trials`
-            timeout=timeout,
-        )
+        while True:
+            try:
+                study.optimize(
+                    lambda t: evaluate_trial(t, space, bundle, baselines, ctx),
+                    callbacks=[optuna.study.MaxTrialsCallback(ctx.trials, states=complete), advance],
+                    catch=(NonFiniteLossError,),
+                    n_trials=ctx.trials - done + 2 * ctx.trials,  # room for failed trials; the callback stops at `trials`
+                    timeout=timeout,
+                )
+                break
+            except ValueError as exc:  # Optuna's "Cannot tell a FAIL trial."
+                if not str(exc).startswith("Cannot tell a "):
+                    raise
+                # Another process failed this trial (its heartbeat went stale on a busy machine) and
+                # enqueued its retry: the study lost nothing; this process goes on with another trial.
     settle(study, ctx.trials)
 
 
