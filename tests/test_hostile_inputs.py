@@ -373,9 +373,11 @@ def test_error_messages_show_values_in_bounded_time_and_size() -> None:
     assert len(str(err.value)) < 300
 
 
-def test_large_finite_numbers_still_parse() -> None:
-    space = space_from_dict({**_plugin_space("mlp"), "training": {"lr": 1e300, "weight_decay": 10**30}})
-    assert space.training.lr == 1e300 and space.training.weight_decay == 1e30
+def test_large_finite_numbers_parse_within_float32s_range() -> None:
+    space = space_from_dict({**_plugin_space("mlp"), "training": {"lr": 3e38, "weight_decay": 10**30}})
+    assert space.training.lr == 3e38 and space.training.weight_decay == 1e30
+    with pytest.raises(ConfigError, match=r"training.lr: 1e\+39 is beyond float32's range"):
+        space_from_dict({**_plugin_space("mlp"), "training": {"lr": 1e39}})
 
 
 def test_a_backbone_too_large_to_build_is_refused_at_resolve() -> None:

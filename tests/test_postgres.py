@@ -7,26 +7,16 @@ missing install step cannot pass silently.
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
 import pytest
 
+from benchmarks._postgres import postgres_bindir, throwaway_postgres
 from tests.test_study import _space
-
-
-def _bindir() -> Path | None:
-    found = shutil.which("initdb")
-    if found:
-        return Path(found).resolve().parent
-    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    return candidates[-1].parent if candidates else None
 
 
 def _unavailable(reason: str) -> None:
@@ -37,33 +27,15 @@ def _unavailable(reason: str) -> None:
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
-    bindir = _bindir()
+    bindir = postgres_bindir()
     if bindir is None:
         _unavailable("PostgreSQL (initdb) is not installed")
     try:
         import psycopg  # noqa: F401  (the driver of postgresql:// URLs, the postgres extra)
     except ImportError:
         _unavailable("psycopg (the postgres extra) is not installed")
-    data = Path(tempfile.mkdtemp(prefix="mtnas-pg-"))
-    as_root = os.geteuid() == 0
-    if as_root:  # initdb and postgres refuse root: run them as the package's postgres user
-        shutil.chown(data, "postgres", "postgres")
-
-    def run(*cmd: str) -> None:
-        full = ["runuser", "-u", "postgres", "--", *cmd] if as_root else list(cmd)
-        subprocess.run(full, check=True, capture_output=True)
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    run(str(bindir / "initdb"), "-D", str(data / "db"), "-A", "trust", "-U", "postgres")
-    options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1"
-    run(str(bindir / "pg_ctl"), "-D", str(data / "db"), "-o", options, "-l", str(data / "log"), "-w", "start")
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"  # the README's form: no driver in the URL
-    finally:
-        run(str(bindir / "pg_ctl"), "-D", str(data / "db"), "-m", "immediate", "stop")
-        shutil.rmtree(data, ignore_errors=True)
+    with throwaway_postgres(bindir) as url:
+        yield url  # the README's form: no driver in the URL
 
 
 def test_two_workers_share_a_postgres_study(tmp_path: Path, postgres_url: str) -> None:
@@ -88,3 +60,10 @@ def test_two_workers_share_a_postgres_study(tmp_path: Path, postgres_url: str) -
     assert numbers == list(range(len(numbers)))
     completed = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     assert len(completed) == 5  # exactly: a trial not needed any more is not run
+    other = tmp_path / "other.yaml"  # another space under the study's name: refused, nothing joins
+    other.write_text(space.read_text().replace("- diagonal\n", ""))
+    join = subprocess.run([*mtnas, "search", str(other), "--name", "pg", "--storage", postgres_url, "--workers", "0",
+                           "--runs-dir", str(tmp_path / "elsewhere"), "--quiet"], capture_output=True, text=True)
+    assert join.returncode == 2 and "study 'pg' in postgresql://" in join.stderr, join.stderr
+    assert "is a search of another space: 'tiny_digit_gratings'" in join.stderr
+    assert len(optuna.load_study(study_name="pg", storage=postgres_url).trials) == len(numbers)

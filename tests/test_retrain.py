@@ -326,7 +326,7 @@ _MISSING = object()
 
 
 def _tamper(state: dict, key: str, value: object) -> None:
-    *parents, leaf = key.split(".")
+    *parents, leaf = (int(part) if part.isdigit() else part for part in key.split("."))
     where = state
     for part in parents:
         where = where[part]
@@ -355,6 +355,23 @@ def _tamper(state: dict, key: str, value: object) -> None:
     ("config", [], "config is [], expected a mapping"),
     ("format", "pickle", "format is 'pickle', expected 'mtnas-retrain-state'"),
     ("version", 99, "version is 99, expected 1"),
+    # the content, checked against the state this run would create
+    ("torch_rng", torch.zeros(16, dtype=torch.uint8), "torch_rng holds 16 bytes, this run's RNG state 5056"),
+    ("generator", torch.zeros(5000, dtype=torch.uint8), "generator holds 5000 bytes"),
+    ("optimizer.param_groups", [], "optimizer has 0 parameter group(s), this run's optimizer 1"),
+    ("optimizer.param_groups.0.params", [0, 1], "optimizer.param_groups[0] does not list this run's 22 parameters"),
+    ("optimizer.param_groups.0.lr", "0.01", "optimizer.param_groups[0].lr is '0.01', expected a finite number"),
+    ("optimizer.param_groups.0.lr", 1e39, "optimizer.param_groups[0].lr is 1e+39, expected a finite number"),
+    ("optimizer.param_groups.0.betas", (0.9,), "optimizer.param_groups[0].betas is (0.9,), expected 2 item(s)"),
+    ("optimizer.state.0.exp_avg", torch.zeros(2, 2), "optimizer.state[0].exp_avg has shape (2, 2), its parameter"),
+    ("optimizer.state.0.exp_avg", torch.zeros(1, dtype=torch.int64), "optimizer.state[0].exp_avg is a torch.int64 tensor"),
+    ("optimizer.state.999", {}, "optimizer.state[999] is not the state of one of this run's parameters"),
+    ("schedule.last_epoch", "x", "schedule.last_epoch is 'x', expected a finite number"),
+    ("schedule.base_lrs", _MISSING, "schedule is not this run's mapping (missing base_lrs)"),
+    ("history.0.train_loss", {"a": "low"}, "history[0].train_loss is {'a': 'low'}, expected a finite loss per task"),
+    ("history.0.lr", [1], "history[0].lr is [1], expected a finite number"),
+    ("history.0.epoch", 5, "history[0].epoch is 5, expected 1"),
+    ("history.0.val", {}, "history[0].val is {}, expected this space's metrics per task"),
 ])
 def test_a_tampered_retrain_state_is_refused_on_resume_in_one_line(
     finished_retrain: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture, key: str, value: object,
@@ -374,4 +391,22 @@ def test_a_tampered_retrain_state_is_refused_on_resume_in_one_line(
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
     assert f"{out / 'checkpoint' / 'state.pt'}: not a valid mtnas retrain state ({problem}" in err, err
-    assert "start a fresh run in another folder (-o)" in err
+    assert "start over in this folder with --restart, or a fresh run in another folder (-o)" in err
+
+
+def test_restart_is_the_way_out_of_a_damaged_checkpoint(finished_retrain: tuple[Path, Path], tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    import shutil
+
+    arch_path, done = finished_retrain
+    out = tmp_path / "retrain"
+    shutil.copytree(done, out)
+    (out / "checkpoint" / "state.pt").write_bytes(b"\x80\x02garbage")
+    args = ["retrain", str(arch_path), "-o", str(out), "--device", "cpu", "--quiet"]
+    assert main([*args, "--resume"]) == 2
+    assert "--restart" in capsys.readouterr().err
+    assert main(args) == 2  # a checkpoint is there: neither resumed nor overwritten silently
+    assert "--restart to discard it" in capsys.readouterr().err
+    assert main([*args, "--restart", "--json"]) == 0, capsys.readouterr().err
+    assert json.loads(capsys.readouterr().out)["epochs"] == 1
+    assert load_state(out / "checkpoint" / "state.pt")["epoch"] == 1  # a new, sound checkpoint

@@ -13,7 +13,10 @@ processes a command starts (local search workers) through ``MTNAS_PLUGINS``.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
+import math
 import os
 import sys
 import traceback
@@ -66,8 +69,29 @@ def _choices(registry: Registry) -> str:
     return " | ".join(registry.names())
 
 
+def _json_safe(data: object) -> object:
+    """``data`` with every NaN or infinite float as null: ``--json`` prints valid JSON (RFC 8259 has
+    no NaN), and a number that is not one reads as missing."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: _json_safe(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_json_safe(v) for v in data]
+    return data
+
+
 def _emit(data: object, text: str, as_json: bool) -> None:
-    print(json.dumps(data, indent=2) if as_json else text)
+    print(json.dumps(_json_safe(data), indent=2, allow_nan=False) if as_json else text)
+
+
+def _check_space_file(space: str | None) -> None:
+    """A space file that cannot be read (a file fault, malformed or hostile YAML, not a mapping) is
+    reported here, before the command imports torch: the error comes in a blink."""
+    if space:
+        from mtnas.space._builtin import read_space_data  # YAML only: no torch
+
+        read_space_data(space)
 
 
 def _space_arg(args: argparse.Namespace) -> object:
@@ -101,7 +125,7 @@ def _spaces(args: argparse.Namespace) -> None:
 
 
 def _search_args(p: argparse.ArgumentParser) -> None:
-    from mtnas.study import OBJECTIVES, SAMPLERS, STRATEGIES
+    from mtnas.study import MAX_LOCAL_WORKERS, OBJECTIVES, SAMPLERS, STRATEGIES
 
     p.add_argument("space", nargs="?", help="a built-in search space name or a YAML path (not with --resume)")
     p.add_argument("--name", help="run folder name under --runs-dir (default: the space's name)")
@@ -113,8 +137,9 @@ def _search_args(p: argparse.ArgumentParser) -> None:
                    help=f"comma-separated, delta_m among them; from: {', '.join(OBJECTIVES.names())}")
     p.add_argument("--sampler", default="tpe", type=choice(SAMPLERS), help=f"Optuna sampler: {_choices(SAMPLERS)}")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run named by --name")
-    p.add_argument("--workers", type=at_least(0), default=1,
-                   help="local worker processes (2+: on a journal file; 0: create the study for 'mtnas worker')")
+    p.add_argument("--workers", type=at_least(0, MAX_LOCAL_WORKERS), default=1,
+                   help=f"local worker processes, at most {MAX_LOCAL_WORKERS} (2+: on a journal file; 0: create the "
+                        "study for 'mtnas worker')")
     p.add_argument("--storage", default=None, help="an RDB URL (e.g. postgresql://user@host/db) for the study")
     p.add_argument("--artifacts", default=None,
                    help="where trial files go: s3://BUCKET for workers on machines sharing no disk "
@@ -127,6 +152,7 @@ def _search_args(p: argparse.ArgumentParser) -> None:
          ("budget", "set", "seed", "device", "threads", "json", "quiet"))
 @arguments(_search_args)
 def _search(args: argparse.Namespace) -> None:
+    _check_space_file(args.space)
     from mtnas.study import run_search, write_pareto
 
     if not args.resume and not args.space:
@@ -336,6 +362,8 @@ def _retrain_args(p: argparse.ArgumentParser) -> None:
                    help=f"{' | '.join(DATA_PLACEMENTS)}: the dataset on the device (batches are slices) or in "
                         "host memory (pinned, copied per batch); auto: device up to 2 GiB")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in the output folder")
+    p.add_argument("--restart", action="store_true",
+                   help="discard the checkpoint in the output folder (e.g. a damaged one) and train from scratch")
     p.add_argument("--init", default="scratch", type=choice(INITS, "init"),
                    help=f"{' | '.join(INITS)}; scratch: fresh weights (a pretrained backbone.weights file if "
                         "the space names one); inherited: the supernet's (--weights)")
@@ -353,7 +381,7 @@ def _retrain(args: argparse.Namespace) -> None:
 
     report = retrain(
         args.arch, out_dir=args.out, epochs=args.epochs, device=args.device, precision=args.precision,
-        compile=args.compile, resume=args.resume, init=args.init, weights=args.weights, seed=args.seed, data=args.data,
+        compile=args.compile, resume=args.resume, restart=args.restart, init=args.init, weights=args.weights, seed=args.seed, data=args.data,
         progress=not args.quiet,
     )
     if report is not None:  # None on the ranks other than 0 of a torchrun launch
@@ -373,6 +401,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
          ("space", "epochs", "set", "seed", "device", "threads", "json", "quiet"))
 @arguments(_train_args)
 def _train(args: argparse.Namespace) -> None:
+    _check_space_file(args.space)
     from mtnas.train import run_train
 
     _use_threads(args)
@@ -390,6 +419,7 @@ def _baselines_args(p: argparse.ArgumentParser) -> None:
          ("space", "epochs", "set", "seed", "device", "threads", "json", "quiet"))
 @arguments(_baselines_args)
 def _baselines(args: argparse.Namespace) -> None:
+    _check_space_file(args.space)
     from mtnas.train import run_baselines
 
     _use_threads(args)
@@ -471,11 +501,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser(_invoked(argv)).parse_args(argv)
         use_plugins(args.plugins)
         code = int(args._run(args) or 0)
-        sys.stdout.flush()  # a closed pipe shows here, inside the try
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
         return code
-    except BrokenPipeError:  # the reader went away (`mtnas spaces | head -1`): end quietly, as Unix tools do
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush at exit goes nowhere
+    except BrokenPipeError:  # `mtnas spaces | head -1`: the reader has what it wanted; end quietly, as Unix tools do
+        _silence_stdout()
         return 0
     except MtnasError as exc:
         if debug:
@@ -485,8 +514,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:  # the machine said no: a full disk, a read-only or missing folder
         if debug:
             traceback.print_exc()
-        where = f" ({exc.filename})" if exc.filename else ""
-        print(f"mtnas: error: {exc.strerror or type(exc).__name__}{where}; nothing else was changed", file=sys.stderr)
+        print(f"mtnas: error: {_os_failure(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("mtnas: interrupted", file=sys.stderr)
@@ -500,6 +528,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mtnas: error: the study's storage failed: {one_line(cause, 300)}; check the run folder's "
               "study.db or the database server", file=sys.stderr)
         return 2
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush does not fail on the closed pipe."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def _os_failure(exc: OSError) -> str:
+    """One line for an error of the machine: what, on which file, and what to do."""
+    path = exc.filename2 if exc.filename2 is not None else exc.filename  # a rename: its target
+    where = f" ({path})" if path is not None else ""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        todo = "free some space there, then run the command again (a search continues with 'mtnas search --resume')"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        todo = "check that this folder may be written, or choose another"
+    else:
+        todo = "check that path, then run the command again"
+    return f"{exc.strerror or type(exc).__name__}{where}; {todo}"
 
 
 def _storage_failure(exc: BaseException) -> str | None:

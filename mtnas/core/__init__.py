@@ -1,17 +1,23 @@
 """The foundation every layer builds on: the user-error type, registries, typed config parsing,
-crash-safe writes, text tables, lazy re-exports and the version. Imports nothing heavy.
+bounded reading of files (text, JSON, YAML), crash-safe writes, text tables, lazy re-exports and
+the version. Imports nothing heavy.
 """
 
 from mtnas.core._lazy import lazy_exports
 
 __all__, __getattr__, __dir__ = lazy_exports(__name__, {
-    "._config": ("ConfigError", "MAX_INT", "MAX_SEED", "bounded", "check_limits", "parse", "to_data",),
+    "._config": ("ConfigError", "FLOAT32_MAX", "MAX_INT", "MAX_SEED", "bounded", "check_limits", "parse", "to_data",),
     "._errors": ("MtnasError", "did_you_mean", "first_few", "first_line", "one_line", "short_repr", "short_text",),
-    "._inputs": ("MAX_JSON_DEPTH", "MAX_JSON_INT_DIGITS", "load_json_text", "read_text_file",),
-    "._io": ("atomic_write_bytes", "atomic_write_text", "replace_files",),
+    "._inputs": ("MAX_JSON_DEPTH", "MAX_JSON_INT_DIGITS", "load_json_text", "read_text_file", "regular_file",),
+    "._io": ("atomic_write_bytes", "atomic_write_text", "naming", "replace_files",),
     "._lazy": ("lazy_exports",),
+    "._paths": ("FOLDER_NAME", "NAME", "check_name", "inside", "is_folder_name", "is_name",),
     "._plugins": ("PLUGINS_ENV", "PluginRegistry", "load_plugins", "plugin_modules",),
     "._registry": ("Registry",),
     "._text": ("fmt", "format_table",),
+    "._yaml": (
+        "SPACE_MAX_BYTES", "YAML_MAX_CHARS", "YAML_MAX_DEPTH", "YAML_MAX_INT_DIGITS", "YAML_MAX_NODES", "load_yaml_text",
+        "read_yaml_file",
+    ),
     "._version": ("__version__",),
 })

@@ -4,7 +4,8 @@ One mechanism for every config object: the dataclass's field types say what is a
 metadata states ranges (``ge``, ``gt``, ``le``, ``lt``), and an optional ``_validate`` method checks
 relations between fields. Errors name the key path (``backbone.layers[2].stride``), what was
 expected, what arrived (a bounded repr: never the whole of a huge or aliased value), and the
-closest valid key for a typo. Every float is finite and every integer fits in 64 bits.
+closest valid key for a typo. Every float is finite and within float32's range (training computes
+in float32: a learning rate of 1e39 would overflow there), and every integer fits in 64 bits.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any, TypeVar, Union
 
 from mtnas.core._errors import MtnasError, did_you_mean, short_repr, short_text
 
-__all__ = ["MAX_INT", "MAX_SEED", "ConfigError", "bounded", "check_limits", "parse", "to_data"]
+__all__ = ["FLOAT32_MAX", "MAX_INT", "MAX_SEED", "ConfigError", "bounded", "check_limits", "parse", "to_data"]
 
 T = TypeVar("T")
 
@@ -26,6 +27,8 @@ T = TypeVar("T")
 MAX_INT = 2**63 - 1
 #: The largest seed (NumPy's legacy generators and most tools take 32-bit seeds).
 MAX_SEED = 2**32 - 1
+#: The largest finite float32: every config float becomes one (a learning rate, a loss weight).
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 class ConfigError(MtnasError):
@@ -124,6 +127,9 @@ def _parse_scalar(tp: Any, value: Any, path: str) -> Any:
                 number = math.inf
             if not math.isfinite(number):
                 raise ConfigError(f"{path}: expected a finite number, got {_describe(value)}")
+            if abs(number) > FLOAT32_MAX:
+                raise ConfigError(f"{path}: {_describe(value)} is beyond float32's range (at most {FLOAT32_MAX:.4g} "
+                                  "in size), in which training computes; give a smaller number")
             return number
     elif tp is str:
         if isinstance(value, str):

@@ -16,12 +16,13 @@ of a dataset factory or a backbone), and an entry point by its value.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.metadata
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Generic, TypeVar
 
 from mtnas.core._errors import MtnasError, did_you_mean, first_few, first_line, short_repr
@@ -52,7 +53,9 @@ def plugin_modules(text: str | None, source: str = "--plugins") -> list[str]:
 
 
 def load_plugins(modules: Iterable[str], source: str = "--plugins") -> list[str]:
-    """Import each module (its registrations run); the current directory is searched too.
+    """Import each module (its registrations run); the current directory is searched too, after
+    the installed modules and only while these are imported (a plugin imports its own helpers at
+    import time).
 
     Returns:
         The modules, in the order imported.
@@ -62,22 +65,41 @@ def load_plugins(modules: Iterable[str], source: str = "--plugins") -> list[str]
             that clashes with another.
     """
     names = list(modules)
-    if names and os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())  # as `python -m` would: modules beside the user resolve
-    for name in names:
-        try:
-            importlib.import_module(name)
-        except MtnasError as exc:
-            raise MtnasError(f"{source}: plugin module {name!r}: {exc}") from None
-        except ImportError as exc:
-            raise MtnasError(
-                f"{source}: cannot import plugin module {name!r} ({first_line(exc)}); check the spelling and that "
-                "it is installed, on PYTHONPATH or in the current directory"
-            ) from None
-        except Exception as exc:  # the user's module failed while importing: say where
-            raise MtnasError(f"{source}: plugin module {name!r} failed while importing: "
-                             f"{type(exc).__name__}: {first_line(exc)}") from None
+    with _current_folder_searched(bool(names)):
+        for name in names:
+            _import_plugin(name, source)
     return names
+
+
+@contextlib.contextmanager
+def _current_folder_searched(wanted: bool) -> Iterator[None]:
+    """The current directory on the import path, last and only while plugin modules are imported:
+    a plugin module beside the user is found, but no file there shadows an installed module
+    (``yaml.py``, ``torch.py``), now or later."""
+    cwd = os.getcwd()
+    added = wanted and cwd not in sys.path and "" not in sys.path
+    if added:
+        sys.path.append(cwd)
+    try:
+        yield
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
+
+
+def _import_plugin(name: str, source: str) -> None:
+    try:
+        importlib.import_module(name)
+    except MtnasError as exc:
+        raise MtnasError(f"{source}: plugin module {name!r}: {exc}") from None
+    except ImportError as exc:
+        raise MtnasError(
+            f"{source}: cannot import plugin module {name!r} ({first_line(exc)}); check the spelling and that "
+            "it is installed, on PYTHONPATH or in the current directory"
+        ) from None
+    except Exception as exc:  # the user's module failed while importing: say where
+        raise MtnasError(f"{source}: plugin module {name!r} failed while importing: "
+                         f"{type(exc).__name__}: {first_line(exc)}") from None
 
 
 def _spec(obj: Any) -> str | None:

@@ -8,7 +8,7 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "._branched": ("BranchedNet", "build_heads",),
     "._checkpoint": (
         "WEIGHTS_FORMAT", "WEIGHTS_VERSION", "find_checkpoint", "fit_problems", "load_checkpoint", "load_into",
-        "load_state", "load_weights", "read_safetensors", "save_checkpoint", "save_state", "save_weights",
+        "load_state", "load_weights", "read_safetensors", "remove_checkpoint", "save_checkpoint", "save_state", "save_weights",
         "tensors_sha256", "torch_load_checked",
     ),
     "._cost": ("Cost", "count_flops", "count_params", "tree_cost",),

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mtnas.core import MtnasError, atomic_write_bytes, first_few, first_line
+from mtnas.core import MtnasError, atomic_write_bytes, first_few, first_line, regular_file
 
 __all__ = [
     "WEIGHTS_FORMAT",
@@ -39,6 +39,7 @@ __all__ = [
     "load_state",
     "load_weights",
     "read_safetensors",
+    "remove_checkpoint",
     "save_checkpoint",
     "save_state",
     "save_weights",
@@ -98,6 +99,7 @@ def read_safetensors(path: Path, source: str, what: str = "safetensors file") ->
     """The tensors and metadata of a ``.safetensors`` file; a damaged one is one line naming ``source``."""
     from safetensors import SafetensorError, safe_open
 
+    _regular(path, source, what)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             metadata = f.metadata() or {}
@@ -119,8 +121,6 @@ def load_weights(path: str | Path, *, tree_key: str | None = None) -> dict[str, 
             tensors do not match the checksum it was written with.
     """
     path = Path(path)
-    if not path.is_file():
-        raise MtnasError(f"{path}: no such weights file")
     tensors, metadata = read_safetensors(path, str(path), "weights file")
     fmt = metadata.get("format")
     if fmt != WEIGHTS_FORMAT:
@@ -149,9 +149,24 @@ def load_weights(path: str | Path, *, tree_key: str | None = None) -> dict[str, 
     return tensors
 
 
+def _dtype_fits(own: torch.dtype, given: torch.dtype) -> bool:
+    """Whether a tensor of ``given`` dtype may load into one of ``own``: a float into a float (any
+    width), an integer into an integer; never a complex or bool tensor into a number, which
+    ``load_state_dict`` would cast silently (complex to real drops the imaginary part)."""
+    def kind(dtype: torch.dtype) -> str:
+        if dtype == torch.bool:
+            return "bool"
+        if dtype.is_complex:
+            return "complex"
+        return "float" if dtype.is_floating_point else "int"
+
+    return kind(own) == kind(given)
+
+
 def fit_problems(own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]) -> list[str]:
     """What keeps ``state`` from loading into a module whose state dict is ``own``: shape
-    mismatches, missing and unexpected tensors, each with its first names (empty: it fits)."""
+    mismatches, tensors of a dtype the module's cannot take (complex, bool or integer weights),
+    missing and unexpected tensors, each with its first names (empty: it fits)."""
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     mismatched = [
@@ -159,9 +174,17 @@ def fit_problems(own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tens
         for k, v in own.items()
         if k in state and tuple(state[k].shape) != tuple(v.shape)
     ]
+    wrong_dtype = [
+        f"{k}: {str(state[k].dtype).removeprefix('torch.')}, expected {str(v.dtype).removeprefix('torch.')}"
+        for k, v in own.items()
+        if k in state and isinstance(state[k], torch.Tensor) and not _dtype_fits(v.dtype, state[k].dtype)
+    ]
     problems = []
     if mismatched:
         problems.append(f"{len(mismatched)} shape mismatch(es) ({first_few(mismatched)})")
+    if wrong_dtype:
+        problems.append(f"{len(wrong_dtype)} tensor(s) of a dtype the model's cannot take, refused rather than "
+                        f"cast ({first_few(wrong_dtype)})")
     if missing:
         problems.append(f"missing {len(missing)} tensor(s) ({first_few(missing)})")
     if unexpected:
@@ -201,6 +224,7 @@ def torch_load_checked(path: str | Path, what: str) -> Any:
         path: the ``.pt``/``.pth`` file.
         what: what the file is, prefixing the message (e.g. "backbone.weights: r18.pth").
     """
+    _regular(Path(path), what, "torch.save file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -224,8 +248,7 @@ def _torch_load_problem(exc: Exception) -> str:
 def load_state(path: str | Path) -> dict[str, Any]:
     """Read a file of :func:`save_state` with ``weights_only=True`` (no arbitrary objects)."""
     path = Path(path)
-    if not path.is_file():
-        raise MtnasError(f"{path}: no such training-state file")
+    _regular(path, str(path), "training-state file")
     state = torch_load_checked(path, f"{path}: training-state file")
     if not isinstance(state, dict):
         raise MtnasError(f"{path}: not an mtnas training-state file (a {type(state).__name__}, expected a dict)")
@@ -274,6 +297,24 @@ def load_checkpoint(folder: str | Path, *, tree_key: str) -> tuple[dict[str, tor
     if found is None:
         raise MtnasError(f"{folder}: no checkpoint to resume from")
     return load_weights(found / "weights.safetensors", tree_key=tree_key), load_state(found / "state.pt")
+
+
+def remove_checkpoint(folder: str | Path) -> None:
+    """Delete the checkpoint in ``folder`` and what a killed save left beside it (``--restart``)."""
+    folder = Path(folder)
+    for candidate in (folder, _sibling(folder, "old"), _sibling(folder, "tmp")):
+        shutil.rmtree(candidate, ignore_errors=True)
+
+
+def _regular(path: Path, source: str, what: str) -> None:
+    """Refuse, in one line prefixed with ``source``, a path that is not a regular file (a FIFO would
+    block the reader, a device never end)."""
+    try:
+        regular_file(path, what)
+    except MtnasError as exc:
+        if source == str(path):
+            raise
+        raise MtnasError(f"{source}: {str(exc).removeprefix(f'{path}: ')}") from None
 
 
 def _sibling(folder: Path, suffix: str) -> Path:

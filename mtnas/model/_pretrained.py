@@ -131,7 +131,7 @@ def read_backbone_weights(backbone: BackboneConfig, reference: Sequence[nn.Modul
         raise ValueError("read_backbone_weights needs a backbone config with weights set")
     path = Path(backbone.weights)
     source = f"backbone.weights: {path}"
-    if not path.is_file():
+    if not path.exists():
         where = "" if path.is_absolute() else f" (a relative path is read from the directory mtnas runs in, {Path.cwd()})"
         raise MtnasError(f"{source}: no such file{where}")
     tensors = _read_tensors(path, source)

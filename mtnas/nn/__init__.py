@@ -14,7 +14,7 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
         "BALANCERS", "Balancer", "DWA", "Equal", "PCGrad", "Uncertainty", "make_balancer", "optimizer_params",
         "pcgrad_project", "shared_parameters",
     ),
-    "._heads": ("DENSE_KINDS", "HEADS", "HeadType", "build_head",),
+    "._heads": ("DENSE_KINDS", "HEADS", "MAX_HEAD_PARAMS", "RESERVED_TASK_NAMES", "HeadType", "build_head", "check_head_size",),
     "._losses": ("LOSSES", "LossType", "get_loss",),
     "._metrics": ("METRICS", "Metric", "get_metric",),
 })

@@ -6,6 +6,7 @@ image-level kinds, (B, num_outputs, H, W) at the input resolution for dense kind
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -13,11 +14,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtnas.core import Registry
+from mtnas.core import MtnasError, Registry
 
-__all__ = ["DENSE_KINDS", "HEADS", "HeadType", "build_head"]
+__all__ = ["DENSE_KINDS", "HEADS", "MAX_HEAD_PARAMS", "RESERVED_TASK_NAMES", "HeadType", "build_head", "check_head_size"]
 
 DENSE_KINDS = frozenset({"dense_classification", "dense_regression"})
+#: Names a task cannot have: the heads are an ``nn.ModuleDict`` keyed by task, which refuses its own
+#: attributes (``training``, ``forward``, ``keys``, ...) as keys.
+RESERVED_TASK_NAMES = frozenset(dir(nn.ModuleDict()))
+#: The most parameters one task head may have (4 GiB of float32): more is a typo, or a file's lie.
+MAX_HEAD_PARAMS = 2**30
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,42 @@ def build_head(
 ) -> nn.Module:
     """A fresh head ``name`` for a task of ``kind``; errors when the head does not serve it."""
     return HEADS.get_for_kind(name, kind, verb="serve").build(tuple(in_shape), num_outputs, out_size)
+
+
+def check_head_size(
+    name: str, kind: str, in_shape: tuple[int, ...], num_outputs: int, out_size: tuple[int, int] | None
+) -> int:
+    """The parameters of head ``name`` for ``num_outputs`` outputs, counted on PyTorch's ``meta``
+    device (nothing is allocated), after checking they and a dense head's output per sample are of
+    a size mtnas builds.
+
+    Raises:
+        MtnasError: more than :data:`MAX_HEAD_PARAMS` parameters, or a dense output of more than
+            ``MAX_ACTIVATION`` values per sample; the message names the size in bytes.
+    """
+    from mtnas.nn._backbones import MAX_ACTIVATION  # one limit for every activation
+
+    if out_size is not None and num_outputs * out_size[0] * out_size[1] > MAX_ACTIVATION:
+        values = num_outputs * out_size[0] * out_size[1]
+        raise MtnasError(f"a dense head of {num_outputs:,} outputs at {out_size[0]}x{out_size[1]} produces {values:,} "
+                         f"values per sample ({_bytes(4 * values)} of float32), more than mtnas builds "
+                         f"({MAX_ACTIVATION:,})")
+    approx = (math.prod(in_shape[:1]) + 1) * num_outputs  # the output layer alone, before building anything
+    if approx <= MAX_HEAD_PARAMS:
+        with torch.device("meta"):
+            approx = sum(p.numel() for p in build_head(name, kind, in_shape, num_outputs, out_size).parameters())
+    if approx > MAX_HEAD_PARAMS:
+        raise MtnasError(f"a {name} head of {num_outputs:,} outputs on {in_shape[0]:,} features holds at least "
+                         f"{approx:,} parameters ({_bytes(4 * approx)} of float32), more than mtnas builds "
+                         f"({MAX_HEAD_PARAMS:,}); check num_outputs")
+    return approx
+
+
+def _bytes(n: int) -> str:
+    for unit, size in (("PiB", 2**50), ("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20)):
+        if n >= size:
+            return f"{n / size:,.1f} {unit}"
+    return f"{n:,} bytes"
 
 
 class PooledLinear(nn.Module):

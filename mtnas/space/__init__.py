@@ -5,7 +5,7 @@ against its dataset (task kinds, sizes, input shape) so that it alone rebuilds a
 from mtnas.core._lazy import lazy_exports
 
 __all__, __getattr__, __dir__ = lazy_exports(__name__, {
-    "._builtin": ("BUILTIN_DIR", "builtin_paths", "list_spaces",),
+    "._builtin": ("BUILTIN_DIR", "builtin_paths", "list_spaces", "read_space_data",),
     "._loading": (
         "SPACE_MAX_BYTES", "YAML_MAX_DEPTH", "YAML_MAX_NODES", "build_space_dataset", "load_resolved", "load_space",
         "load_yaml_text", "space_from_dict",

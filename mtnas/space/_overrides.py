@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mtnas.core import MtnasError, short_repr
+from mtnas.core import MtnasError, load_yaml_text, short_repr  # the bounded YAML reader of space files
 
 __all__ = ["Override", "apply_overrides", "override_note", "parse_override"]
 
@@ -26,8 +26,6 @@ Override = tuple[tuple[str | int, ...], Any, str]  # (key path, value, the text 
 
 def parse_override(text: str) -> Override:
     """``KEY.PATH=VALUE`` -> (path steps, value, text); a malformed one is a one-line error."""
-    from mtnas.space._loading import load_yaml_text  # the bounded YAML reader of space files
-
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise MtnasError(f"--set {short_repr(text)}: expected KEY.PATH=VALUE, e.g. --set training.lr=0.01")

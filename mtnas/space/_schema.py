@@ -26,14 +26,26 @@ from mtnas.core import (
     MtnasError,
     bounded,
     check_limits,
+    check_name,
     did_you_mean,
     parse,
+    regular_file,
     short_repr,
     short_text,
     to_data,
 )
 from mtnas.data import TASK_KINDS, DatasetBundle
-from mtnas.nn import BALANCERS, HEADS, backbone_type, check_backbone_size, get_loss, get_metric
+from mtnas.nn import (
+    BALANCERS,
+    DENSE_KINDS,
+    HEADS,
+    RESERVED_TASK_NAMES,
+    backbone_type,
+    check_backbone_size,
+    check_head_size,
+    get_loss,
+    get_metric,
+)
 
 __all__ = [
     "KIND_DEFAULTS",
@@ -125,11 +137,14 @@ class BackboneConfig:
 
 
 def _file_digest(path: str) -> str | None:
-    """sha256 of a file, cached by path, size and modification time (None when it is missing)."""
+    """sha256 of a file, cached by path, size and modification time (None when it is missing).
+
+    A FIFO or a device (which would block or never end) is refused, not read."""
     try:
         stat = Path(path).stat()
     except OSError:
         return None
+    regular_file(path, "backbone.weights file")
     return _digest_of(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
 
 
@@ -157,6 +172,12 @@ class TaskConfig:
     weight: float = bounded(1.0, ge=0.0)
 
     def _validate(self) -> None:
+        try:
+            check_name(self.name, "name")
+        except MtnasError as exc:
+            raise ConfigError(str(exc)) from None
+        if self.name in RESERVED_TASK_NAMES:
+            raise ConfigError(f"name: {self.name!r} cannot be a task name (the heads' module dict uses it); rename it")
         if self.kind is not None and self.kind not in TASK_KINDS:
             raise ConfigError(
                 f"kind: unknown task kind {short_repr(self.kind)}{did_you_mean(self.kind, TASK_KINDS)}; "
@@ -309,18 +330,33 @@ class SearchSpace:
         for layer in self.routing.branching_layers or ():
             if not 0 <= layer < self.num_layers:
                 raise ConfigError(f"routing.branching_layers: layer {layer} is outside 0..{self.num_layers - 1}")
-        if self.input_shape is not None:  # a resolved space (an arch.json's): its backbone must be buildable
+        if self.input_shape is not None:  # a resolved space (an arch.json's): its model must be buildable
             try:
-                self._check_backbone(self.input_shape)
+                plans = self._check_backbone(self.input_shape)
             except MtnasError as exc:
                 raise ConfigError(f"input_shape: {exc}") from None
+            self._check_heads(plans[-1].out_shape, ConfigError)
 
-    def _check_backbone(self, input_shape: tuple[int, ...]) -> None:
-        """The backbone's layers fit ``input_shape`` and are of a size mtnas builds."""
+    def _check_backbone(self, input_shape: tuple[int, ...]) -> list[Any]:
+        """The backbone's layer plans, after checking they fit ``input_shape`` and are of a size mtnas builds."""
         if not input_shape or len(input_shape) > 8:
             raise MtnasError(f"an input shape has 1 to 8 dimensions, got {short_repr(input_shape)}")
         plans = backbone_type(self.backbone.name).plan(self.backbone.layers, tuple(input_shape))
         check_backbone_size(plans, tuple(input_shape))
+        return plans
+
+    def _check_heads(self, features: tuple[int, ...], error: type[MtnasError] = MtnasError) -> None:
+        """Each resolved task's head is of a size mtnas builds (an arch.json may claim 10^15 classes)."""
+        out_size = tuple(self.input_shape[-2:]) if self.input_shape and len(self.input_shape) == 3 else None
+        for i, task in enumerate(self.tasks):
+            if task.kind is None or task.num_outputs is None:
+                continue
+            head = task.head or KIND_DEFAULTS[task.kind][0]
+            try:
+                check_head_size(head, task.kind, tuple(features), task.num_outputs,
+                                out_size if task.kind in DENSE_KINDS else None)
+            except MtnasError as exc:
+                raise error(f"tasks[{i}] ({short_text(task.name)}).num_outputs: {exc}") from None
 
     # -- derived values ------------------------------------------------------------------------
 
@@ -412,7 +448,8 @@ class SearchSpace:
             _check_components(full, where)
             tasks.append(full)
         resolved = replace(self, tasks=tuple(tasks), input_shape=tuple(bundle.input_shape))
-        self._check_backbone(resolved.input_shape)  # shapes fit, and a size mtnas builds
+        plans = resolved._check_backbone(resolved.input_shape)  # shapes fit, and a size mtnas builds
+        resolved._check_heads(plans[-1].out_shape)
         return resolved
 
 

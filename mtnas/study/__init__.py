@@ -8,23 +8,27 @@ from mtnas.core._lazy import lazy_exports
 
 __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "._artifacts": (
-        "TRIAL_FILES", "artifact_cache", "fetch_trial_file", "open_artifact_store", "upload_trial_files",
+        "ARTIFACT_ID", "TRIAL_FILES", "artifact_cache", "check_artifact_store", "fetch_trial_file",
+        "open_artifact_store", "upload_trial_files",
     ),
     "._front": (
         "FrontTree", "PICKS", "choose_trial", "front_point", "front_trees", "knee", "pareto", "searched_front",
         "write_pareto",
     ),
     "._inspect": ("render_trial", "trial_details",),
-    "._liveness": ("mark_alive", "reap_dead_trials", "wait_for_turn",),
+    "._liveness": ("mark_alive", "reap_dead_trials", "settle", "wait_for_turn",),
     "._objective": ("FIXED", "evaluate_trial", "proxy_space",),
     "._objectives": (
         "OBJECTIVES", "Objective", "QUALITY", "cost_objective", "objective_names", "parse_objectives",
         "trial_objectives",
     ),
-    "._optimize": ("RUN_NAME", "check_run_name", "run_search", "run_worker",),
+    "._optimize": ("MAX_LOCAL_WORKERS", "run_search", "run_worker", "space_digest", "worker_command",),
     "._progress": ("StudyProgress", "format_seconds", "study_eta",),
     "._pruning": ("FRONT_MARGIN", "PRUNERS", "PrunerType", "check_pruner", "epoch_monitor",),
-    "._run": ("INHERITED", "SearchRun", "fail_reason", "load_study", "trial_file", "trial_tree",),
-    "._storage": ("HEARTBEAT", "heartbeat_settings", "open_storage",),
+    "._records": ("check_settings", "check_study", "check_trial",),
+    "._run": (
+        "INHERITED", "RUN_NAME", "SearchRun", "check_run_name", "fail_reason", "load_study", "trial_file", "trial_tree",
+    ),
+    "._storage": ("FILE_SCHEMES", "HEARTBEAT", "heartbeat_settings", "mask_url", "open_storage",),
     "._strategies": ("SAMPLERS", "STRATEGIES", "Strategy", "TrialContext", "trial_space",),
 })

@@ -12,21 +12,40 @@ study's settings:
   ``AWS_ACCESS_KEY_ID``), so workers on machines that share no disk, and the commands that read
   the run, all see the same files.
 
+Any other scheme (``gs://``, ``http://``, ...) is refused: it is not a folder named ``gs:``. The
+store is checked when a study starts and when a worker joins it (:func:`check_artifact_store`:
+reachable, the bucket there, writable), so a wrong endpoint or bucket is one line before the
+first trial, not a traceback at its first upload.
+
 Readers take a trial's file from the run folder when it is there, else download it once into
-``$MTNAS_CACHE_DIR/artifacts/``.
+``$MTNAS_CACHE_DIR/artifacts/STUDY/NNNN-ID/``. The study name and the artifact id come from the
+storage, so both are checked to be names, and the path is checked to stay inside the cache,
+before anything is created.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
+import re
+import uuid
 from pathlib import Path
 from typing import Any
 
 import optuna
 
-from mtnas.core import MtnasError
+from mtnas.core import MtnasError, first_line, inside, is_folder_name, short_repr
 
-__all__ = ["TRIAL_FILES", "artifact_cache", "fetch_trial_file", "open_artifact_store", "upload_trial_files"]
+__all__ = [
+    "ARTIFACT_ID",
+    "TRIAL_FILES",
+    "artifact_cache",
+    "check_artifact_store",
+    "fetch_trial_file",
+    "open_artifact_store",
+    "upload_trial_files",
+]
 
 #: The files of a trial folder that travel through the store (name -> mimetype).
 TRIAL_FILES = {
@@ -39,21 +58,48 @@ TRIAL_FILES = {
 }
 
 
+#: An artifact id as Optuna makes them (a UUID); anything else in a stored study is refused.
+ARTIFACT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+#: ``s3://BUCKET``: a bucket name as S3 allows them.
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def _s3_bucket(url: str) -> str:
+    bucket = url[len("s3://"):].rstrip("/")
+    if not _BUCKET.fullmatch(bucket):
+        raise MtnasError(f"artifact store {short_repr(url)}: expected s3://BUCKET (a bucket name of 3-63 lower-case "
+                         "letters, digits, '.' or '-'; no path)")
+    return bucket
+
+
+def _s3_client() -> Any:
+    try:
+        import boto3
+        from botocore.config import Config
+    except ImportError:
+        raise MtnasError("an s3:// artifact store needs boto3: pip install 'mtnas[s3]'") from None
+    # seconds, not minutes, to find out that an endpoint does not answer
+    return boto3.client("s3", config=Config(connect_timeout=5, read_timeout=60, retries={"max_attempts": 3}))
+
+
 def open_artifact_store(url: str, *, create: bool = False) -> Any:
     """The artifact store named by ``url`` (a folder path, ``file:///...`` or ``s3://BUCKET``).
 
     A folder is created only with ``create`` (by the process that creates the study): a worker on
     another machine never writes the creator's path on its own disk.
+
+    Raises:
+        MtnasError: another scheme, a bucket name that is not one, a missing folder.
     """
+    scheme = _SCHEME.match(url)
+    if scheme is not None and scheme[1] not in ("s3", "file"):
+        raise MtnasError(f"artifact store {short_repr(url)}: unknown scheme {scheme[1]!r}; use s3://BUCKET (an "
+                         "S3-compatible bucket) or a folder path")
     if url.startswith("s3://"):
-        bucket = url[len("s3://"):].strip("/")
-        if not bucket or "/" in bucket:
-            raise MtnasError(f"artifact store {url!r}: expected s3://BUCKET (a bucket name, no path)")
-        try:
-            import boto3
-        except ImportError:
-            raise MtnasError("an s3:// artifact store needs boto3: pip install 'mtnas[s3]'") from None
-        return optuna.artifacts.Boto3ArtifactStore(bucket, client=boto3.client("s3"))
+        return optuna.artifacts.Boto3ArtifactStore(_s3_bucket(url), client=_s3_client())
+    if url.startswith("file://") and not url.startswith("file:///"):
+        raise MtnasError(f"artifact store {short_repr(url)}: a file URL names an absolute folder: file:///abs/path")
     folder = Path(url[len("file://"):] if url.startswith("file://") else url)
     if create:
         try:
@@ -65,6 +111,37 @@ def open_artifact_store(url: str, *, create: bool = False) -> Any:
                          "which this machine does not have; for workers on other machines create the study with "
                          "an S3-compatible store: mtnas search ... --artifacts s3://BUCKET")
     return optuna.artifacts.FileSystemArtifactStore(str(folder))
+
+
+def check_artifact_store(url: str, *, create: bool = False) -> Any:
+    """The store of ``url`` (see :func:`open_artifact_store`), after writing a probe object to it and
+    removing it again: the endpoint answers, the bucket (or folder) is there, this machine may
+    write to it. One error line says which of these failed."""
+    store = open_artifact_store(url, create=create)
+    probe = f".mtnas-probe-{uuid.uuid4().hex}"
+    try:
+        store.write(probe, io.BytesIO(b"mtnas"))
+        store.remove(probe)
+    except Exception as exc:  # botocore, OSError: say what failed, not where in botocore
+        raise MtnasError(f"artifact store {short_repr(url)}: {_store_problem(exc, url)}") from None
+    return store
+
+
+def _store_problem(exc: BaseException, url: str) -> str:
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code") if hasattr(exc, "response") else None
+    name = type(exc).__name__
+    if code in ("NoSuchBucket", "404"):
+        return "the bucket does not exist; create it (e.g. aws s3 mb s3://BUCKET) or name another"
+    if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+        return f"not allowed to write to it ({code}); check the credentials (AWS_ACCESS_KEY_ID, ...) and the policy"
+    if name in ("EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError", "ReadTimeoutError"):
+        endpoint = os.environ.get("AWS_ENDPOINT_URL") or "the default endpoint"
+        return f"cannot reach {endpoint} ({first_line(exc)}); check AWS_ENDPOINT_URL and the network"
+    if name in ("NoCredentialsError", "PartialCredentialsError"):
+        return "no credentials; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or a profile)"
+    if isinstance(exc, OSError):
+        return f"cannot write to the folder ({exc.strerror or first_line(exc)})"
+    return f"{name}: {first_line(exc)}"
 
 
 def upload_trial_files(trial: optuna.Trial, folder: Path, store: Any) -> dict[str, str]:
@@ -85,12 +162,25 @@ def artifact_cache() -> Path:
     return Path(os.environ.get("MTNAS_CACHE_DIR", Path.home() / ".cache" / "mtnas")) / "artifacts"
 
 
+def _cache_folder(study_name: str) -> str:
+    """The cache folder of a study: its name when that is one plain folder name, else a digest of it."""
+    if is_folder_name(study_name):
+        return study_name
+    return "study-" + hashlib.sha256(study_name.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
 def fetch_trial_file(study: optuna.Study, trial: optuna.trial.FrozenTrial, name: str, store_url: str) -> Path | None:
     """The trial's file ``name`` downloaded from the store (cached), or None when it has none."""
+    if name not in TRIAL_FILES:
+        raise ValueError(f"not a trial file: {name!r}")
     artifact_id = (trial.user_attrs.get("artifacts") or {}).get(name)
     if artifact_id is None:
         return None
-    target = artifact_cache() / study.study_name / f"{trial.number:04d}-{artifact_id}" / name
+    if not isinstance(artifact_id, str) or not ARTIFACT_ID.fullmatch(artifact_id):
+        raise MtnasError(f"trial {trial.number}: the artifact id of {name} is {short_repr(artifact_id, 60)}, not an "
+                         "artifact id; the study's storage was damaged or edited")
+    cache = artifact_cache()
+    target = inside(cache, _cache_folder(study.study_name), f"{trial.number:04d}-{artifact_id}", name)
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f".{name}.part")

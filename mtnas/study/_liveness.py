@@ -5,10 +5,17 @@ whose process is gone from this host (killed, crashed, or the whole search inter
 at once and its parameters enqueued again, so ``--resume`` or any worker on the machine picks the
 same trial up without waiting for its heartbeat to go stale. Trials of other hosts are left to the
 heartbeat (``mtnas.study._storage``): their process cannot be seen from here.
+
+A process killed in the few milliseconds between Optuna creating its trial and the trial
+recording its process leaves a RUNNING trial that names no process and sends no heartbeat; such
+a trial is failed once it is older than the heartbeat's grace period. When the study holds its
+trials, :func:`settle` fails the dead trials without retrying them: a finished study has no
+trial left RUNNING.
 """
 
 from __future__ import annotations
 
+import datetime
 import os
 import socket
 import time
@@ -17,7 +24,9 @@ from pathlib import Path
 
 import optuna
 
-__all__ = ["mark_alive", "reap_dead_trials", "wait_for_turn"]
+from mtnas.study._storage import heartbeat_settings
+
+__all__ = ["mark_alive", "reap_dead_trials", "settle", "wait_for_turn"]
 
 _RETRIED = ("fixed_tree",)  # user attributes a retry must keep (what an enqueued trial evaluates)
 
@@ -43,26 +52,58 @@ def _gone(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
-def reap_dead_trials(study: optuna.Study, reason: str = "its process {pid} is gone") -> list[int]:
-    """Fail each RUNNING trial of this host whose process is gone, and enqueue it again.
+def _orphan(trial: optuna.trial.FrozenTrial, grace: float) -> bool:
+    """A RUNNING trial that never recorded its process, older than ``grace`` seconds."""
+    if "pid" in trial.user_attrs or trial.datetime_start is None:
+        return False
+    return (datetime.datetime.now() - trial.datetime_start).total_seconds() > grace
+
+
+def reap_dead_trials(study: optuna.Study, reason: str = "its process {pid} is gone", *, retry: bool = True) -> list[int]:
+    """Fail each RUNNING trial of this host whose process is gone (and each orphan, see the module
+    docstring), and enqueue it again unless ``retry`` is False.
 
     Returns the failed trials' numbers. The reason is kept in the study (``fail_reason:N``), since
     the trial's own process can no longer write it.
     """
     host, failed = socket.gethostname(), []
+    grace = heartbeat_settings()[1]
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         pid = t.user_attrs.get("pid")
-        if t.user_attrs.get("host") != host or not isinstance(pid, int) or pid == os.getpid() or not _gone(pid):
+        if _orphan(t, grace):
+            why = f"its process died before it recorded itself (no heartbeat for {grace} s)"
+        elif t.user_attrs.get("host") == host and isinstance(pid, int) and pid != os.getpid() and _gone(pid):
+            why = reason.format(pid=pid)
+        else:
             continue
         try:
             study.tell(t.number, state=optuna.trial.TrialState.FAIL)
         except ValueError:  # another process failed it first: it enqueued the retry
             continue
-        study.set_user_attr(f"fail_reason:{t.number}", reason.format(pid=pid))
-        keep = {k: t.user_attrs[k] for k in _RETRIED if k in t.user_attrs}
-        study.enqueue_trial(t.params, user_attrs={**keep, "retry_of": t.number})
+        study.set_user_attr(f"fail_reason:{t.number}", why)
+        if retry:
+            keep = {k: t.user_attrs[k] for k in _RETRIED if k in t.user_attrs}
+            study.enqueue_trial(t.params, user_attrs={**keep, "retry_of": t.number})
         failed.append(t.number)
     return failed
+
+
+def settle(study: optuna.Study, target: int, *, poll: float = 1.0) -> None:
+    """Once the study holds ``target`` completed trials, fail the trials of processes that are gone
+    (not retried: the study needs no more), waiting at most the heartbeat's grace period for a
+    trial that has not recorded its process yet. Live trials, and those of other hosts (left to
+    their heartbeat), are not touched."""
+    complete = (optuna.trial.TrialState.COMPLETE,)
+    if len(study.get_trials(deepcopy=False, states=complete)) < target:
+        return
+    deadline = time.monotonic() + heartbeat_settings()[1] + poll
+    while True:
+        reap_dead_trials(study, retry=False)
+        young = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+                 if "pid" not in t.user_attrs]
+        if not young or time.monotonic() > deadline:
+            return
+        time.sleep(poll)
 
 
 def wait_for_turn(trial: optuna.Trial, target: int, *, poll: float = 1.0) -> bool:

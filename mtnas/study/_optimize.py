@@ -11,8 +11,8 @@ with exactly the requested number of completed trials.
 
 from __future__ import annotations
 
+import hashlib
 import json
-import re
 import subprocess
 import sys
 import tempfile
@@ -29,32 +29,24 @@ from mtnas.core._version import __version__
 from mtnas.data import DatasetBundle
 from mtnas.search import check_search_space
 from mtnas.space import SearchSpace, load_resolved, space_from_dict
-from mtnas.study._artifacts import open_artifact_store
+from mtnas.study._artifacts import check_artifact_store
 from mtnas.study._front import write_pareto
-from mtnas.study._liveness import reap_dead_trials
+from mtnas.study._liveness import reap_dead_trials, settle
 from mtnas.study._objective import FIXED, evaluate_trial, proxy_space
 from mtnas.study._objectives import OBJECTIVES, parse_objectives
 from mtnas.study._progress import StudyProgress
 from mtnas.study._pruning import check_pruner
-from mtnas.study._run import SearchRun
-from mtnas.study._storage import open_storage
+from mtnas.study._records import check_settings
+from mtnas.study._run import SearchRun, check_run_name
+from mtnas.study._storage import mask_url, open_storage
 from mtnas.study._strategies import SAMPLERS, STRATEGIES, TrialContext
 from mtnas.train import Baselines, NonFiniteLossError, compute_baselines, select_device, use_cpu_threads
 
-__all__ = ["RUN_NAME", "check_run_name", "run_search", "run_worker"]
+__all__ = ["MAX_LOCAL_WORKERS", "run_search", "run_worker", "space_digest", "worker_command"]
 
-#: A run name: one path segment of letters, digits, ``.``, ``_`` and ``-`` (it names the folder
-#: under ``--runs-dir`` and the study).
-RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-
-
-def check_run_name(name: str) -> str:
-    """``name`` if it is a run name (see ``RUN_NAME``); else a one-line error saying what is allowed."""
-    if not RUN_NAME.fullmatch(name or "") or name.endswith("."):
-        shown = name if len(name) <= 40 else name[:37] + "..."
-        raise MtnasError(f"--name {shown!r}: a run name is one folder name of 1-100 letters, digits, '.', '_' or '-', "
-                         "starting with a letter or digit (no '/', no '..')")
-    return name
+#: The most local worker processes ``--workers`` starts (each trains networks: more than the cores
+#: only queue up; this bound stops a typo such as 100000 from forking a machine to a halt).
+MAX_LOCAL_WORKERS = 64
 
 
 def _run_folder(runs_dir: str | Path, name: str) -> SearchRun:
@@ -102,18 +94,26 @@ def run_search(
     ``OMP_NUM_THREADS``, else the physical cores divided among the ``workers``; see
     ``mtnas.train.cpu_threads``), recorded in ``run.json``.
     """
-    for label, value, low in (("trials", trials, 1), ("workers", workers, 0)):
+    for label, value, low, high in (("trials", trials, 1, None), ("workers", workers, 0, MAX_LOCAL_WORKERS)):
         if value is not None and value < low:
             raise MtnasError(f"{label} must be >= {low}, got {value}")
+        if value is not None and high is not None and value > high:
+            raise MtnasError(f"{label} must be <= {high} (local processes on this machine), got {value}; for more, "
+                             "start 'mtnas worker' processes on other machines")
     if timeout is not None and not 0 < timeout < float("inf"):
         raise MtnasError(f"timeout must be a finite number of seconds > 0, got {timeout}")
     default_name = space_arg.name if isinstance(space_arg, SearchSpace) else Path(str(space_arg)).stem
     run = _run_folder(runs_dir, default_name if name is None else name)
-    if resume:
-        info = run.info()
+    study_name = run.root.name
+    if resume:  # everything as run.json records it: a copied or renamed folder resumes its own study
+        info = run.resume_info()
+        if storage is not None and storage != info["storage"]:
+            raise MtnasError(f"--storage {mask_url(storage)!r} is not the storage {mask_url(info['storage'])!r} "
+                             f"that {run.root / 'run.json'} records; resume without --storage")
         space_arg, strategy, seed = str(run.root / "space.yaml"), info["strategy"], info["seed"]
-        objectives, trials, storage = ",".join(info["objectives"]), trials or info["trials"], run.storage()
-        artifacts = info.get("artifacts", str((run.root / "artifacts").resolve()))
+        objectives, trials = ",".join(info["objectives"]), trials or info["trials"]
+        storage = info["storage"] if storage is not None else run.storage()
+        artifacts, study_name = info.get("artifacts", str((run.root / "artifacts").resolve())), info["study"]
     elif (run.root / "run.json").exists():
         raise MtnasError(f"{run.root} exists already: use --resume to continue it, or another --name")
     STRATEGIES.get(strategy)
@@ -129,42 +129,47 @@ def run_search(
     if storage is None:
         storage = run.journal_url if workers > 1 else run.storage_url
     artifacts = artifacts or str((run.root / "artifacts").resolve())
+    settings = {"seed": seed, "strategy": strategy, "objectives": names, "trials": trials, "artifacts": artifacts,
+                "space": space.to_dict(), "space_name": space.name, "space_digest": space_digest(space.to_dict())}
     if not resume:
         try:
             run.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise MtnasError(f"cannot create the run folder {run.root}: {exc.strerror}") from None
-        open_artifact_store(artifacts, create=True)  # an unusable store is an error before any trial runs
+        check_artifact_store(artifacts, create=True)  # an unusable store is an error before any trial runs
         atomic_write_text(run.root / "space.yaml", yaml.safe_dump(space.to_dict(), sort_keys=False))
         # run.json first: a crash after it leaves a folder --resume can finish (it creates the study)
         atomic_write_text(run.root / "run.json", json.dumps({
             "mtnas_version": __version__, "space": space.name, "seed": seed, "strategy": strategy,
             "objectives": names, "sampler": sampler, "trials": trials, "storage": storage, "artifacts": artifacts,
-            "study": run.root.name, "command": sys.argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "study": study_name, "command": sys.argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
             **cpu.to_dict(),
         }, indent=1))
+    else:
+        check_artifact_store(artifacts)
     study = optuna.create_study(
-        study_name=run.root.name,
+        study_name=study_name,
         storage=open_storage(storage),
         load_if_exists=True,  # a resumed run, or one whose first process died before its first trial
         directions=[OBJECTIVES.get(o).direction for o in names],
         sampler=SAMPLERS.get(sampler)(seed),
         pruner=pruner.optuna() if pruner is not None and pruner.optuna is not None else None,
     )
-    if "mtnas" not in study.user_attrs:
-        study.set_user_attr("mtnas", {"seed": seed, "strategy": strategy, "objectives": names, "trials": trials,
-                                      "artifacts": artifacts, "space": space.to_dict()})
+    if "mtnas" in study.user_attrs:
+        _check_same_search(study, settings, storage)
+    else:
+        if study.get_trials(deepcopy=False):
+            raise MtnasError(f"study {study_name!r} in {mask_url(storage)} holds trials but was not made by "
+                             "'mtnas search'; choose another --name")
+        study.set_user_attr("mtnas", settings)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(names)  # optuna-dashboard shows "delta_m", "flops", not "Objective 0"
     _enqueue_fixed_trees(study)
     baselines = compute_baselines(proxy_space(space), bundle, device=dev, seed=seed, progress=progress)
     atomic_write_text(run.root / "baselines.json", json.dumps(baselines.to_dict(), indent=1))
-    helpers = [
-        subprocess.Popen([sys.executable, "-m", "mtnas", "worker", "--storage", storage, "--study", run.root.name,
-                          "--device", device, "--threads", str(cpu.count), "--quiet"])
-        for _ in range(workers - 1)
-    ]
+    helpers = [subprocess.Popen(worker_command(storage, study_name, device, threads=cpu.count))
+               for _ in range(workers - 1)]
     ctx = TrialContext(run=run, seed=seed, device=dev, strategy=strategy, objectives=tuple(names),
                        artifacts=artifacts, trials=trials)
     if trials <= len(FIXED):
@@ -192,6 +197,51 @@ def run_search(
     return run, study
 
 
+def space_digest(space: dict) -> str:
+    """A digest of a resolved space's content (its description aside): equal spaces, equal digests."""
+    data = {k: v for k, v in space.items() if k != "description"}
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+#: The settings a search must share with the study it joins (the rest, e.g. the target count, may differ).
+_SAME = (("space_digest", "space"), ("strategy", "strategy"), ("objectives", "objectives"))
+
+
+def _check_same_search(study: optuna.Study, settings: dict, storage: str) -> None:
+    """Refuse to join ``study`` with a search of another space, strategy or objectives: its trials
+    would be scored against another space's baselines, or stored in another order."""
+    stored = check_settings(study)
+    if "space_digest" not in stored and isinstance(stored.get("space"), dict):  # a study of an older mtnas
+        stored = {**stored, "space_digest": space_digest(stored["space"])}
+    for key, what in _SAME:
+        if stored.get(key) != settings[key]:
+            if key == "space_digest":
+                theirs, ours = stored.get("space_name", "?"), settings["space_name"]
+                same = " of the same name and other content" if theirs == ours else ""
+                detail = f"{theirs!r}{same} (digest {stored.get(key)}; this one {ours!r}, digest {settings[key]})"
+            else:
+                detail = f"{stored.get(key)!r} (this one {settings[key]!r})"
+            raise MtnasError(f"study {study.study_name!r} in {mask_url(storage)} is a search of another {what}: "
+                             f"{detail}; choose another --name, or join it with 'mtnas worker'")
+
+
+def worker_command(storage: str, study: str, device: str = "auto", threads: int | None = None) -> list[str]:
+    """The command line of a local worker process (``mtnas worker``), with ``threads`` CPU threads.
+
+    The current directory is not on its import path (``python -P``; on Python 3.10, a bootstrap
+    that removes it first), as it is not for the ``mtnas`` command: a ``yaml.py`` or ``optuna.py``
+    in the folder a search starts in is never imported. Plugin modules reach the worker only by
+    name, through ``MTNAS_PLUGINS`` (``--plugins``).
+    """
+    args = ["worker", "--storage", storage, "--study", study, "--device", device, "--quiet"]
+    if threads is not None:
+        args += ["--threads", str(threads)]
+    if sys.version_info >= (3, 11):
+        return [sys.executable, "-P", "-m", "mtnas", *args]
+    bootstrap = "import sys; sys.path.pop(0); from mtnas.cli import main; sys.exit(main(sys.argv[1:]))"
+    return [sys.executable, "-c", bootstrap, *args]
+
+
 def _enqueue_fixed_trees(study: optuna.Study) -> None:
     """Enqueue each fixed tree (all-shared, independent) that no trial has completed or will run:
     a new study gets both; a resumed one re-runs those that failed or were interrupted."""
@@ -206,19 +256,29 @@ def _optimize(study: optuna.Study, space: SearchSpace, bundle: DatasetBundle, ba
               ctx: TrialContext, progress: bool, timeout: float | None = None) -> None:
     """Run trials until the study holds ``ctx.trials`` completed ones (failed ones do not count)."""
     complete = (optuna.trial.TrialState.COMPLETE,)
-    reap_dead_trials(study)  # a trial of a killed process on this host is retried at once
     done = len(study.get_trials(deepcopy=False, states=complete))
     if done >= ctx.trials:
+        settle(study, ctx.trials)  # no trial of a dead process is left RUNNING
         return
+    reap_dead_trials(study)  # a trial of a killed process on this host is retried at once
     with StudyProgress(study, ctx.trials, enabled=progress) as bar:  # trials, the running phase, an ETA
         ctx = replace(ctx, progress=progress, on_phase=bar.phase)
-        study.optimize(
-            lambda t: evaluate_trial(t, space, bundle, baselines, ctx),
-            callbacks=[optuna.study.MaxTrialsCallback(ctx.trials, states=complete), bar.trial_done],
-            catch=(NonFiniteLossError,),
-            n_trials=ctx.trials - done + 2 * ctx.trials,  # room for failed trials; the callback stops at `trials`
-            timeout=timeout,
-        )
+        while True:
+            try:
+                study.optimize(
+                    lambda t: evaluate_trial(t, space, bundle, baselines, ctx),
+                    callbacks=[optuna.study.MaxTrialsCallback(ctx.trials, states=complete), bar.trial_done],
+                    catch=(NonFiniteLossError,),
+                    n_trials=ctx.trials - done + 2 * ctx.trials,  # room for failed trials; the callback stops at `trials`
+                    timeout=timeout,
+                )
+                break
+            except ValueError as exc:  # Optuna's "Cannot tell a FAIL trial."
+                if not str(exc).startswith("Cannot tell a "):
+                    raise
+                # Another process failed this trial (its heartbeat went stale on a busy machine) and
+                # enqueued its retry: the study lost nothing; this process goes on with another trial.
+    settle(study, ctx.trials)
 
 
 def run_worker(storage: str, study_name: str, *, device: str = "auto", progress: bool = False) -> optuna.Study:
@@ -227,24 +287,25 @@ def run_worker(storage: str, study_name: str, *, device: str = "auto", progress:
     Nothing is written outside a temporary folder: each trial's files go to the study's artifact
     store, so a worker needs no disk shared with the machine that created the study.
     """
+    check_run_name(study_name, "--study")  # it names the worker's scratch folder too
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
-        study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
+        study = optuna.load_study(study_name=study_name, storage=open_storage(storage, create=False))
     except KeyError:
-        raise MtnasError(f"no study {study_name!r} in {storage}; start it with 'mtnas search'") from None
-    config = study.user_attrs.get("mtnas")
-    if not isinstance(config, dict) or not {"space", "seed", "strategy", "objectives", "trials"} <= set(config):
+        raise MtnasError(f"no study {study_name!r} in {mask_url(storage)}; start it with 'mtnas search'") from None
+    config = check_settings(study)
+    if not {"space", "seed", "strategy", "objectives", "trials"} <= set(config):
         raise MtnasError(f"study {study_name!r} was not created by 'mtnas search' (no mtnas settings)")
-    space, bundle = load_resolved(check_search_space(space_from_dict(config["space"], f"study {study_name!r} space")))
-    pruner = check_pruner(space.search.pruner, list(config["objectives"]))
-    if pruner is not None and pruner.optuna is not None:  # a pruner belongs to the process's Study object
-        study = optuna.load_study(study_name=study_name, storage=open_storage(storage), pruner=pruner.optuna())
-    dev = select_device(device)
-    baselines = compute_baselines(proxy_space(space), bundle, device=dev, seed=config["seed"], progress=progress)
     artifacts = config.get("artifacts")
     if not artifacts:
         raise MtnasError(f"study {study_name!r} names no artifact store; it was made by an older mtnas")
-    open_artifact_store(artifacts)  # reachable from here, before any trial runs
+    check_artifact_store(artifacts)  # reachable and writable from here, before any trial runs
+    space, bundle = load_resolved(check_search_space(space_from_dict(config["space"], f"study {study_name!r} space")))
+    pruner = check_pruner(space.search.pruner, list(config["objectives"]))
+    if pruner is not None and pruner.optuna is not None:  # a pruner belongs to the process's Study object
+        study = optuna.load_study(study_name=study_name, storage=open_storage(storage, create=False), pruner=pruner.optuna())
+    dev = select_device(device)
+    baselines = compute_baselines(proxy_space(space), bundle, device=dev, seed=config["seed"], progress=progress)
     with tempfile.TemporaryDirectory(prefix=f"mtnas-worker-{study_name}-") as scratch:
         ctx = TrialContext(run=SearchRun(Path(scratch)), seed=config["seed"], device=dev, strategy=config["strategy"],
                            objectives=tuple(config["objectives"]), artifacts=artifacts, trials=int(config["trials"]))

@@ -1,28 +1,86 @@
 """A run: its folder (``runs/NAME/``) and the Optuna study it holds, or a study named by its
 storage URL alone (``postgresql://user@host/db#NAME``) for reading a run from another machine.
 
+A run folder is read as data that may be damaged, edited or copied: ``run.json`` is read with
+bounded effort and every entry checked for its type; the study it names is looked up by the
+name ``run.json`` records (a copied or renamed folder keeps its study); a file storage
+(``study.db``, ``journal.log``) is the folder's own, never a path elsewhere that ``run.json``
+points to, and a read never creates a database; the study's records are checked before use
+(``mtnas.study._records``).
+
 Only Optuna and the standard library are imported here, so the commands that read a run
 (``mtnas trials``, ``show``, ``plot``) start quickly.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
 
-from mtnas.core import MtnasError
+from mtnas.core import (
+    FOLDER_NAME,
+    MAX_SEED,
+    MtnasError,
+    is_folder_name,
+    load_json_text,
+    one_line,
+    read_text_file,
+    short_repr,
+    short_text,
+)
 from mtnas.study._artifacts import fetch_trial_file
-from mtnas.study._storage import open_storage
+from mtnas.study._records import check_settings, check_study
+from mtnas.study._storage import FILE_SCHEMES, mask_url, open_storage
 from mtnas.tree import BranchingTree
 
-__all__ = ["INHERITED", "SearchRun", "fail_reason", "load_study", "trial_file", "trial_tree"]
+__all__ = ["INHERITED", "RUN_NAME", "SearchRun", "check_run_name", "fail_reason", "load_study", "trial_file",
+           "trial_tree"]
 
 #: A differentiable trial's inherited supernet weights, in its trial folder.
 INHERITED = "inherited.safetensors"
+#: A run name: one path segment of letters, digits, ``.``, ``_`` and ``-`` (it names the folder
+#: under ``--runs-dir`` and the study).
+RUN_NAME = FOLDER_NAME
+#: The largest run.json mtnas reads (one is a few hundred bytes).
+RUN_FILE_MAX_BYTES = 2**20
+
+
+def check_run_name(name: str, what: str = "--name") -> str:
+    """``name`` if it is a run name (see ``RUN_NAME``); else a one-line error saying what is allowed."""
+    if not is_folder_name(name):
+        shown = short_text(name, 40)
+        raise MtnasError(f"{what} {shown!r}: a run name is one folder name of 1-100 letters, digits, '.', '_' or '-', "
+                         "starting with a letter or digit (no '/', no '..')")
+    return name
+
+
+def _whole(low: int, high: int = 2**63 - 1) -> tuple[Any, str]:
+    return (lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v <= high,
+            f"a whole number in {low}..{high}" if high < 2**63 - 1 else f"a whole number >= {low}")
+
+
+_TEXT = (lambda v: isinstance(v, str), "a text")
+#: What each entry of run.json must be when present (``storage`` and ``study`` always are).
+RUN_FILE_ENTRIES: dict[str, tuple[Any, str]] = {
+    "storage": _TEXT,
+    "study": (is_folder_name, "a run name (letters, digits, '.', '_', '-')"),
+    "mtnas_version": _TEXT,
+    "space": _TEXT,
+    "seed": _whole(0, MAX_SEED),
+    "strategy": _TEXT,
+    "objectives": (lambda v: isinstance(v, list) and bool(v) and all(isinstance(o, str) for o in v),
+                   "a list of objective names"),
+    "sampler": _TEXT,
+    "trials": _whole(1),
+    "artifacts": _TEXT,
+    "command": (lambda v: isinstance(v, list), "a list"),
+    "started": _TEXT,
+}
+#: What ``--resume`` reads from run.json besides the storage and the study.
+RESUME_ENTRIES = ("strategy", "seed", "objectives", "trials")
 
 
 @dataclass(frozen=True)
@@ -45,7 +103,8 @@ class SearchRun:
         if "://" in text and not Path(text).exists():
             url, _, study = text.partition("#")
             if not study:
-                raise MtnasError(f"{text!r}: name the study after the storage URL, e.g. {url}#dg1")
+                raise MtnasError(f"{mask_url(text)!r}: name the study after the storage URL, e.g. {mask_url(url)}#dg1")
+            check_run_name(study, "the study")
             return cls(Path(study), remote=text)
         return cls(Path(text))
 
@@ -62,52 +121,100 @@ class SearchRun:
         """What the run is called: its folder's name (a copied folder keeps its new name), or the study's."""
         return self.root.name if self.remote is None else self.remote.partition("#")[2]
 
+    @property
+    def study_name(self) -> str:
+        """The study's name in its storage: the one ``run.json`` records (a copied or renamed folder
+        keeps it), or the one after ``#``."""
+        return str(self.info()["study"])
+
     def trial_dir(self, number: int) -> Path:
         return self.root / "trials" / f"{number:04d}"
 
     def storage(self) -> str:
-        """The study's storage URL; a folder that was copied or moved reads its own ``study.db`` or
-        ``journal.log``, not the file at the absolute path it was made with."""
+        """The study's storage URL.
+
+        A database server's URL is used as ``run.json`` records it. A file storage is the folder's
+        own ``study.db`` or ``journal.log``: a folder that was copied or moved reads its own file,
+        and a path outside the folder is refused (a copy made without its journal would silently
+        read the original's study; a hand-edited run.json could make a read create a database
+        anywhere).
+        """
         url = str(self.info()["storage"])
-        if self.remote is None and url.startswith("sqlite:///") and (self.root / "study.db").is_file():
-            return self.storage_url
-        if self.remote is None and url.startswith("journal:///") and (self.root / "journal.log").is_file():
-            return self.journal_url
-        return url
+        if self.remote is not None:
+            return url
+        scheme = next((s for s in FILE_SCHEMES if url.startswith(s)), None)
+        if scheme is None:
+            return url
+        own = self.root / ("journal.log" if scheme.startswith("journal") else "study.db")
+        recorded = Path(url[len(scheme):])
+        if own.is_file() or _same_file(recorded, own):
+            return self.storage_url if own.name == "study.db" else self.journal_url
+        raise MtnasError(
+            f"{self.root / 'run.json'}: the study's storage {one_line(repr(mask_url(url)), 400)} is not this folder's {own.name}"
+            f"{' (it is missing: was the folder copied without it?)' if not own.exists() else ''}; a run folder reads "
+            f"only its own file; to read that storage itself: mtnas trials '{mask_url(url)}#{self.study_name}'"
+        )
 
     def info(self) -> dict[str, Any]:
-        """``run.json`` (for a remote run: its storage URL and study name)."""
+        """``run.json``, its entries checked (for a remote run: its storage URL and study name)."""
         if self.remote is not None:
             url, _, study = self.remote.partition("#")
             return {"storage": url, "study": study}
         path = self.root / "run.json"
         if self.root.exists() and not self.root.is_dir():
             raise MtnasError(f"{self.root}: is a file, not a run folder")
-        if not path.is_file():
+        if not path.exists():
             raise MtnasError(f"{self.root}: not an mtnas run folder (no run.json); start one with 'mtnas search'")
         try:
-            info = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise MtnasError(f"{path}: unreadable run file ({type(exc).__name__}: {str(exc)[:80]}); "
-                             "restore it or start a new run") from None
-        missing = [k for k in ("storage", "study") if not isinstance(info, dict) or not isinstance(info.get(k), str)]
+            info = load_json_text(read_text_file(path, "run file", RUN_FILE_MAX_BYTES), str(path))
+        except MtnasError as exc:
+            raise MtnasError(f"unreadable run file: {exc}; restore it or start a new run") from None
+        if not isinstance(info, dict):
+            raise MtnasError(f"{path}: damaged run file: a JSON {type(info).__name__}, expected an object; restore it "
+                             "or start a new run")
+        missing = [k for k in ("storage", "study") if k not in info]
         if missing:
             raise MtnasError(f"{path}: damaged run file: no {', '.join(missing)}; restore it or start a new run")
+        for key, (ok, expected) in RUN_FILE_ENTRIES.items():
+            if key in info and not ok(info[key]):
+                raise MtnasError(f"{path}: damaged run file: {key} is {short_repr(info[key], 40)}, expected {expected}; "
+                                 "restore it or start a new run")
+        return info
+
+    def resume_info(self) -> dict[str, Any]:
+        """``run.json`` with everything ``--resume`` needs (strategy, seed, objectives, trials)."""
+        info = self.info()
+        missing = [k for k in RESUME_ENTRIES if k not in info]
+        if missing:
+            raise MtnasError(f"{self.root / 'run.json'}: damaged run file: no {', '.join(missing)}, which --resume "
+                             "needs; restore it or start a new run")
         return info
 
 
-def load_study(run: SearchRun) -> optuna.Study:
-    info = run.info()
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
+def _same_file(a: Path, b: Path) -> bool:
     try:
-        return optuna.load_study(study_name=info["study"], storage=open_storage(run.storage()))
+        return a.resolve() == b.resolve()
+    except (OSError, ValueError, RuntimeError):
+        return False
+
+
+def load_study(run: SearchRun) -> optuna.Study:
+    """The run's study, read (never created) from its storage, its records checked
+    (``mtnas.study._records``): one error line for a damaged or edited one."""
+    info, url = run.info(), run.storage()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    shown = mask_url(url)
+    try:
+        study = optuna.load_study(study_name=info["study"], storage=open_storage(url, create=False))
+        check_study(study)
+        return study
     except KeyError:
-        raise MtnasError(f"{run.root}: the study {info['study']!r} is missing from {info['storage']}") from None
+        raise MtnasError(f"{run.root}: the study {info['study']!r} is missing from {shown}") from None
     except MtnasError:
         raise
-    except Exception as exc:  # a damaged database file, a schema from another Optuna
-        first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
-        raise MtnasError(f"{run.root}: cannot read the study from {info['storage']}: {first}") from None
+    except Exception as exc:  # a damaged database file, a stored value that is not JSON, a schema from another Optuna
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise MtnasError(f"{run.root}: cannot read the study from {shown}: {type(exc).__name__}: {first}") from None
 
 
 def fail_reason(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str | None:
@@ -118,8 +225,14 @@ def fail_reason(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str | N
 
 def trial_tree(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> BranchingTree:
     """The tree a trial evaluated, from the study alone (its ``partitions`` and the space's tasks)."""
-    tasks = [t if isinstance(t, str) else t["name"] for t in (study.user_attrs.get("mtnas") or {})["space"]["tasks"]]
-    return BranchingTree(tasks, trial.user_attrs["partitions"])
+    space = check_settings(study).get("space") or {}
+    tasks = [t if isinstance(t, str) else t.get("name") if isinstance(t, dict) else t for t in space.get("tasks", [])]
+    if "partitions" not in trial.user_attrs:
+        raise MtnasError(f"trial {trial.number} has no tree (it did not complete); see 'mtnas trials'")
+    try:
+        return BranchingTree(tasks, trial.user_attrs["partitions"])
+    except MtnasError as exc:
+        raise MtnasError(f"study {short_text(study.study_name)!r} trial {trial.number}: its stored tree: {exc}") from None
 
 
 def trial_file(run: SearchRun, study: optuna.Study, trial: optuna.trial.FrozenTrial, name: str) -> Path | None:
@@ -128,5 +241,5 @@ def trial_file(run: SearchRun, study: optuna.Study, trial: optuna.trial.FrozenTr
     local = run.trial_dir(trial.number) / name
     if run.remote is None and local.is_file():
         return local
-    store = (study.user_attrs.get("mtnas") or {}).get("artifacts")
+    store = check_settings(study).get("artifacts")
     return fetch_trial_file(study, trial, name, store) if store else None

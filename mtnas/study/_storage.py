@@ -9,25 +9,39 @@ On an RDB storage every running trial sends Optuna heartbeats; a trial silent fo
 (``RetryHeartbeatStaleTrialCallback``). A trial of a process that is gone from *this* machine is
 retried at once, without waiting (``mtnas.study._liveness``); that covers the journal file too,
 whose workers all run on one machine.
+
+Opening a storage to read (``create=False``) never creates one: a SQLite or journal file that is
+not there is an error. A server that cannot be reached, a wrong password, a missing driver: each
+is one line that says which, with the URL's password masked.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import warnings
 
 import optuna
 from optuna.storages import BaseStorage
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-from mtnas.core import MtnasError
+from mtnas.core import MtnasError, first_line
 
-__all__ = ["HEARTBEAT", "heartbeat_settings", "open_storage"]
+__all__ = ["FILE_SCHEMES", "HEARTBEAT", "heartbeat_settings", "mask_url", "open_storage"]
 
 #: Seconds between a running trial's heartbeats, and of silence after which it counts as dead
 #: (``MTNAS_HEARTBEAT=interval,grace`` overrides them).
 HEARTBEAT = (5, 20)
 MAX_RETRY = 2
+#: The URL prefixes of storages that are a file on this machine (the path follows).
+FILE_SCHEMES = ("sqlite:///", "journal:///")
+
+_PASSWORD = re.compile(r"(://[^:/@#]*:)[^@/#]*@")
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password (``user:PASSWORD@host``) shown as ``***``, for messages."""
+    return _PASSWORD.sub(r"\1***@", url)
 
 
 def heartbeat_settings() -> tuple[int, int]:
@@ -38,16 +52,29 @@ def heartbeat_settings() -> tuple[int, int]:
         interval, grace = (int(x) for x in override.split(","))
     except ValueError:
         raise MtnasError(f"MTNAS_HEARTBEAT={override!r}: expected 'interval,grace' in whole seconds, e.g. 5,20") from None
+    if not 1 <= interval <= grace <= 86_400:
+        raise MtnasError(f"MTNAS_HEARTBEAT={override!r}: expected 1 <= interval <= grace <= 86400 seconds, e.g. 5,20")
     return interval, grace
 
 
-def open_storage(url: str) -> BaseStorage:
-    """``journal:///path`` (local workers) or an RDB URL (``sqlite:///``, ``postgresql://``)."""
-    if url.startswith("journal:///"):
-        path = url[len("journal://"):]
+def open_storage(url: str, *, create: bool = True) -> BaseStorage:
+    """``journal:///path`` (local workers) or an RDB URL (``sqlite:///``, ``postgresql://``).
+
+    Args:
+        url: the storage URL.
+        create: whether a missing SQLite or journal file may be created (a search), or must
+            exist (the commands that read a run).
+    """
+    shown = mask_url(url)
+    file_scheme = next((s for s in FILE_SCHEMES if url.startswith(s)), None)
+    if file_scheme is not None:
+        path = url[len(file_scheme) - 1:]  # keep the root slash: sqlite:////abs -> /abs
+        if not create and not os.path.isfile(path):
+            raise MtnasError(f"cannot open the study storage {shown!r}: no such file {path!r} (nothing was created)")
         if not os.path.isdir(os.path.dirname(path) or "."):
-            raise MtnasError(f"cannot open the study storage {url!r}: no folder {os.path.dirname(path)!r}")
-        return JournalStorage(JournalFileBackend(path))
+            raise MtnasError(f"cannot open the study storage {shown!r}: no folder {os.path.dirname(path)!r}")
+    if url.startswith("journal:///"):
+        return JournalStorage(JournalFileBackend(url[len("journal://"):]))
     interval, grace = heartbeat_settings()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -57,6 +84,21 @@ def open_storage(url: str) -> BaseStorage:
                 url, heartbeat_interval=interval, grace_period=grace, heartbeat_stale_trial_callback=retry,
             )
         except Exception as exc:  # sqlalchemy raises many kinds: a bad URL, a server that does not answer
-            text = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
-            hint = "; install the driver: pip install 'mtnas[postgres]'" if "psycopg" in text or "DB access" in text else ""
-            raise MtnasError(f"cannot open the study storage {url!r}: {text}{hint}") from None
+            raise MtnasError(f"cannot open the study storage {shown!r}: {_storage_problem(exc)}") from None
+
+
+def _storage_problem(exc: BaseException) -> str:
+    """What failed when opening an RDB storage, in words, with what to do."""
+    chain, seen = [], exc
+    while seen is not None and len(chain) < 10:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    if any(isinstance(e, ModuleNotFoundError) for e in chain) or "NoSuchModuleError" in {type(e).__name__ for e in chain}:
+        missing = next((e.name for e in chain if isinstance(e, ModuleNotFoundError) and e.name), None)
+        return (f"the database driver{f' ({missing})' if missing else ''} is not installed; for postgresql:// URLs: "
+                "pip install 'mtnas[postgres]'")
+    text = mask_url(first_line(exc)).removeprefix("(psycopg.OperationalError) ")
+    if type(exc).__name__ == "OperationalError" and "sqlite" not in type(exc).__module__ + text.lower():
+        return (f"the database server refused or did not answer ({text}); check the host, port, user, password "
+                "and database name, and that the server runs")
+    return text

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from mtnas.core import MAX_SEED, MtnasError, atomic_write_text, did_you_mean, format_table, short_repr
+from mtnas.core import (
+    MtnasError,
+    atomic_write_text,
+    did_you_mean,
+    format_table,
+    naming,
+)
 from mtnas.data import DatasetBundle
 from mtnas.model import (
     BranchedNet,
@@ -38,6 +44,7 @@ from mtnas.model import (
     load_checkpoint,
     load_into,
     load_weights,
+    remove_checkpoint,
     save_checkpoint,
     save_weights,
     tree_cost,
@@ -46,18 +53,17 @@ from mtnas.nn import shared_parameters
 from mtnas.space import SearchSpace, load_resolved
 from mtnas.train._baselines import compute_baselines
 from mtnas.train._delta_m import per_task_delta
-from mtnas.train._device import PRECISIONS, Dist, pick_device, process_group, resolve_precision
+from mtnas.train._device import Dist, pick_device, process_group, resolve_precision
 from mtnas.train._engine import Engine, NonFiniteLossError
 from mtnas.train._prefetch import prefetch_batches
+from mtnas.train._retrain_state import INITS, STATE_FORMAT, content_problem, damaged_state, state_problem
 from mtnas.train._tasks import TaskMetrics
 from mtnas.tree import Architecture, BranchingTree
 from mtnas.viz import RetrainCurves, draw_curves
 
 __all__ = ["DATA_PLACEMENTS", "INITS", "RetrainReport", "curve_data", "data_placement", "retrain"]
 
-STATE_FORMAT = "mtnas-retrain-state"
 FINAL_FORMAT = "mtnas-retrain"
-INITS = ("scratch", "inherited")
 DATA_PLACEMENTS = ("auto", "device", "host")
 #: ``data="auto"`` keeps a dataset on the accelerator up to this size (all splits together).
 RESIDENT_MAX_BYTES = 2 * 1024**3
@@ -175,6 +181,7 @@ def retrain(
     precision: str = "auto",
     compile: bool = False,
     resume: bool = False,
+    restart: bool = False,
     init: str = "scratch",
     weights: str | Path | None = None,
     seed: int | None = None,
@@ -191,7 +198,10 @@ def retrain(
         precision: auto, bf16, fp16 or fp32 (see :func:`resolve_precision`).
         compile: wrap the model in ``torch.compile``.
         resume: continue from ``out_dir/checkpoint`` with its seed, epochs, precision and init;
-            the result equals an uninterrupted run (bit for bit on CPU).
+            the result equals an uninterrupted run (bit for bit on CPU). The checkpoint is checked
+            first, against the state this run would create (RNG states, optimizer groups and
+            state shapes, schedule, history): a damaged or edited one is one error line.
+        restart: discard a checkpoint in ``out_dir`` (a damaged one, say) and train from scratch.
         init: ``scratch`` (fresh seeded weights; the backbone from ``backbone.weights`` when the space
             names a pretrained file) or ``inherited`` (from ``weights``).
         weights: a weights file for ``init="inherited"`` (default: ``weights.safetensors``
@@ -215,6 +225,8 @@ def retrain(
         raise MtnasError("--weights is only read with --init inherited")
     if epochs is not None and epochs < 1:
         raise MtnasError(f"--epochs must be >= 1, got {epochs}")
+    if resume and restart:
+        raise MtnasError("--resume continues the checkpoint and --restart discards it: give one of them")
     dist = Dist.from_env()
     dev = pick_device(device, dist)
     prec = resolve_precision(precision, dev)
@@ -226,8 +238,12 @@ def retrain(
         config = resumed[1]["config"]
         seed, epochs, init = config["seed"], config["epochs"], config["init"]
         prec = resolve_precision(config["precision"], dev)
+    elif restart:
+        if dist.main:
+            remove_checkpoint(checkpoint)
     elif find_checkpoint(checkpoint) is not None:
-        raise MtnasError(f"{out} already holds a retrain checkpoint; pass --resume to continue it, or -o for a new folder")
+        raise MtnasError(f"{out} already holds a retrain checkpoint; pass --resume to continue it, --restart to "
+                         "discard it, or -o for a new folder")
     seed = space.seed if seed is None else seed
     torch.manual_seed(seed)
     # identical on every rank; a pretrained backbone file (backbone.weights) is read only when
@@ -245,7 +261,7 @@ def retrain(
         run = _Run(model, space, bundle, tree, dev=dev, precision=prec, compile=compile, dist=dist,
                    epochs=epochs, seed=seed, init=init, out=out, progress=progress, data=data)
         if resumed is not None:
-            run.restore(resumed[1])
+            run.restore(resumed[1], checkpoint)
         run.fit()
         dist.barrier()
     if not dist.main:
@@ -263,11 +279,13 @@ def _resume_from(
     found = find_checkpoint(checkpoint)
     if found is None:
         raise MtnasError(f"{checkpoint}: no checkpoint to resume from; run without --resume first")
-    weights, state = load_checkpoint(checkpoint, tree_key=tree.key)
-    problem = _state_problem(state, tree)
+    try:
+        weights, state = load_checkpoint(checkpoint, tree_key=tree.key)
+    except MtnasError as exc:
+        raise MtnasError(f"{exc}; start over in this folder with --restart, or a fresh run in another folder (-o)") from None
+    problem = state_problem(state, tree)
     if problem is not None:
-        raise MtnasError(f"{found / 'state.pt'}: not a valid mtnas retrain state ({problem}); it was damaged or "
-                         "edited: start a fresh run in another folder (-o), or restore the checkpoint")
+        raise damaged_state(found, problem)
     config = state["config"]
     for name, given in (("seed", seed), ("epochs", epochs), ("precision", precision)):
         if given is not None and given != config[name]:
@@ -276,64 +294,6 @@ def _resume_from(
                 f"--{name} (or none), or start a fresh run in another folder"
             )
     return weights, state
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_rng_state(value: Any) -> bool:
-    return isinstance(value, torch.Tensor) and value.dtype == torch.uint8 and value.dim() == 1
-
-
-#: What each entry of a retrain state (``_Run.state``) must be: a check, and the words for it.
-_STATE_ENTRIES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "version": (lambda v: _is_int(v) and v == 1, "1"),
-    "epoch": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
-    "optimizer": (lambda v: isinstance(v, dict) and isinstance(v.get("state"), dict)
-                  and isinstance(v.get("param_groups"), list), "an optimizer state ('state' and 'param_groups')"),
-    "schedule": (lambda v: isinstance(v, dict), "a mapping"),
-    "scaler": (lambda v: v is None or isinstance(v, dict), "null or a mapping"),
-    "balancer": (lambda v: isinstance(v, dict) and all(isinstance(t, torch.Tensor) for t in v.values()),
-                 "a mapping of tensors"),
-    "generator": (_is_rng_state, "an RNG state (a 1-d uint8 tensor)"),
-    "torch_rng": (_is_rng_state, "an RNG state (a 1-d uint8 tensor)"),
-    "cuda_rng": (lambda v: v is None or (isinstance(v, list) and all(_is_rng_state(t) for t in v)),
-                 "null or a list of RNG states"),
-    "history": (lambda v: isinstance(v, list) and all(
-        isinstance(h, dict) and isinstance(h.get("train_loss"), dict) for h in v), "a list of epoch records"),
-}
-_CONFIG_ENTRIES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "seed": (lambda v: _is_int(v) and 0 <= v <= MAX_SEED, f"an integer in 0..{MAX_SEED}"),
-    "epochs": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "precision": (lambda v: isinstance(v, str) and v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
-    "init": (lambda v: isinstance(v, str) and v in INITS, f"one of {', '.join(INITS)}"),
-    "world_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "tree_key": (lambda v: isinstance(v, str), "a string"),
-}
-
-
-def _state_problem(state: Mapping[str, Any], tree: BranchingTree) -> str | None:
-    """What is wrong with a retrain state read from disk (None: it can be resumed)."""
-    if state.get("format") != STATE_FORMAT:
-        return f"format is {short_repr(state.get('format'))}, expected {STATE_FORMAT!r}"
-    config = state.get("config")
-    if not isinstance(config, dict):
-        return f"config is {short_repr(config)}, expected a mapping"
-    for where, entries in ((state, _STATE_ENTRIES), (config, _CONFIG_ENTRIES)):
-        prefix = "config." if where is config else ""
-        for key, (ok, expected) in entries.items():
-            if key not in where:
-                return f"{prefix}{key} is missing"
-            if not ok(where[key]):
-                return f"{prefix}{key} is {short_repr(where[key], 40)}, expected {expected}"
-    if state["epoch"] > config["epochs"]:
-        return f"epoch is {state['epoch']}, more than the run's {config['epochs']} epochs"
-    if len(state["history"]) != state["epoch"]:
-        return f"history has {len(state['history'])} epoch records for epoch {state['epoch']}"
-    if config["tree_key"] != tree.key:
-        return f"config.tree_key is {short_repr(config['tree_key'], 20)}, the architecture's tree is {tree.key}"
-    return None
 
 
 class _Run:
@@ -395,7 +355,14 @@ class _Run:
             "history": self.history,
         }
 
-    def restore(self, state: Mapping[str, Any]) -> None:
+    def state_problem(self, state: Mapping[str, Any]) -> str | None:
+        """What keeps ``state`` (from a checkpoint) from resuming this run (None: it fits)."""
+        return content_problem(state, self.state(), self.engine.optimizer.param_groups, self.space)
+
+    def restore(self, state: Mapping[str, Any], checkpoint: Path) -> None:
+        problem = self.state_problem(state)
+        if problem is not None:  # on every rank alike: none is left waiting for one that stopped
+            raise damaged_state(find_checkpoint(checkpoint) or checkpoint, problem)
         self.history = list(state["history"])
         self.engine.load_state_dict({**state, "history": [h["train_loss"] for h in self.history]})
         self.generator.set_state(state["generator"])
@@ -425,7 +392,7 @@ class _Run:
                 self.history.append(line)
                 if self.dist.main:
                     line["val"] = self.engine.evaluate(self.model, self.val_data)
-                    with (self.out / "metrics.jsonl").open("a") as f:
+                    with naming(self.out / "metrics.jsonl"), (self.out / "metrics.jsonl").open("a") as f:
                         f.write(json.dumps(line) + "\n")
                     save_checkpoint(
                         self.out / "checkpoint", self.model.state_dict(), self.state(), tree_key=self.tree.key,

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mtnas.core import MtnasError, did_you_mean, short_repr
+from mtnas.core import MtnasError, did_you_mean, is_name, short_repr
 
 __all__ = ["NAMED_TREES", "BranchingTree", "Group", "InvalidTreeError", "Node", "Partition", "parse_tree_spec"]
 
@@ -54,6 +54,10 @@ class BranchingTree:
         repeated = sorted(t for t, n in Counter(tasks).items() if n > 1)
         if repeated:
             raise InvalidTreeError(f"tasks repeat: {short_repr(repeated)}")
+        odd = next((t for t in tasks if not is_name(t)), None)
+        if odd is not None:  # it would become a module key, a file key and a label in a picture
+            raise InvalidTreeError(f"task {short_repr(odd, 40)} cannot be a task name: use 1-100 letters, digits, "
+                                   "'_' or '-' (no '.', '/', spaces or control characters)")
         if isinstance(self.partitions, str) or not isinstance(self.partitions, Sequence):
             raise InvalidTreeError(
                 f"partitions must be a list with one partition per layer, got {short_repr(self.partitions)}"

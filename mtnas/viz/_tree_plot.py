@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from mtnas.core import naming
 from mtnas.tree import BranchingTree
 from mtnas.viz._tree_layout import NAMED_TASKS_MAX, TreeLayout, layout_tree
 
@@ -31,7 +32,9 @@ def tree_title(name: str | None = None, *, params: int | None = None, flops: int
     if delta_m is not None:
         parts.append(f"delta-m {delta_m:+.2f}%")
     facts = " · ".join(parts)
-    return " — ".join(p for p in (name, facts) if p)
+    title = " — ".join(p for p in (name, facts) if p)
+    return title.encode("utf-8", "replace").decode("utf-8")  # a folder name of undecodable bytes draws as '?'
+
 
 
 def render_tree(layout: TreeLayout, *, title: str | None = None) -> Any:
@@ -86,8 +89,9 @@ def draw_tree(tree: BranchingTree, path: str | Path, *, title: str | None = None
     path.parent.mkdir(parents=True, exist_ok=True)
     fig = render_tree(layout_tree(tree, named_tasks_max=named_tasks_max), title=title)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=110, facecolor="white")
-    tmp.replace(path)
+    with naming(path):  # a full disk names the picture, not nothing
+        fig.savefig(tmp, dpi=110, facecolor="white")
+        tmp.replace(path)
     return path
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mtnas.core import MtnasError, short_repr
+from mtnas.core import MtnasError, regular_file, short_repr
 from mtnas.data._bundle import DatasetBundle, TaskData, TaskInfo
 from mtnas.data.datasets._common import check_float, check_int, check_seed
 
@@ -173,6 +173,10 @@ def _check_complete(dataset: str, folder: Path, ids: Sequence[int]) -> None:
 
 
 def _load(dataset: str, path: Path) -> np.ndarray:
+    try:
+        regular_file(path, ".npy array")  # a FIFO named 3.npy would block np.load
+    except MtnasError as exc:
+        raise MtnasError(f"dataset {dataset!r}: {exc}") from None
     try:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
