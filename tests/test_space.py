@@ -129,9 +129,9 @@ def test_resolved_space_round_trips_through_plain_data() -> None:
     assert again.content_hash == space.content_hash
 
 
-def test_unknown_routing_method_is_a_config_error() -> None:
+def test_unknown_search_method_is_a_config_error() -> None:
     data = _base()
     data["search"]["method"] = "afinity"
-    space = space_from_dict(data)  # the schema does not know the search's routing methods ...
-    with pytest.raises(ConfigError, match=r"search\.method: unknown routing method 'afinity' \(did you mean 'affinity'\?\)"):
+    space = space_from_dict(data)  # the schema does not know the search's methods ...
+    with pytest.raises(ConfigError, match=r"search\.method: unknown search method 'afinity' \(did you mean 'affinity'\?\)"):
         check_search_space(space)  # ... the search checks them before it starts

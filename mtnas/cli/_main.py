@@ -174,7 +174,8 @@ def _search(args: argparse.Namespace) -> None:
     text = f"run folder: {run.root}\n{_front_table(front)}"
     if args.workers == 0 and not front:
         text = (f"run folder: {run.root}\nthe study is ready and no trial ran here (--workers 0): start workers with "
-                f"'mtnas worker --storage {run.storage()} --study {run.name}' on any machine that reaches the storage "
+                f"'mtnas worker --storage {args.storage or run.storage()} --study {run.name}' on any machine that reaches "
+                "the storage "
                 f"(they run trials until it holds {study.user_attrs['mtnas']['trials']}), then 'mtnas show {run.root}'")
     _emit({"run": str(run.root), "front": front}, text, args.json)
 

@@ -72,7 +72,13 @@ def replace_files(folder: str | Path, owned: Iterable[str]) -> Iterator[Path]:
     folder.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".staging"))
     try:
-        yield stage
+        try:
+            yield stage
+        except OSError as exc:  # name the file as the caller knows it, not its staged copy
+            staged = Path(exc.filename) if isinstance(exc.filename, str) else None
+            if staged is None or stage not in staged.parents:
+                raise
+            raise OSError(exc.errno, exc.strerror, str(folder / staged.relative_to(stage))) from exc
         if not folder.exists():
             os.rename(stage, folder)  # all at once
             return

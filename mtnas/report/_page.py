@@ -24,7 +24,7 @@ from mtnas.core import MtnasError, __version__, atomic_write_text
 from mtnas.report._retrained import Retrained, find_retrained
 from mtnas.report._study_plots import draw_history, draw_importances, draw_pareto, pareto_plot_data
 from mtnas.study import SearchRun, fail_reason, load_study, trial_file, trial_tree
-from mtnas.viz import draw_routing, draw_tree, routing_evolution, tree_title
+from mtnas.viz import candidates_of, draw_candidates, draw_routing, draw_tree, routing_evolution, tree_title
 
 __all__ = ["write_report"]
 
@@ -155,31 +155,32 @@ def _tree_figures(run: SearchRun, study: optuna.Study, front: list, tmp: Path) -
     return f'<div class="trees">{"".join(figures)}</div>'
 
 
-def _routing_trial(run: SearchRun, study: optuna.Study, points: tuple) -> tuple[Any, str]:
-    """The trial whose routing the page shows: the best Pareto trial with a ``routing.npz``, else
-    the best trial with one; and a sentence saying which it is."""
+def _recorded_trial(run: SearchRun, study: optuna.Study, points: tuple, name: str) -> tuple[Any, str]:
+    """The trial whose file ``name`` (``routing.npz``, ``candidates.json``) the page shows: the best
+    Pareto trial with one, else the best trial with one; and a sentence saying which it is."""
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
 
-    def recorded_routing(number: int) -> bool:
+    def recorded(number: int) -> bool:
         trial = by_number[number]
-        return (run.trial_dir(number) / "routing.npz").is_file() or "routing.npz" in trial.user_attrs.get("artifacts", {})
+        return (run.trial_dir(number) / name).is_file() or name in trial.user_attrs.get("artifacts", {})
 
-    recorded = sorted((p for p in points if recorded_routing(p.trial)), key=lambda p: (-p.delta_m, p.trial))
-    on_front = [p for p in recorded if p.pareto]
+    kept = sorted((p for p in points if recorded(p.trial)), key=lambda p: (-p.delta_m, p.trial))
+    what = "a recorded routing" if name == "routing.npz" else "recorded candidates"
+    on_front = [p for p in kept if p.pareto]
     if on_front:
-        return on_front[0], "The best Pareto trial with a recorded routing"
-    if recorded:
-        return recorded[0], "No Pareto trial recorded a routing; this is the best trial that did"
+        return on_front[0], f"The best Pareto trial with {what}"
+    if kept:
+        return kept[0], f"No Pareto trial has {what}; this is the best trial that has"
     return None, ""
 
 
 def _routing_section(run: SearchRun, study: optuna.Study, points: tuple, info: dict, tmp: Path) -> str:
-    """The routing evolution of the best trial that recorded one; a note when none did, or when its
-    history is damaged (the rest of the page is unaffected)."""
-    best, which = _routing_trial(run, study, points)
+    """How the best trial's search decided: the routing evolution of a supernet search, or what a
+    trained search trained (its candidates); a note when no trial recorded either, or when the
+    record is damaged (the rest of the page is unaffected)."""
+    best, which = _recorded_trial(run, study, points, "routing.npz")
     if best is None:
-        return ("<h2>Routing evolution</h2><p class='note'>No trial recorded a routing history "
-                f"(strategy {_e(info.get('strategy'))}).</p>")
+        return _candidates_section(run, study, points, info, tmp)
     title = f"<h2>Routing evolution of trial {best.trial}</h2>"
     try:
         evolution = routing_evolution(trial_file(run, study, study.trials[best.trial], "routing.npz"))
@@ -188,6 +189,22 @@ def _routing_section(run: SearchRun, study: optuna.Study, points: tuple, info: d
     return (f"{title}<p class='note'>{which}. Heatmaps: the probability of each parent per epoch (bold rows: the "
             "routes of the final tree); the dashed line marks the epoch from which the argmax tree no longer "
             "changes.</p>" + _img(draw_routing(evolution, tmp / "routing.png"), f"routing of trial {best.trial}"))
+
+
+def _candidates_section(run: SearchRun, study: optuna.Study, points: tuple, info: dict, tmp: Path) -> str:
+    best, which = _recorded_trial(run, study, points, "candidates.json")
+    if best is None:
+        return ("<h2>How the search decided</h2><p class='note'>No trial recorded a routing history or the trees "
+                f"its search trained (strategy {_e(info.get('strategy'))}).</p>")
+    title = f"<h2>What the search of trial {best.trial} trained</h2>"
+    try:
+        found = candidates_of(trial_file(run, study, study.trials[best.trial], "candidates.json"))
+    except MtnasError as exc:
+        return f"{title}<p class='note'>{_e(exc)}</p>"
+    return (f"{title}<p class='note'>{which}. Every tree the search trained, delta-m against cost; the line is the "
+            f"local search's path, the ring the tree chosen (the cheapest whose mean over two trainings was within "
+            f"{found.noise:.2f} points, one training's noise, of the best score).</p>"
+            + _img(draw_candidates(found, tmp / "candidates.png"), f"candidates of trial {best.trial}"))
 
 
 def _retrained_section(results: list[Retrained]) -> str:

@@ -8,7 +8,7 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "._catalog": ("METHODS", "SearchMethod", "check_method", "check_search_space", "search_tree",),
     "._differentiable": ("SupernetSearch", "search_supernet", "split_holdout", "temperature",),
     "._dmtg": ("DMTG",),
-    "._evidence": ("Evaluated", "Evidence", "proxy_result",),
+    "._evidence": ("Evaluated", "Evidence", "cached_result", "remember_result",),
     "._fixed_routing": (
         "EXHAUSTIVE", "FixedTreeMethod", "best_partition", "encode_tree", "relative_cost", "tree_fits",
     ),

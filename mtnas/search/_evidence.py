@@ -40,7 +40,7 @@ from mtnas.train import (
 )
 from mtnas.tree import BranchingTree
 
-__all__ = ["Evaluated", "Evidence", "proxy_result"]
+__all__ = ["Evaluated", "Evidence", "cached_result", "remember_result"]
 
 
 @dataclass(frozen=True)
@@ -68,18 +68,16 @@ def _read(path: Path) -> TreeResult | None:
         return None  # missing, stale or damaged: trained again
 
 
-def proxy_result(tree: BranchingTree, proxy: SearchSpace, bundle: DatasetBundle, *, device: torch.device,
-                 seed: int, use_cache: bool = True, progress: bool = False, desc: str | None = None) -> TreeResult:
-    """``tree`` trained on the proxy space ``proxy`` with ``seed``: from the cache when a search or
-    trial trained it before, else trained now (and cached)."""
-    path = _cache_path(proxy, seed, tree.key)
-    cached = _read(path) if use_cache else None
-    if cached is not None and cached.tree == tree:
-        return cached
-    result, _ = train_tree_model(tree, proxy, bundle, device=device, seed=seed, progress=progress, desc=desc)
-    if use_cache:
-        atomic_write_text(path, json.dumps(result.to_dict()))
-    return result
+def cached_result(tree: BranchingTree, proxy: SearchSpace, seed: int) -> TreeResult | None:
+    """``tree``'s result on the proxy space ``proxy`` with ``seed`` when a search or trial trained it
+    before (None: not in the cache)."""
+    cached = _read(_cache_path(proxy, seed, tree.key))
+    return cached if cached is not None and cached.tree == tree else None
+
+
+def remember_result(result: TreeResult, proxy: SearchSpace, seed: int) -> None:
+    """Keep a tree's result on ``proxy`` with ``seed`` in the cache (``cached_result``)."""
+    atomic_write_text(_cache_path(proxy, seed, result.tree.key), json.dumps(result.to_dict()))
 
 
 class Evidence:
@@ -98,7 +96,7 @@ class Evidence:
         self.space, self.bundle, self.seed = space, bundle, seed
         self.device = torch.device(device)
         self.proxy = proxy_space(space)
-        self.use_cache = use_cache
+        self.use_cache, self.progress = use_cache, progress
         self.baselines = baselines or compute_baselines(self.proxy, bundle, device=self.device, seed=seed,
                                                         use_cache=use_cache, progress=progress)
         self._shared_cost = self._cost_of(BranchingTree.all_shared(space.task_names, space.num_layers))
@@ -115,7 +113,7 @@ class Evidence:
 
     def known(self, tree: BranchingTree) -> bool:
         """Whether ``tree`` is already trained (here or in the cache)."""
-        return tree.key in self._known or (self.use_cache and _cache_path(self.proxy, self.seed, tree.key).is_file())
+        return tree.key in self._known or (self.use_cache and cached_result(tree, self.proxy, self.seed) is not None)
 
     def evaluate(self, tree: BranchingTree) -> Evaluated:
         """``tree`` trained at the proxy budget (or its remembered result)."""
@@ -128,18 +126,19 @@ class Evidence:
         for tree in trees:
             if tree.key in self._known or tree.key in missing:
                 continue
-            cached = _read(_cache_path(self.proxy, self.seed, tree.key)) if self.use_cache else None
-            if cached is not None and cached.tree == tree:
+            cached = cached_result(tree, self.proxy, self.seed) if self.use_cache else None
+            if cached is not None:
                 self._remember(tree, cached)
             else:
                 missing[tree.key] = tree
         if missing:
             for tree, (result, weights) in zip(missing.values(), train_trees(
-                    self.proxy, self.bundle, list(missing.values()), device=self.device, seed=self.seed)):
+                    self.proxy, self.bundle, list(missing.values()), device=self.device, seed=self.seed,
+                    progress=self.progress)):
                 self.trained += 1
                 self._weights[tree.key] = weights
                 if self.use_cache:
-                    atomic_write_text(_cache_path(self.proxy, self.seed, tree.key), json.dumps(result.to_dict()))
+                    remember_result(result, self.proxy, self.seed)
                 self._remember(tree, result)
         return [self._known[t.key] for t in trees]
 

@@ -15,13 +15,16 @@ scored by delta-m, so no task's loss scale decides its place (``mtnas.search._ev
    With more tasks (too many pairs to train) the grouping of a supernet search with the
    ``affinity`` routing method is the proposal instead (``SupernetProposal``), and the trained
    steps below decide.
-2. Candidates, trained: the all-shared tree and, for k = 2..K groups, the best k-grouping of the
-   estimate split at every layer that may branch, so the split layer is chosen by training.
-3. A local search from the best candidate (``mtnas.search._local``): one task moved, two groups
-   merged, one group split, the split one layer shallower or deeper; the moves the estimate
-   ranks highest are trained, the others skipped.
-4. The choice (``parsimonious``): the best-scoring trees are trained again with a second seed,
-   and the cheapest whose mean score is within training's noise of the best is the tree found.
+2. The grouping, where groupings can be told apart: split at the first layer that may branch
+   (each group its own network, as in Standley et al. and TAG), the best k-grouping of the
+   estimate for k = 2..K is trained, then a local search over groupings there
+   (``mtnas.search._local``: one task moved, two groups merged, one group split; the moves the
+   estimate ranks highest are trained, the others skipped). Split late, the same groupings
+   differ by less than training's noise (on ``digit_gratings`` at the last layer every grouping
+   is within one point), so they are compared where the split matters.
+3. The split layer, by cost: the grouping split at every layer that may branch, and the
+   all-shared tree, trained (``parsimonious``): each again with a second seed, and the cheapest
+   whose mean score is within training's noise of the best is the tree found.
 
 Every choice maximises ``delta-m - gain_per_cost * (relative cost - 1)``: a tree must buy
 ``search.gain_per_cost`` points of delta-m for each all-shared network's worth of extra cost
@@ -96,30 +99,31 @@ def _limits(space: SearchSpace, branches: int | Sequence[int] | None) -> tuple[l
     return [layer for layer in range(space.num_layers) if space.can_branch[layer] and k[layer] > 1], k
 
 
-#: The second seed of the finalists' trainings is the evaluation seed plus this.
+#: The second seed of the final trees' trainings is the evaluation seed plus this.
 AGAIN_SEED = 7919
 
 
-def parsimonious(evidence: Evidence, again: Evidence, gain_per_cost: float, finalists: int
+def parsimonious(evidence: Evidence, again: Evidence, trees: Sequence[BranchingTree], gain_per_cost: float
                  ) -> tuple[Evaluated, float]:
-    """The cheapest of the best-scoring trees whose score is within one standard error of the best.
+    """The cheapest of ``trees`` whose score is within training's noise of the best.
 
-    The ``finalists`` best-scoring trees are trained again with a second seed (``again``); the
-    spread between the two seeds' delta-m over those trees gives the noise of one training
-    (``sigma = sqrt(mean(d^2) / 2)`` for the differences d), and the choice is the cheapest tree
-    whose two-seed mean score is within ``sigma`` of the best (the one-standard-error rule of model
-    selection: Breiman, Friedman, Olshen and Stone, "Classification and Regression Trees", 1984).
-    A tree that one training favours by less than training's own noise does not buy its extra cost.
-    Returns the tree (scored at the evaluation seed) and ``sigma``.
+    Every tree is trained again with a second seed (``again``); the spread between the two seeds'
+    delta-m gives the noise of one training (``sigma = sqrt(mean(d^2) / 2)`` for the differences
+    d), and the choice is the cheapest tree whose two-seed mean score is within ``sigma`` of the
+    best (the one-standard-error rule of model selection: Breiman, Friedman, Olshen and Stone,
+    "Classification and Regression Trees", 1984). A tree that one training favours by less than
+    training's own noise does not buy its extra cost. Returns the tree (its result at the
+    evaluation seed) and ``sigma``.
     """
-    pool = sorted(evidence.evaluated(), key=lambda e: -e.score(gain_per_cost))[:finalists]
-    second = again.evaluate_all([e.tree for e in pool])
-    diffs = np.array([a.delta_m - b.delta_m for a, b in zip(pool, second)])
-    se = float(np.sqrt(np.mean(diffs ** 2) / 2)) if len(pool) > 1 else 0.0
-    means = [(a.score(gain_per_cost) + b.score(gain_per_cost)) / 2 for a, b in zip(pool, second)]
-    best = max(means)
-    close = [a for a, m in zip(pool, means) if m >= best - se]
-    return min(close, key=lambda e: (e.cost, -e.score(gain_per_cost))), se
+    first = evidence.evaluate_all(trees)
+    if len(first) == 1:
+        return first[0], 0.0
+    second = again.evaluate_all(trees)
+    diffs = np.array([a.delta_m - b.delta_m for a, b in zip(first, second)])
+    sigma = float(np.sqrt(np.mean(diffs ** 2) / 2))
+    means = [(a.score(gain_per_cost) + b.score(gain_per_cost)) / 2 for a, b in zip(first, second)]
+    close = [(a.cost, -m, i) for i, (a, m) in enumerate(zip(first, means)) if m >= max(means) - sigma]
+    return first[min(close)[2]], sigma
 
 
 def _history(evidence: Evidence, path: Sequence[Evaluated], gain_per_cost: float, again: Evidence,
@@ -141,12 +145,11 @@ def _history(evidence: Evidence, path: Sequence[Evaluated], gain_per_cost: float
 
 
 class TrainedSearch:
-    """Grouping evidence, trained candidates and a trained local search (module docstring)."""
+    """Grouping evidence, then the grouping and the split layer decided by trained trees (module docstring)."""
 
     kind = "trained"
     uses = ("gain_per_cost",)
     moves = 3  # the one-task moves trained per step: those the estimate ranks highest
-    finalists = 4  # the best-scoring trees trained again with a second seed for the one-SE choice
 
     def search(self, space: SearchSpace, bundle: DatasetBundle, *, seed: int, hparams: SearchConfig,
                device: torch.device, branches: int | Sequence[int] | None = None, progress: bool = False,
@@ -154,30 +157,45 @@ class TrainedSearch:
         start = time.perf_counter()
         evidence = Evidence(space, bundle, seed=seed if eval_seed is None else eval_seed, device=device,
                             progress=progress)
-        model = grouping_model(evidence, seed=seed, hparams=hparams, branches=branches)
         branchable, limit = _limits(space, branches)
         tasks, layers, lam = space.task_names, space.num_layers, hparams.gain_per_cost
+        shared = BranchingTree.all_shared(tasks, layers)
+        path: list[Evaluated] = []
+        trees = [shared]
+        if branchable:
+            model = grouping_model(evidence, seed=seed, hparams=hparams, branches=branches)
+            groups, path = self._grouping(evidence, model, branchable[0], limit, lam)
+            if groups is not None:
+                trees += [Split(s, groups).tree(tasks, layers) for s in branchable if len(groups) <= limit[s]]
+        evidence.evaluate_all(trees)
+        again = Evidence(space, bundle, seed=evidence.seed + AGAIN_SEED, device=device, progress=progress)
+        choice, noise = parsimonious(evidence, again, trees, lam)
+        return SearchResult(tree=choice.tree, derived=None, routing={}, weights=evidence.weights(choice.tree),
+                            seconds=time.perf_counter() - start, hparams=hparams,
+                            candidates=_history(evidence, path, lam, again, noise))
+
+    def _grouping(self, evidence: Evidence, model: Any, layer: int, limit: tuple[int, ...], lam: float
+                  ) -> tuple[tuple[tuple[str, ...], ...] | None, list[Evaluated]]:
+        """The grouping of highest score split at ``layer`` (the first that may branch, where
+        groupings differ most), by trained candidates and a local search over groupings there."""
+        space = evidence.space
+        tasks, layers = space.task_names, space.num_layers
+        first = [Split(layer, g).tree(tasks, layers) for g in model.proposals(limit[layer])]
+        if not first:
+            return None, []
 
         def score(e: Evaluated) -> float:
             return e.score(lam)
 
-        first = [Split(None, (tasks,))]
-        for groups in model.proposals(max(limit)):
-            first += [Split(s, groups) for s in branchable if len(groups) <= limit[s]]
-        best = max(evidence.evaluate_all([s.tree(tasks, layers) for s in dict.fromkeys(first)]), key=score)
-
         def candidates(current: Evaluated) -> list[BranchingTree]:
-            found = neighbours(split_of(current.tree), branchable=branchable, max_groups=limit, halves=model.halves)
+            found = neighbours(split_of(current.tree), branchable=[layer], max_groups=limit, halves=model.halves)
             moves = sorted(found.pop("move"), key=lambda s: -model.estimate(s.groups))[: self.moves]
-            kept = moves + [s for kind in found.values() for s in kind]
+            kept = [s for s in moves + found["merge"] + found["split"] if s.layer is not None]  # groupings only
             return list(dict.fromkeys(s.tree(tasks, layers) for s in kept))
 
+        best = max(evidence.evaluate_all(first), key=score)
         best, path = climb(best, evidence.evaluate_all, candidates, score)
-        again = Evidence(space, bundle, seed=evidence.seed + AGAIN_SEED, device=device, progress=progress)
-        choice, noise = parsimonious(evidence, again, lam, self.finalists)
-        return SearchResult(tree=choice.tree, derived=None, routing={}, weights=evidence.weights(choice.tree),
-                            seconds=time.perf_counter() - start, hparams=hparams,
-                            candidates=_history(evidence, path, lam, again, noise))
+        return best.tree.first_split(), path
 
 
 class PairsSelection:
