@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,15 @@ import yaml
 from mtnas.space import BUILTIN_DIR
 
 torch.set_num_threads(1)  # tests run in parallel workers; one thread each is fastest on 2 cores
+# Tests never download: a space with `pretrained: true` (a mutated one, say) reads only the Hugging Face
+# cache. Set before timm imports huggingface_hub, which reads it once.
+os.environ["HF_HUB_OFFLINE"] = "1"
+try:  # timm's import takes seconds: paid here once, not inside a test with a deadline
+    from mtnas.nn import import_timm
+
+    import_timm()
+except Exception:  # not installed: tests/test_timm.py says so (and fails when CI=true)
+    pass
 
 
 @pytest.fixture(autouse=True)

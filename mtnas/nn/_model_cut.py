@@ -10,8 +10,8 @@ readings cover the common families:
   opened into their stages, up to the last module ``feature_info`` names (pooling and classifier
   are dropped), as timm's ``features_only`` networks read them. A piece is an ``nn.Sequential``
   holding its units under their own names, so its state dict keys are the model's
-  (``stages.1.blocks.0.conv_dw.weight``). Default cuts: the stem (the modules before the first
-  stage of a stage container) and each module ``feature_info`` names.
+  (``stages.1.blocks.0.conv_dw.weight``). Default cuts: each module ``feature_info`` names and,
+  when the first of them opens a stage container (``stages.0``), the stem before it as a layer.
 - **tokens** (timm's ``VisionTransformer``): the unit ``patch_embed`` is the stem (patch embedding,
   prefix tokens, position embedding, ``norm_pre``), then each block. Pieces pass the token sequence
   (N, D) on; the last one applies the final norm when it holds the last block and returns the
@@ -83,7 +83,9 @@ def default_cuts(model: nn.Module) -> list[str]:
     features = _feature_modules(model)
     names = model_units(model)
     first = names.index(features[0])
-    stem = [names[first - 1]] if "." in features[0] and first > 0 else []  # e.g. 'stem' before 'stages.0'
+    container = features[0].rpartition(".")[0]
+    opens_stages = container and first > 0 and not names[first - 1].startswith(container + ".")
+    stem = [names[first - 1]] if opens_stages else []  # e.g. 'stem' before 'stages.0', 'bn1' before 'blocks.0'
     return stem + features
 
 
