@@ -37,13 +37,13 @@ Two key layouts (``backbone.weights_map``; default: detected from the keys):
     missing or stray key (bottleneck blocks of ResNet-50+ included) is an error naming the layer.
     ``num_batches_tracked`` may be absent (old torchvision files).
 
-``timm``
-    The state dict of the whole timm model a ``timm`` backbone names (``model.state_dict()``,
-    or the ``model.safetensors`` its Hugging Face page offers), onto that backbone only: each
+``model``
+    The state dict of the whole model a library backbone (``timm``, ``torchvision``) names
+    (``model.state_dict()``, or the weights file the library publishes), onto it only: each
     layer's block holds its units under the model's own names, so it takes the file's keys of
     those units (``stages.1.blocks.0.conv_dw.weight``, ``cls_token``, ...). Keys of modules no
     layer holds (the classifier, stages after the last cut) are not used; a missing key or shape
-    is an error naming the layer. Default for a ``timm`` backbone unless the file is mtnas's own.
+    is an error naming the layer. Default for a library backbone unless the file is mtnas's own.
 
 Files: ``.safetensors`` (any layout), or ``.pt``/``.pth`` read with
 ``torch.load(weights_only=True)`` (plain tensors only; pickled objects are refused).
@@ -72,7 +72,7 @@ __all__ = [
 
 BACKBONE_FORMAT = "mtnas-backbone"
 BACKBONE_VERSION = "1"
-WEIGHTS_MAPS = ("mtnas", "torchvision-resnet", "timm")
+WEIGHTS_MAPS = ("mtnas", "torchvision-resnet", "model")
 
 _TV_BLOCK = re.compile(r"layer([1-4])\.(\d+)\.(.+)")
 _TV_PARTS = ("conv1", "bn1", "conv2", "bn2", "downsample.0", "downsample.1")
@@ -143,14 +143,11 @@ def read_backbone_weights(backbone: BackboneConfig, reference: Sequence[nn.Modul
         where = "" if path.is_absolute() else f" (a relative path is read from the directory mtnas runs in, {Path.cwd()})"
         raise MtnasError(f"{source}: no such file{where}")
     tensors, own = _read_tensors(path, source)
-    layout = backbone.weights_map or ("mtnas" if own else "timm" if backbone.name == "timm" else _detect(tensors, source))
+    layout = backbone.weights_map or ("mtnas" if own else "model" if backbone.model else _detect(tensors, source))
     if layout == "mtnas":
         return _mtnas_states(tensors, reference, source)
-    if layout == "timm":
-        if backbone.name != "timm":
-            raise MtnasError(f"{source}: a timm model's state dict loads only into the 'timm' backbone, "
-                             f"this one is {backbone.name!r}")
-        return _timm_states(tensors, reference, source)
+    if layout == "model":
+        return _model_states(tensors, reference, source)
     if backbone.name != "resnet":
         raise MtnasError(
             f"{source}: a torchvision ResNet file loads only into the 'resnet' backbone, this one is {backbone.name!r}"
@@ -225,15 +222,15 @@ def _mtnas_states(tensors: State, reference: Sequence[nn.Module], source: str) -
     return [_checked(per_layer[layer], block, f"layer {layer}", source) for layer, block in enumerate(reference)]
 
 
-def _timm_states(tensors: State, reference: Sequence[nn.Module], source: str) -> list[State | None]:
-    """Each layer's keys out of a whole timm model's state dict (the blocks use the model's names)."""
+def _model_states(tensors: State, reference: Sequence[nn.Module], source: str) -> list[State | None]:
+    """Each layer's keys out of a whole model's state dict (a library backbone's blocks use its names)."""
     states: list[State | None] = []
     for layer, block in enumerate(reference):
         own = block.state_dict()
         missing = [k for k in own if k not in tensors]
         if missing:
             raise MtnasError(f"{source}: layer {layer} needs {len(missing)} key(s) the file lacks ({first_few(missing)}); "
-                             "is it the state dict of this timm model?")
+                             "is it the state dict of this model?")
         states.append(_checked({k: tensors[k] for k in own}, block, f"layer {layer}", source))
     return states
 

@@ -312,4 +312,4 @@ BACKBONES.add("resnet", BackboneType(ResNetLayer, _image_planner("resnet", Basic
 BACKBONES.add("mlp", BackboneType(MLPLayer, _plan_mlp, "linear-ReLU layers for tabular data"))
 
 
-from mtnas.nn import _timm  # noqa: E402,F401  (registers the 'timm' backbone; imports timm only when used)
+from mtnas.nn import _timm, _torchvision  # noqa: E402,F401  (register 'timm' and 'torchvision'; imported when used)

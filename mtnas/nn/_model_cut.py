@@ -27,16 +27,60 @@ refused with the point where it differs, never cut wrongly.
 from __future__ import annotations
 
 import copy
+import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from mtnas.core import MtnasError, did_you_mean, first_few, first_line, short_repr
+from mtnas.nn._backbones import BlockPlan
 
-__all__ = ["cut_model", "default_cuts", "model_units", "reads_tokens"]
+__all__ = ["ModelLayer", "checked_cuts", "cut_model", "default_cuts", "model_units", "piece_plans", "reads_tokens",
+           "warn_version"]
+
+
+@dataclass(frozen=True)
+class ModelLayer:
+    """One layer of a library model: its units up to and including ``end`` (a cut point such as
+    ``stages.1``, ``layer2`` or ``blocks.5``); a plain string in YAML is this name."""
+
+    _shorthand: ClassVar[str] = "end"
+
+    end: str
+
+
+def checked_cuts(name: str, skeleton: nn.Module, given: tuple[ModelLayer, ...]) -> tuple[ModelLayer, ...]:
+    """The cut points of model ``name`` (its structure: ``skeleton``): ``given``, checked (known
+    units, in the order the model runs them), or its default ones for ``()``."""
+    if not given:
+        return tuple(ModelLayer(c) for c in default_cuts(skeleton))
+    units = model_units(skeleton)
+    previous = -1
+    for i, layer in enumerate(given):
+        if layer.end not in units:
+            raise MtnasError(f"layers[{i}]: {name} has no cut point {short_repr(layer.end)}"
+                             f"{did_you_mean(layer.end, units)}; its cut points, in order: {', '.join(units)}")
+        if units.index(layer.end) <= previous:
+            raise MtnasError(f"layers[{i}]: {layer.end!r} does not come after {given[i - 1].end!r} in {name}; "
+                             f"give the cut points in the order the model runs them: {', '.join(units)}")
+        previous = units.index(layer.end)
+    return tuple(given)
+
+
+_warned: set[tuple[str, str, str]] = set()
+
+
+def warn_version(package: str, model: str, recorded: str | None, installed: str) -> None:
+    """Warn (once per process) that ``model`` is rebuilt with another version of ``package``."""
+    if recorded is None or recorded == installed or (package, recorded, installed) in _warned:
+        return
+    _warned.add((package, recorded, installed))
+    warnings.warn(f"backbone {model!r} was recorded with {package} {recorded}, {package} {installed} is installed: "
+                  "the model is rebuilt with the installed one (weights loaded into it are checked)", stacklevel=3)
 
 
 def reads_tokens(model: nn.Module) -> bool:
@@ -203,6 +247,16 @@ def cut_model(model: nn.Module, cuts: Sequence[str], input_shape: tuple[int, ...
     for piece in pieces:
         piece.train()
     return list(zip(pieces, shapes))
+
+
+def piece_plans(model: nn.Module, cuts: Sequence[str], input_shape: tuple[int, ...]) -> tuple[BlockPlan, ...]:
+    """One ``BlockPlan`` per layer of ``model`` cut at ``cuts``: ``make()`` returns a fresh copy of
+    the layer's piece (the same weights each time; the piece itself is never handed out)."""
+    plans, shape = [], tuple(input_shape)
+    for i, (piece, out_shape) in enumerate(cut_model(model, cuts, input_shape)):
+        plans.append(BlockPlan(i, shape, out_shape, lambda piece=piece: copy.deepcopy(piece)))
+        shape = out_shape
+    return tuple(plans)
 
 
 class _Reached(Exception):

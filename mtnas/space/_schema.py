@@ -100,14 +100,15 @@ class DatasetConfig:
 class BackboneConfig:
     """A registered backbone and its per-layer block configs (parsed by the backbone's type).
 
-    A backbone that wraps a model library (``timm``) names its ``model`` and whether it starts
-    from the library's ``pretrained`` weights; its ``layers`` are cut points in that model
-    (omitted: the model's default ones, written in). ``library_version`` is the library's version,
-    recorded when the space is resolved (so an ``arch.json`` says which timm built it).
+    A backbone that wraps a model library (``timm``, ``torchvision``) names its ``model`` and
+    whether it starts from the library's ``pretrained`` weights; its ``layers`` are cut points in
+    that model (omitted: the model's default ones, written in). ``library_version`` is the
+    library's version, recorded when the space is resolved (an ``arch.json`` says which built it).
 
     ``weights`` optionally names a local file the blocks start from (a relative path is read from
     the directory mtnas runs in; it is read when a model is built, see ``mtnas.pretrained``), and
-    ``weights_map`` its key layout: ``mtnas``, ``torchvision-resnet`` or ``timm`` (default: detected).
+    ``weights_map`` its key layout: ``mtnas``, ``torchvision-resnet`` or ``model`` (a library
+    backbone's whole model; default: detected).
     """
 
     name: str
@@ -115,7 +116,7 @@ class BackboneConfig:
     model: str | None = None
     pretrained: bool = False
     weights: str | None = None
-    weights_map: Literal["mtnas", "torchvision-resnet", "timm"] | None = None
+    weights_map: Literal["mtnas", "torchvision-resnet", "model"] | None = None
     library_version: str | None = None
 
     def _validate(self) -> None:
@@ -133,7 +134,7 @@ class BackboneConfig:
             for key in ("model", "library_version"):
                 if getattr(self, key) is not None:
                     raise ConfigError(f"{key}: backbone {self.name!r} builds its own blocks and takes no {key}; "
-                                      "a model library's backbone (timm) does")
+                                      "a model library's backbone (timm, torchvision) does")
             if self.pretrained:
                 raise ConfigError(f"pretrained: backbone {self.name!r} has no pretrained weights of its own; "
                                   "name a local file as backbone.weights")
@@ -168,8 +169,9 @@ class BackboneConfig:
             raise ConfigError(
                 f"weights_map: 'torchvision-resnet' loads only into the 'resnet' backbone, this one is {self.name!r}"
             )
-        if self.weights_map == "timm" and self.name != "timm":
-            raise ConfigError(f"weights_map: 'timm' loads only into the 'timm' backbone, this one is {self.name!r}")
+        if self.weights_map == "model" and self.model is None:
+            raise ConfigError(f"weights_map: 'model' (a whole model's state dict) loads only into a backbone that names "
+                              f"a model (timm, torchvision), this one is {self.name!r}")
 
     @property
     def source(self) -> ModelSource | None:
