@@ -76,9 +76,17 @@ def _create(timm: ModuleType, model: str, **kwargs: Any) -> nn.Module:
 
 @functools.lru_cache(maxsize=8)
 def _skeleton(model: str) -> nn.Module:
-    """``model``'s structure (on the meta device: no memory, no weights) for its cut points."""
-    with torch.device("meta"):
-        return _create(import_timm(), model, pretrained=False)
+    """``model``'s structure, for its cut points: built on the meta device (no memory, no weights)
+    where it can be, else on the CPU (a model whose constructor reads tensor values)."""
+    timm = import_timm()
+    try:
+        with torch.device("meta"):
+            return _create(timm, model, pretrained=False)
+    except MtnasError as exc:
+        if not str(exc).startswith("model: timm could not build"):
+            raise  # an unknown name: no second try
+    with torch.random.fork_rng(devices=[]):
+        return _create(timm, model, pretrained=False)
 
 
 @functools.lru_cache(maxsize=4)
