@@ -1,6 +1,9 @@
 # Set-up and everyday commands. `make demo` and `make test` each create .venv when missing.
 # Torch: on a machine without an NVIDIA GPU the CPU build of torch 2.13.0 is installed first (this
 # machine keeps its wheel on disk); with a GPU, pip's ordinary torch wheel comes with the package.
+# The pin goes into the package's install too: timm needs torchvision, and pip would otherwise take
+# the newest one and the (CUDA) torch it requires; pinned, it takes torchvision 0.28.0, made for
+# torch 2.13.0 (a CUDA build whose compiled ops do not load beside the CPU torch: see mtnas/nn/_timm.py).
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -18,7 +21,7 @@ $(STAMP): pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(if $(TORCH_PIN),$(PIP) install -q $(TORCH_PIN))
-	$(PIP) install -q -e '.[test]'
+	$(PIP) install -q -e '.[test]' $(TORCH_PIN)
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -13,6 +13,15 @@ from mtnas.space import BUILTIN_DIR
 
 torch.set_num_threads(1)  # tests run in parallel workers; one thread each is fastest on 2 cores
 os.environ.setdefault("MTNAS_THREADS", "1")  # and what mtnas sets (a search, the CLI) and passes to its workers
+# Tests never download: a space with `pretrained: true` (a mutated one, say) reads only the Hugging Face
+# cache. Set before timm imports huggingface_hub, which reads it once.
+os.environ["HF_HUB_OFFLINE"] = "1"
+try:  # timm's import takes seconds: paid here once, not inside a test with a deadline
+    from mtnas.nn import import_timm
+
+    import_timm()
+except Exception:  # not installed: tests/test_timm.py says so (and fails when CI=true)
+    pass
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from mtnas.model._pretrained import load_pretrained
-from mtnas.nn import DENSE_KINDS, BlockPlan, build_head, plan_backbone
+from mtnas.nn import DENSE_KINDS, BlockPlan, build_head
 from mtnas.space import SearchSpace
 from mtnas.tree import BranchingTree
 
@@ -68,7 +68,7 @@ class BranchedNet(nn.Module):
         ``backbone.weights`` set (and ``pretrained``) every group's block starts from the file's
         block of its layer; heads stay fresh. See ``mtnas.pretrained``."""
         tree.check_against(space.task_names, space.num_layers)
-        plans = plan_backbone(space.backbone.name, space.backbone.layers, space.input_shape)
+        plans = space.backbone.plan(space.input_shape, pretrained=pretrained)
         net = cls(tree=tree, plans=plans, heads=build_heads(space, plans[-1].out_shape))
         if pretrained and space.backbone.weights is not None:
             load_pretrained(net.layers, space.backbone)

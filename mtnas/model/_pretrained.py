@@ -37,7 +37,15 @@ Two key layouts (``backbone.weights_map``; default: detected from the keys):
     missing or stray key (bottleneck blocks of ResNet-50+ included) is an error naming the layer.
     ``num_batches_tracked`` may be absent (old torchvision files).
 
-Files: ``.safetensors`` (either layout), or ``.pt``/``.pth`` read with
+``model``
+    The state dict of the whole model a library backbone (``timm``, ``torchvision``) names
+    (``model.state_dict()``, or the weights file the library publishes), onto it only: each
+    layer's block holds its units under the model's own names, so it takes the file's keys of
+    those units (``stages.1.blocks.0.conv_dw.weight``, ``cls_token``, ...). Keys of modules no
+    layer holds (the classifier, stages after the last cut) are not used; a missing key or shape
+    is an error naming the layer. Default for a library backbone unless the file is mtnas's own.
+
+Files: ``.safetensors`` (any layout), or ``.pt``/``.pth`` read with
 ``torch.load(weights_only=True)`` (plain tensors only; pickled objects are refused).
 """
 
@@ -64,7 +72,7 @@ __all__ = [
 
 BACKBONE_FORMAT = "mtnas-backbone"
 BACKBONE_VERSION = "1"
-WEIGHTS_MAPS = ("mtnas", "torchvision-resnet")
+WEIGHTS_MAPS = ("mtnas", "torchvision-resnet", "model")
 
 _TV_BLOCK = re.compile(r"layer([1-4])\.(\d+)\.(.+)")
 _TV_PARTS = ("conv1", "bn1", "conv2", "bn2", "downsample.0", "downsample.1")
@@ -134,10 +142,12 @@ def read_backbone_weights(backbone: BackboneConfig, reference: Sequence[nn.Modul
     if not path.exists():
         where = "" if path.is_absolute() else f" (a relative path is read from the directory mtnas runs in, {Path.cwd()})"
         raise MtnasError(f"{source}: no such file{where}")
-    tensors = _read_tensors(path, source)
-    layout = backbone.weights_map or _detect(tensors, source)
+    tensors, own = _read_tensors(path, source)
+    layout = backbone.weights_map or ("mtnas" if own else "model" if backbone.model else _detect(tensors, source))
     if layout == "mtnas":
         return _mtnas_states(tensors, reference, source)
+    if layout == "model":
+        return _model_states(tensors, reference, source)
     if backbone.name != "resnet":
         raise MtnasError(
             f"{source}: a torchvision ResNet file loads only into the 'resnet' backbone, this one is {backbone.name!r}"
@@ -148,7 +158,8 @@ def read_backbone_weights(backbone: BackboneConfig, reference: Sequence[nn.Modul
 # --- reading files -----------------------------------------------------------------------------
 
 
-def _read_tensors(path: Path, source: str) -> State:
+def _read_tensors(path: Path, source: str) -> tuple[State, bool]:
+    """The file's tensors, and whether it is mtnas's own backbone file (by its metadata)."""
     if path.suffix == ".safetensors":
         return _read_safetensors(path, source)
     data = torch_load_checked(path, source)
@@ -158,10 +169,10 @@ def _read_tensors(path: Path, source: str) -> State:
     if bad:
         hint = " (a training checkpoint? save its model's state_dict() alone)" if {"state_dict", "model"} & set(bad) else ""
         raise MtnasError(f"{source}: not a state dict of tensors: {len(bad)} entry(ies) are not tensors ({first_few(bad)}){hint}")
-    return dict(data)
+    return dict(data), False
 
 
-def _read_safetensors(path: Path, source: str) -> State:
+def _read_safetensors(path: Path, source: str) -> tuple[State, bool]:
     tensors, metadata = read_safetensors(path, source)
     if metadata.get("format") == WEIGHTS_FORMAT:
         raise MtnasError(
@@ -171,7 +182,7 @@ def _read_safetensors(path: Path, source: str) -> State:
     expected = metadata.get("sha256") if metadata.get("format") == BACKBONE_FORMAT else None
     if expected is not None and tensors_sha256(tensors) != expected:
         raise MtnasError(f"{source}: tensors do not match their checksum: the file was modified or damaged")
-    return tensors
+    return tensors, metadata.get("format") == BACKBONE_FORMAT
 
 
 def _detect(tensors: State, source: str) -> str:
@@ -209,6 +220,19 @@ def _mtnas_states(tensors: State, reference: Sequence[nn.Module], source: str) -
             f"(missing: {absent or 'none'}, extra: {extra or 'none'})"
         )
     return [_checked(per_layer[layer], block, f"layer {layer}", source) for layer, block in enumerate(reference)]
+
+
+def _model_states(tensors: State, reference: Sequence[nn.Module], source: str) -> list[State | None]:
+    """Each layer's keys out of a whole model's state dict (a library backbone's blocks use its names)."""
+    states: list[State | None] = []
+    for layer, block in enumerate(reference):
+        own = block.state_dict()
+        missing = [k for k in own if k not in tensors]
+        if missing:
+            raise MtnasError(f"{source}: layer {layer} needs {len(missing)} key(s) the file lacks ({first_few(missing)}); "
+                             "is it the state dict of this model?")
+        states.append(_checked({k: tensors[k] for k in own}, block, f"layer {layer}", source))
+    return states
 
 
 def _torchvision_states(

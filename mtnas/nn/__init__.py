@@ -7,13 +7,16 @@ from mtnas.core._lazy import lazy_exports
 __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "._backbones": (
         "BACKBONES", "BackboneType", "BlockPlan", "ConvLayer", "MAX_ACTIVATION", "MAX_BACKBONE_PARAMS", "MLPLayer",
-        "ResNetLayer", "USER_BACKBONES", "backbone_type", "check_backbone_size", "plan_backbone",
+        "ModelLibrary", "ModelSource", "ResNetLayer", "USER_BACKBONES", "backbone_type", "check_backbone_size", "plan_backbone",
         "register_backbone",
     ),
     "._balancing": (
         "BALANCERS", "Balancer", "DWA", "Equal", "PCGrad", "Uncertainty", "make_balancer", "optimizer_params",
         "pcgrad_project", "shared_parameters",
     ),
+    "._model_cut": ("ModelLayer",),
+    "._timm": ("TIMM_INSTALL", "import_timm", "timm_version",),
+    "._torchvision": ("TORCHVISION_INSTALL", "import_torchvision", "torchvision_version",),
     "._heads": ("DENSE_KINDS", "HEADS", "MAX_HEAD_PARAMS", "RESERVED_TASK_NAMES", "HeadType", "build_head", "check_head_size",),
     "._losses": ("LOSSES", "LossType", "get_loss",),
     "._metrics": ("METRICS", "Metric", "get_metric",),

@@ -5,6 +5,10 @@ list of ``BlockPlan``: one per layer, with the shapes in and out and a ``make()`
 copy of the block. The supernet calls ``make()`` K times per layer, BranchedNet once per tree node,
 so a derived tree is built from exactly the blocks it was searched with.
 
+A backbone may wrap a library of whole models (the built-in ``timm``): its ``BackboneType`` then
+holds a :class:`ModelLibrary`, the config names a ``model`` (and ``pretrained``), and the planner
+gets them as a :class:`ModelSource`; each plan's ``make()`` copies one piece of that model.
+
 A user's backbone is registered with :func:`register_backbone` in a module loaded on purpose
 (``mtnas --plugins MODULE``, ``MTNAS_PLUGINS``, an import) or as a ``mtnas.backbones`` entry
 point; a name a file gives that is not registered is refused, and nothing is imported for it.
@@ -32,6 +36,8 @@ __all__ = [
     "BlockPlan",
     "ConvLayer",
     "MLPLayer",
+    "ModelLibrary",
+    "ModelSource",
     "ResNetLayer",
     "backbone_type",
     "check_backbone_size",
@@ -58,12 +64,45 @@ class BlockPlan:
 
 
 @dataclass(frozen=True)
+class ModelSource:
+    """The whole model a library backbone cuts into layers: its name in the library, whether it
+    starts from the library's pretrained weights, and the library version a space recorded
+    (``None``: not recorded yet)."""
+
+    model: str
+    pretrained: bool = False
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelLibrary:
+    """What a backbone that wraps a model library adds to its planner.
+
+    Attributes:
+        package: the library's name, as messages and ``arch.json`` give it ("timm").
+        version: the installed library's version (raises ``MtnasError`` with an install hint
+            when it is not installed).
+        layers: ``layers(model, given)``: the cut points of ``model``, the ones given (checked:
+            an unknown model or cut point raises ``MtnasError``) or, for ``()``, the default ones.
+    """
+
+    package: str
+    version: Callable[[], str]
+    layers: Callable[[str, tuple[Any, ...]], tuple[Any, ...]]
+
+
+@dataclass(frozen=True)
 class BackboneType:
-    """A registered backbone: the dataclass its layers are parsed into, and its planner."""
+    """A registered backbone: the dataclass its layers are parsed into, and its planner.
+
+    ``plan(layers, input_shape)`` builds the plans; a backbone with a ``library`` is called as
+    ``plan(layers, input_shape, source)`` with the :class:`ModelSource` its config names.
+    """
 
     layer_config: type
-    plan: Callable[[Sequence[Any], tuple[int, ...]], list[BlockPlan]]
+    plan: Callable[..., list[BlockPlan]]
     description: str
+    library: ModelLibrary | None = None
 
 
 BACKBONES: Registry[BackboneType] = Registry("backbone")
@@ -111,9 +150,19 @@ def backbone_type(name: str) -> BackboneType:
     return USER_BACKBONES.get(name)
 
 
-def plan_backbone(name: str, layers: Sequence[Any], input_shape: tuple[int, ...]) -> list[BlockPlan]:
-    """The block plans of backbone ``name`` for ``layers`` on inputs of ``input_shape``."""
-    return backbone_type(name).plan(layers, tuple(input_shape))
+def plan_backbone(
+    name: str, layers: Sequence[Any], input_shape: tuple[int, ...], source: ModelSource | None = None
+) -> list[BlockPlan]:
+    """The block plans of backbone ``name`` for ``layers`` on inputs of ``input_shape``; ``source``
+    names the model of a library backbone (and only of one)."""
+    kind = backbone_type(name)
+    if kind.library is None:
+        if source is not None:
+            raise MtnasError(f"backbone {name!r} takes no model; it builds its own blocks from its layers")
+        return kind.plan(layers, tuple(input_shape))
+    if source is None:
+        raise MtnasError(f"backbone {name!r} needs a model: the name of a {kind.library.package} model")
+    return kind.plan(layers, tuple(input_shape), source)
 
 
 def check_backbone_size(plans: Sequence[BlockPlan], input_shape: tuple[int, ...]) -> int:
@@ -261,3 +310,6 @@ def _require_image(input_shape: tuple[int, ...], name: str) -> None:
 BACKBONES.add("conv", BackboneType(ConvLayer, _image_planner("conv", ConvBlock), "plain conv-BN-ReLU stages"))
 BACKBONES.add("resnet", BackboneType(ResNetLayer, _image_planner("resnet", BasicBlock), "ResNet basic-block stages"))
 BACKBONES.add("mlp", BackboneType(MLPLayer, _plan_mlp, "linear-ReLU layers for tabular data"))
+
+
+from mtnas.nn import _timm, _torchvision  # noqa: E402,F401  (register 'timm' and 'torchvision'; imported when used)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtnas.model import build_heads, count_flops, count_params, load_pretrained
-from mtnas.nn import BlockPlan, plan_backbone
+from mtnas.nn import BlockPlan
 from mtnas.search._routing import DerivedTree, Routing, RoutingSample, effective_branches
 from mtnas.space import SearchSpace
 
@@ -71,7 +71,7 @@ class Supernet(nn.Module):
         With ``backbone.weights`` set (and ``pretrained``), every copy of a layer's block starts
         from the file's block (all K equal); heads stay fresh. See ``mtnas.pretrained``.
         """
-        plans = plan_backbone(space.backbone.name, space.backbone.layers, space.input_shape)
+        plans = space.backbone.plan(space.input_shape, pretrained=pretrained)
         if branches is None:
             per_layer = space.branches_per_layer
         elif isinstance(branches, int):

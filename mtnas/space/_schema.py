@@ -40,11 +40,15 @@ from mtnas.nn import (
     DENSE_KINDS,
     HEADS,
     RESERVED_TASK_NAMES,
+    BlockPlan,
+    ModelLibrary,
+    ModelSource,
     backbone_type,
     check_backbone_size,
     check_head_size,
     get_loss,
     get_metric,
+    plan_backbone,
 )
 
 __all__ = [
@@ -101,29 +105,65 @@ class DatasetConfig:
 class BackboneConfig:
     """A registered backbone and its per-layer block configs (parsed by the backbone's type).
 
+    A backbone that wraps a model library (``timm``, ``torchvision``) names its ``model`` and
+    whether it starts from the library's ``pretrained`` weights; its ``layers`` are cut points in
+    that model (omitted: the model's default ones, written in). ``library_version`` is the
+    library's version, recorded when the space is resolved (an ``arch.json`` says which built it).
+
     ``weights`` optionally names a local file the blocks start from (a relative path is read from
     the directory mtnas runs in; it is read when a model is built, see ``mtnas.pretrained``), and
-    ``weights_map`` its key layout: ``mtnas`` or ``torchvision-resnet`` (default: detected).
+    ``weights_map`` its key layout: ``mtnas``, ``torchvision-resnet`` or ``model`` (a library
+    backbone's whole model; default: detected).
     """
 
     name: str
-    layers: tuple[Any, ...]
+    layers: tuple[Any, ...] = ()
+    model: str | None = None
+    pretrained: bool = False
     weights: str | None = None
-    weights_map: Literal["mtnas", "torchvision-resnet"] | None = None
+    weights_map: Literal["mtnas", "torchvision-resnet", "model"] | None = None
+    library_version: str | None = None
 
     def _validate(self) -> None:
         try:
             kind = backbone_type(self.name)  # registered: a built-in, or a user's (never imported from here)
         except MtnasError as exc:
             raise ConfigError(f"name: {exc}") from None
-        if not self.layers:
-            raise ConfigError("layers: a backbone needs at least one layer")
         if len(self.layers) > MAX_LAYERS:
             raise ConfigError(f"layers: {len(self.layers)} layers, more than the {MAX_LAYERS} mtnas searches")
         layer_cls = kind.layer_config
         parsed = tuple(parse(layer_cls, layer, f"layers[{i}]") for i, layer in enumerate(self.layers))
+        if kind.library is not None:
+            parsed = self._model_layers(kind.library, parsed)
+        else:
+            for key in ("model", "library_version"):
+                if getattr(self, key) is not None:
+                    raise ConfigError(f"{key}: backbone {self.name!r} builds its own blocks and takes no {key}; "
+                                      "a model library's backbone (timm, torchvision) does")
+            if self.pretrained:
+                raise ConfigError(f"pretrained: backbone {self.name!r} has no pretrained weights of its own; "
+                                  "name a local file as backbone.weights")
+        if not parsed:
+            raise ConfigError("layers: a backbone needs at least one layer")
         object.__setattr__(self, "layers", parsed)  # typed form of what the user wrote
         self._validate_weights()
+
+    def _model_layers(self, library: ModelLibrary, parsed: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The cut points of the named model: checked, or its default ones when none are given."""
+        try:
+            library.version()  # installed: else one line with the install hint
+        except MtnasError as exc:
+            raise ConfigError(f"name: {exc}") from None
+        if self.model is None:
+            raise ConfigError(f"model: backbone {self.name!r} needs the name of a {library.package} model, "
+                              "e.g. model: convnext_atto")
+        if self.pretrained and self.weights is not None:
+            raise ConfigError("pretrained: give pretrained: true (the library's weights) or backbone.weights "
+                              "(a local file), not both")
+        try:
+            return library.layers(self.model, parsed)
+        except MtnasError as exc:
+            raise ConfigError(str(exc)) from None
 
     def _validate_weights(self) -> None:
         if self.weights is not None and (not self.weights.endswith(WEIGHTS_SUFFIXES) or "\0" in self.weights):
@@ -134,6 +174,32 @@ class BackboneConfig:
             raise ConfigError(
                 f"weights_map: 'torchvision-resnet' loads only into the 'resnet' backbone, this one is {self.name!r}"
             )
+        if self.weights_map == "model" and self.model is None:
+            raise ConfigError(f"weights_map: 'model' (a whole model's state dict) loads only into a backbone that names "
+                              f"a model (timm, torchvision), this one is {self.name!r}")
+
+    @property
+    def source(self) -> ModelSource | None:
+        """The model a library backbone cuts (``None`` for a backbone that builds its own blocks)."""
+        if self.model is None:
+            return None
+        return ModelSource(self.model, self.pretrained, self.library_version)
+
+    def plan(self, input_shape: tuple[int, ...], *, pretrained: bool = True) -> list[BlockPlan]:
+        """The block plans of this backbone on inputs of ``input_shape``. ``pretrained=False``
+        builds a library model without its pretrained weights (same structure: for counting, or
+        for loading trained weights into it)."""
+        source = self.source
+        if source is not None and not pretrained:
+            source = replace(source, pretrained=False)
+        return plan_backbone(self.name, self.layers, tuple(input_shape), source)
+
+    def with_library_version(self) -> BackboneConfig:
+        """This config with the model library's installed version recorded (when it has one)."""
+        kind = backbone_type(self.name)
+        if kind.library is None or self.library_version is not None:
+            return self
+        return replace(self, library_version=kind.library.version())
 
 
 def _file_digest(path: str) -> str | None:
@@ -337,11 +403,13 @@ class SearchSpace:
                 raise ConfigError(f"input_shape: {exc}") from None
             self._check_heads(plans[-1].out_shape, ConfigError)
 
-    def _check_backbone(self, input_shape: tuple[int, ...]) -> list[Any]:
-        """The backbone's layer plans, after checking they fit ``input_shape`` and are of a size mtnas builds."""
+    def _check_backbone(self, input_shape: tuple[int, ...], *, pretrained: bool = False) -> list[Any]:
+        """The backbone's layer plans, after checking they fit ``input_shape`` and are of a size mtnas
+        builds (and, with ``pretrained``, that a library model's pretrained weights load: an error
+        now, not in a trial)."""
         if not input_shape or len(input_shape) > 8:
             raise MtnasError(f"an input shape has 1 to 8 dimensions, got {short_repr(input_shape)}")
-        plans = backbone_type(self.backbone.name).plan(self.backbone.layers, tuple(input_shape))
+        plans = self.backbone.plan(tuple(input_shape), pretrained=pretrained)
         check_backbone_size(plans, tuple(input_shape))
         return plans
 
@@ -447,8 +515,9 @@ class SearchSpace:
             )
             _check_components(full, where)
             tasks.append(full)
-        resolved = replace(self, tasks=tuple(tasks), input_shape=tuple(bundle.input_shape))
-        plans = resolved._check_backbone(resolved.input_shape)  # shapes fit, and a size mtnas builds
+        resolved = replace(self, tasks=tuple(tasks), input_shape=tuple(bundle.input_shape),
+                           backbone=self.backbone.with_library_version())
+        plans = resolved._check_backbone(resolved.input_shape, pretrained=True)  # shapes fit, a size mtnas builds
         resolved._check_heads(plans[-1].out_shape)
         return resolved
 
