@@ -11,17 +11,20 @@ Cases (``benchmarks/_cases.py``, each with its recovery criterion next to it):
   ARI 1 and the first split at layer 2 or 3.
 * ``null`` (``synth_null``): six tasks reading the same content; the tree's params within 10% of
   the all-shared tree's.
+* ``kinds`` (``digit_grating_kinds``): digit | grating, each factor read by a classification, a
+  dense and a regression task whose losses differ by about 10^5; first split has ARI 1 (its truth
+  is measured in delta-m, as its tasks are not all classifications).
 
 For each case, method and seed: one search with the space's search settings and ``method``
 overridden. Prints one line per search as it ends, then a table case x method of recovered seeds
 k/N and seconds per search, and last ``recovery suite: K/N cases at >= 4/5`` for the first method
-(the default, ``affinity``); a case counts when at least 80% of its seeds are recovered.
+(the default, ``trained``); a case counts when at least 80% of its seeds are recovered.
 
 ``--truth`` instead verifies each case's ground truth: it trains the case's reference trees with
-the space's budget (``mtnas.train.train_tree``) over ``--seeds`` seeds and prints mean validation
-accuracy, the margin of each claim and whether it holds.
+the space's budget (``mtnas.train.train_tree``) over ``--seeds`` seeds and prints the case's
+measure (mean validation accuracy, or delta-m), the margin of each claim and whether it holds.
 
-    python -m benchmarks.recovery_suite [--seeds 5] [--jobs 2] [--methods affinity,rsa,tag] [--cases a,b]
+    python -m benchmarks.recovery_suite [--seeds 5] [--jobs 2] [--methods trained,pairs,dmtg,affinity] [--cases a,b]
     python -m benchmarks.recovery_suite --truth [--seeds 2] [--cases ...]
 """
 

@@ -201,9 +201,11 @@ def _candidates_section(run: SearchRun, study: optuna.Study, points: tuple, info
         found = candidates_of(trial_file(run, study, study.trials[best.trial], "candidates.json"))
     except MtnasError as exc:
         return f"{title}<p class='note'>{_e(exc)}</p>"
-    return (f"{title}<p class='note'>{which}. Every tree the search trained, delta-m against cost; the line is the "
-            f"local search's path, the ring the tree chosen (the cheapest whose mean over two trainings was within "
-            f"{found.noise:.2f} points, one training's noise, of the best score).</p>"
+    return (f"{title}<p class='note'>{which}. Every tree the search trained, delta-m against cost, one panel per "
+            "training budget: the groupings compared after a short training (the line: the grouping search's path), "
+            "then that grouping at every split layer after a whole one; the ring is the tree chosen, the cheapest "
+            f"whose mean over two trainings was within {found.noise:.2f} points (one training's noise) of the best "
+            "score.</p>"
             + _img(draw_candidates(found, tmp / "candidates.png"), f"candidates of trial {best.trial}"))
 
 

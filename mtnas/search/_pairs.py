@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -44,6 +45,7 @@ class PairModel:
     tasks: tuple[str, ...]
     deltas: np.ndarray
     mode: str = "sum"
+    ranks_moves: ClassVar[bool] = True  # its estimate ranks one-task moves
 
     def _labels_score(self, labels: np.ndarray) -> float:
         total = 0.0

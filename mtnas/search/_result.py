@@ -38,9 +38,10 @@ class SearchResult:
         stopped_epoch: the (0-based) epoch after which ``search.stable_epochs`` stopped the search
             early, or None when it ran every epoch.
         candidates: for the trained methods, every tree the search trained: ``trees`` (N,) their
-            descriptions, ``delta_m``, ``cost`` (relative to all-shared), ``score``, ``step`` (the
-            position on the local search's path, -1 off it), ``delta_m_again`` (at the second seed,
-            NaN where not trained again) and ``noise`` (the standard error of the choice).
+            descriptions, ``epochs`` (the budget it was trained for), ``delta_m``, ``cost``
+            (relative to all-shared), ``score``, ``step`` (the position on the grouping search's
+            path, -1 off it), ``delta_m_again`` (at the second seed, NaN where not trained again)
+            and ``noise`` (one training's noise the choice allowed for).
     """
 
     tree: BranchingTree
@@ -68,16 +69,20 @@ class SearchResult:
 
     def save_candidates(self, path: str | Path) -> Path | None:
         """Write the trained candidates as ``candidates.json``: ``{"chosen", "noise", "trees"}``, the
-        trees a list of {tree, delta_m, delta_m_again, cost, score, step}, best score first; None
-        when the search trained no candidate."""
+        trees a list of {tree, epochs, delta_m, delta_m_again, cost, score, step}: the trees the
+        choice compared first, then the grouping search's, best score first within each; None when
+        the search trained no candidate."""
         if not self.candidates:
             return None
         c = self.candidates
-        rows = [{"tree": str(t), "delta_m": float(d), "delta_m_again": None if np.isnan(a) else float(a),
-                 "cost": float(k), "score": float(s), "step": int(p)}
-                for t, d, a, k, s, p in zip(c["trees"], c["delta_m"], c["delta_m_again"], c["cost"], c["score"],
-                                            c["step"])]
+        rows = [{"tree": str(t), "epochs": int(e), "delta_m": float(d),
+                 "delta_m_again": None if np.isnan(a) else float(a), "cost": float(k), "score": float(s),
+                 "step": int(p)}
+                for t, e, d, a, k, s, p in zip(c["trees"], c["epochs"], c["delta_m"], c["delta_m_again"], c["cost"],
+                                               c["score"], c["step"])]
         noise = float(c["noise"][0]) if len(c["noise"]) else 0.0
-        data = {"chosen": self.tree.describe(), "noise": noise, "trees": sorted(rows, key=lambda r: -r["score"])}
+        # the trees of the choice (trained with two seeds) first, then the grouping search's; best score first
+        ordered = sorted(rows, key=lambda r: (r["delta_m_again"] is None, -r["score"]))
+        data = {"chosen": self.tree.describe(), "noise": noise, "trees": ordered}
         atomic_write_text(path, json.dumps(data, indent=1))
         return Path(path)

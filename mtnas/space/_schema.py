@@ -354,6 +354,7 @@ class SearchConfig:
     gain_per_cost: float = bounded(5.0, ge=0.0)  # trained methods: delta-m points per all-shared net of extra cost
     trials: int = bounded(8, ge=1)
     proxy_epochs: int | None = bounded(None, ge=1)  # None: training.epochs (trees learn as in a real training)
+    grouping_epochs: int | None = bounded(None, ge=1)  # None: a third of the proxy budget (trained search)
     stable_epochs: int | None = bounded(None, ge=1)  # stop once the argmax tree stayed unchanged this many routing epochs
     pruner: str | None = None  # stop a trial's proxy training once it is clearly dominated (see mtnas.study)
     ranges: SearchRanges = field(default_factory=SearchRanges)
@@ -473,7 +474,8 @@ class SearchSpace:
         of ``2 * epochs`` with ``epochs`` of warm-up): a quick look, not a result to trust."""
         if epochs < 1:
             raise MtnasError(f"with_budget: epochs must be >= 1, got {epochs}")
-        search = replace(self.search, epochs=2 * epochs, warmup_epochs=epochs, proxy_epochs=epochs)
+        search = replace(self.search, epochs=2 * epochs, warmup_epochs=epochs, proxy_epochs=epochs,
+                         grouping_epochs=None)
         return replace(self, training=replace(self.training, epochs=epochs), search=search)
 
     @property
@@ -482,6 +484,15 @@ class SearchSpace:
         default the training budget itself (evidence from trainings long enough for each task to
         learn; a shorter budget favours the tasks that learn fast)."""
         return self.search.proxy_epochs or self.training.epochs
+
+    @property
+    def grouping_epochs(self) -> int:
+        """The epochs the trained search compares groupings at: ``search.grouping_epochs``, by
+        default a third of ``proxy_epochs``. Early in training, sharing with the tasks that read
+        the same features speeds a task up and sharing with the others slows it down; after a whole
+        training related tasks have learned their features anyway, and groupings differ by less than
+        training's noise (``mtnas.search._trained``)."""
+        return self.search.grouping_epochs or max(1, round(self.proxy_epochs / 3))
 
     @property
     def is_resolved(self) -> bool:

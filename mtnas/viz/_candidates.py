@@ -17,14 +17,15 @@ class SearchCandidates(NamedTuple):
     """The trees one trained search trained.
 
     Attributes:
-        trees, delta_m, cost: per tree, its description, validation delta-m (%) and cost relative
-            to all-shared.
-        path: indices of the trees the local search moved through, in order.
+        trees, epochs, delta_m, cost: per tree, its description, the epochs it was trained for,
+            validation delta-m (%) and cost relative to all-shared.
+        path: indices of the trees the grouping search moved through, in order.
         chosen: index of the tree the search returned (None when it is not among them).
         noise: the standard deviation of one training's delta-m the choice allowed for.
     """
 
     trees: list[str]
+    epochs: list[int]
     delta_m: list[float]
     cost: list[float]
     path: list[int]
@@ -38,6 +39,7 @@ def candidates_of(path: str | Path) -> SearchCandidates:
         data = load_json_text(read_text_file(path, "candidates file", 16 << 20), str(path))
         rows = data["trees"]
         trees = [str(r["tree"]) for r in rows]
+        epochs = [int(r.get("epochs", 0)) for r in rows]
         delta_m = [float(r["delta_m"]) for r in rows]
         cost = [float(r["cost"]) for r in rows]
         steps = sorted((int(r["step"]), i) for i, r in enumerate(rows) if int(r["step"]) >= 0)
@@ -47,30 +49,35 @@ def candidates_of(path: str | Path) -> SearchCandidates:
     if not all(math.isfinite(v) for v in delta_m + cost + [noise]):
         raise MtnasError(f"{path}: a delta-m or cost that is not a finite number")
     chosen = trees.index(data["chosen"]) if data.get("chosen") in trees else None
-    return SearchCandidates(trees, delta_m, cost, [i for _, i in steps], chosen, noise)
+    return SearchCandidates(trees, epochs, delta_m, cost, [i for _, i in steps], chosen, noise)
 
 
 def draw_candidates(candidates: SearchCandidates, path: str | Path) -> Path:
-    """Delta-m against relative cost of every trained tree, the path as a line, the chosen tree
-    ringed, with its noise as an error bar; written atomically to ``path``."""
+    """One panel per training budget: delta-m against relative cost of every tree trained for it;
+    the grouping search's path as a line, the chosen tree ringed with its noise as an error bar.
+    Written atomically to ``path``."""
     try:
         from matplotlib.figure import Figure
     except ImportError:  # pragma: no cover - matplotlib is a dependency
         raise MtnasError("the candidates plot needs matplotlib: pip install matplotlib") from None
 
     c, path = candidates, Path(path)
-    fig = Figure(figsize=(7, 4.5))
-    ax = fig.subplots()
-    ax.scatter(c.cost, c.delta_m, s=18, color="0.6", label="trained tree")
-    if c.path:
-        ax.plot([c.cost[i] for i in c.path], [c.delta_m[i] for i in c.path], "-o", color="tab:blue", ms=4,
-                label="local search")
-    if c.chosen is not None:
-        ax.errorbar([c.cost[c.chosen]], [c.delta_m[c.chosen]], yerr=[c.noise], fmt="o", ms=11, mfc="none",
-                    color="tab:red", label="chosen (noise of one training)")
-    ax.set(xlabel="cost relative to all-shared", ylabel="delta-m % (val)", title="What the search trained")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    budgets = sorted(set(c.epochs))
+    fig = Figure(figsize=(6 * len(budgets), 4.5))
+    axes = fig.subplots(1, len(budgets), squeeze=False)[0]
+    for ax, epochs in zip(axes, budgets):
+        mine = [i for i, e in enumerate(c.epochs) if e == epochs]
+        ax.scatter([c.cost[i] for i in mine], [c.delta_m[i] for i in mine], s=18, color="0.6", label="trained tree")
+        steps = [i for i in c.path if c.epochs[i] == epochs]
+        if steps:
+            ax.plot([c.cost[i] for i in steps], [c.delta_m[i] for i in steps], "-o", color="tab:blue", ms=4,
+                    label="grouping search")
+        if c.chosen is not None and c.epochs[c.chosen] == epochs:
+            ax.errorbar([c.cost[c.chosen]], [c.delta_m[c.chosen]], yerr=[c.noise], fmt="o", ms=11, mfc="none",
+                        color="tab:red", label="chosen (noise of one training)")
+        ax.set(xlabel="cost relative to all-shared", ylabel="delta-m % (val)", title=f"trained for {epochs} epochs")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
