@@ -45,7 +45,7 @@ def ground_truth(seeds: list[int], layer: int) -> dict[frozenset, dict]:
     """Every grouping's mean delta-m and relative cost over ``seeds``, by its set of groups."""
     from mtnas.search import Evidence
 
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(1)
     space, _ = _space(seeds[0])
     tasks = space.task_names
     groupings = [g for k in (1, 2, 3) for g in all_partitions(tasks, k)]

@@ -15,7 +15,16 @@ import yaml
 from mtnas.cli import main
 from mtnas.export import export_model, export_trial
 from mtnas.model import BranchedNet, arch_space, load_into, load_weights, save_weights
-from mtnas.study import PICKS, choose_trial, front_point, front_trees, knee, pareto, run_search, searched_front
+from mtnas.study import (
+    PICKS,
+    choose_trial,
+    front_points,
+    front_trees,
+    knee,
+    pareto,
+    run_search,
+    searched_front,
+)
 from mtnas.tree import Architecture
 from tests.conftest import write_tiny_space
 
@@ -39,12 +48,12 @@ def test_knee_is_the_point_farthest_above_the_cheap_to_best_line() -> None:
     assert knee([(-5.0, 1.0), (-4.0, 2.0), (-3.0, 3.0)]) == 2  # collinear: no elbow, quality wins the tie
 
 
-@pytest.mark.parametrize("pick", ["quality", "cheapest", "knee"])
+@pytest.mark.parametrize("pick", ["trade-off", "quality", "cheapest", "knee"])
 def test_picks_choose_among_the_searched_trees(run_dir: Path, tmp_path: Path, pick: str) -> None:
     study = optuna.load_study(study_name="r", storage=f"sqlite:///{run_dir / 'study.db'}")
     searched = searched_front(study)
     assert searched and not any(t.user_attrs.get("fixed_tree") for t in searched)
-    expected = searched[PICKS.get(pick)([front_point(study, t) for t in searched])]
+    expected = searched[PICKS.get(pick)(front_points(study, searched))]
     assert choose_trial(study, pick=pick).number == expected.number
     report = export_trial(run_dir, tmp_path, pick=pick)
     assert report.trial == expected.number

@@ -9,6 +9,7 @@ import pytest
 
 from mtnas.core import MtnasError
 from mtnas.report import pareto_plot_data
+from mtnas.space import SearchConfig
 from mtnas.study import (
     OBJECTIVES,
     choose_trial,
@@ -36,7 +37,7 @@ def _study(names: list[str], trials: list[tuple] = TRIALS, fixed: dict[int, str]
     return study
 
 
-@pytest.mark.parametrize("pick", ["knee", "quality", "cheapest"])
+@pytest.mark.parametrize("pick", ["trade-off", "knee", "quality", "cheapest"])
 def test_both_objective_orders_give_the_same_front_and_picks(pick: str) -> None:
     forward, backward = _study(["delta_m", "flops"]), _study(["flops", "delta_m"])
     assert objective_names(backward) == ["flops", "delta_m"]
@@ -48,6 +49,18 @@ def test_both_objective_orders_give_the_same_front_and_picks(pick: str) -> None:
 
 def test_the_knee_is_the_elbow_whatever_the_order() -> None:
     assert choose_trial(_study(["flops", "delta_m"]), pick="knee").number == 1
+
+
+def test_the_trade_off_pick_is_what_the_default_search_would_choose() -> None:
+    # relative costs 2.5, 3, 4 and 9 all-shared networks (trial 0 is the all-shared reference)
+    study = _study(["delta_m", "flops"], fixed={0: "all-shared"})
+    gain = SearchConfig().gain_per_cost  # no space recorded: the default
+    scores = {i: dm - gain * (flops / 100.0 - 1) for i, (dm, flops, _) in enumerate(TRIALS) if i}
+    assert choose_trial(study).number == max((i for i in scores if i != 3), key=scores.get)  # trade-off by default
+    study.set_user_attr("mtnas", {"space": {"search": {"gain_per_cost": 0.5}}})  # a space that values quality
+    assert choose_trial(study).number == 4
+    without = _study(["delta_m", "flops"])  # no all-shared reference to measure costs by: the knee
+    assert choose_trial(without).number == choose_trial(without, pick="knee").number
 
 
 def test_picks_and_the_api_front_leave_the_references_out() -> None:

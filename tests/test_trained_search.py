@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from mtnas.model import BranchedNet
-from mtnas.search import METHODS, Evidence, PairModel, Split, climb, neighbours, search_tree, split_of
+from mtnas.search import METHODS, Evidence, PairModel, Split, combined_pairs, parsimonious, search_tree
 from mtnas.search._evidence import Evaluated
 from mtnas.space import load_resolved, load_space
 from mtnas.train import TreeResult, subset_space, train_tree, train_trees
@@ -95,7 +95,6 @@ def test_pair_estimates_recover_planted_blocks_and_add_up_the_harm() -> None:
     tasks = tuple(f"t{i}" for i in range(7))
     model = PairModel(tasks, _blocks([[0, 3, 5], [1, 2], [4, 6]]))
     assert set(model.best_groups(3)) == {("t0", "t3", "t5"), ("t1", "t2"), ("t4", "t6")}
-    assert model.halves(("t0", "t1", "t2", "t3")) in ((("t0", "t3"), ("t1", "t2")), (("t1", "t2"), ("t0", "t3")))
     # t0 loses 10 points beside each other task, which lose nothing: summed, three partners cost
     # three times one; averaged (Standley et al.), the same
     harm = np.zeros((4, 4))
@@ -107,44 +106,34 @@ def test_pair_estimates_recover_planted_blocks_and_add_up_the_harm() -> None:
     assert mean.estimate(one) == mean.estimate(three) == pytest.approx(-10 / 4)
 
 
-def test_neighbours_are_one_edit_away_and_respect_the_limits() -> None:
+def test_pairs_of_two_budgets_add_in_units_of_their_own_magnitude() -> None:
     tasks = ("a", "b", "c", "d")
-    split = Split(1, (("a", "b"), ("c", "d")))
-    found = neighbours(split, branchable=[0, 1, 2], max_groups=[3, 3, 2], halves=lambda g: ((g[0],), g[1:]))
-    assert len(found["move"]) == 4 + 4  # each task to the other group, or alone (3 groups allowed at layer 1)
-    assert found["merge"] == [Split(None, (("a", "b", "c", "d"),))]
-    assert {s.layer for s in found["shift"]} == {0, 2}
-    assert all(len(s.groups) == 3 for s in found["split"])
-    for kind in found.values():
-        for s in kind:
-            tree = s.tree(tasks, 3)
-            assert tree.first_split_layer == s.layer
-            assert set(map(frozenset, tree.first_split() or (tasks,))) == set(map(frozenset, s.groups))
-    # a layer that holds only two groups takes no three-group shift
-    wide = neighbours(Split(1, (("a",), ("b",), ("c", "d"))), branchable=[0, 1, 2], max_groups=[3, 3, 2])
-    assert {s.layer for s in wide["shift"]} == {0}
+    short = PairModel(tasks, 10 * _blocks([[0, 1], [2, 3]]))  # large harms, one structure
+    whole = PairModel(tasks, _blocks([[0, 2], [1, 3]]))  # small harms, another: it weighs as much
+    both = combined_pairs([short, whole])
+    assert both.estimate((("a", "b"), ("c", "d"))) == pytest.approx(both.estimate((("a", "c"), ("b", "d"))))
+    assert combined_pairs([short]).best_groups(2) == short.best_groups(2)
 
 
-def test_climb_moves_to_better_trained_neighbours_until_none_is() -> None:
-    tasks = ("a", "b", "c", "d")
-    best = Split(2, (("a", "b"), ("c", "d")))
-    target = best.tree(tasks, 3)
+def test_the_choice_is_the_cheapest_within_training_noise_of_the_best() -> None:
+    class Known:  # an Evidence whose trees have set delta-m: score = delta-m - 5 (cost - 1)
+        def __init__(self, values: dict) -> None:
+            self.values = values
 
-    def fake(tree: BranchingTree) -> Evaluated:
-        s = split_of(tree)
-        wrong = 0 if s.layer is None else sum(len(set(g) - set(h)) for g, h in zip(sorted(s.groups), sorted(best.groups)))
-        value = -abs((s.layer or 0) - 2) - wrong - 3 * (s.layer is None) - abs(len(s.groups) - 2)
-        return Evaluated(tree, None, float(value), 1.0)
+        def evaluate_all(self, trees):
+            return [Evaluated(t, None, self.values[t.key][0], self.values[t.key][1]) for t in trees]
 
-    def candidates(current: Evaluated) -> list[BranchingTree]:
-        found = neighbours(split_of(current.tree), branchable=[0, 1, 2], max_groups=[2, 2, 2],
-                           halves=lambda g: ((g[0],), g[1:]))
-        return [s.tree(tasks, 3) for kind in found.values() for s in kind]
-
-    start = fake(BranchingTree.all_shared(tasks, 3))
-    end, path = climb(start, lambda trees: [fake(t) for t in trees], candidates, lambda e: e.delta_m)
-    assert end.tree == target
-    assert [e.delta_m for e in path] == sorted(e.delta_m for e in path)  # every step improves
+    tasks = ("a", "b", "c")
+    trees = [BranchingTree.all_shared(tasks, 2), Split(1, (("a", "b"), ("c",))).tree(tasks, 2),
+             Split(0, (("a", "b"), ("c",))).tree(tasks, 2)]
+    first = Known({trees[0].key: (-10.0, 1.0), trees[1].key: (0.0, 1.2), trees[2].key: (5.0, 2.0)})
+    # a second seed 2 points higher on both splits: sigma = sqrt(mean(d^2) / 2) = sqrt(4 / 3); mean scores
+    # 0 (split at layer 1) and 1 (at the input), within sigma of each other: the cheaper wins
+    noisy = Known({trees[0].key: (-10.0, 1.0), trees[1].key: (2.0, 1.2), trees[2].key: (7.0, 2.0)})
+    choice, sigma = parsimonious(first, noisy, trees, 5.0)
+    assert choice.tree == trees[1] and sigma == pytest.approx((4 / 3) ** 0.5)
+    # with no noise between the seeds the best score wins outright
+    assert parsimonious(first, first, trees, 5.0)[0].tree == trees[2]
 
 
 def test_trained_search_is_the_default_and_records_what_it_trained(tmp_path) -> None:
@@ -155,10 +144,8 @@ def test_trained_search_is_the_default_and_records_what_it_trained(tmp_path) -> 
     saved = json.loads(result.save_candidates(tmp_path / "candidates.json").read_text())
     rows = saved["trees"]
     assert saved["chosen"] == result.tree.describe() and saved["noise"] >= 0
-    assert any(r["step"] == 0 for r in rows)
-    again = [r for r in rows if r["delta_m_again"] is not None]  # the trees of the choice, trained with two seeds
-    assert len(again) >= 2 and saved["chosen"] in [r["tree"] for r in again] and rows[:len(again)] == again
-    assert {r["epochs"] for r in again} == {space.proxy_epochs}
-    grouping = [r for r in rows if r["delta_m_again"] is None]  # the grouping search's, at its shorter budget
-    assert grouping and {r["epochs"] for r in grouping} == {space.grouping_epochs}
+    # the trees of the choice: all-shared and each grouping at every layer, trained with two seeds
+    assert len(rows) >= 2 and all(r["delta_m_again"] is not None for r in rows)
+    assert {r["epochs"] for r in rows} == {space.proxy_epochs} and "0-3: all" in [r["tree"] for r in rows]
+    assert saved["pairs"] == 2 * 15  # every pair of the six tasks, for the short and the whole budget
     BranchedNet.from_space(result.tree, space).load_state_dict(dict(result.weights))

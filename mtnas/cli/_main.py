@@ -278,7 +278,7 @@ def _plot_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--out", default=None,
                    help="FILE.png, .svg or .pdf (default: tree.png in the run / beside the arch.json)")
     p.add_argument("--trial", type=at_least(0), default=None, help="the run's trial to draw (default: --pick)")
-    p.add_argument("--pick", default="knee", type=choice(PICKS),
+    p.add_argument("--pick", default="trade-off", type=choice(PICKS),
                    help=f"which Pareto trial to draw: {_choices(PICKS)} (see the README)")
 
 
@@ -324,8 +324,8 @@ def _export_args(p: argparse.ArgumentParser) -> None:
                                   "with trained weights (--format)")
     p.add_argument("-o", "--out", required=True, help="the folder to write")
     p.add_argument("--trial", type=at_least(0), default=None, help="the trial to export (default: --pick)")
-    p.add_argument("--pick", default="knee", type=choice(PICKS),
-                   help=f"which Pareto trial: {_choices(PICKS)} (knee: the best trade-off; see the README)")
+    p.add_argument("--pick", default="trade-off", type=choice(PICKS),
+                   help=f"which Pareto trial: {_choices(PICKS)} (trade-off: what the default search would choose; see the README)")
     p.add_argument("--with-weights", action="store_true", help="also write the supernet weights the tree inherits")
     p.add_argument("--format", default=None, type=choice(DEPLOY_FORMATS),
                    help=f"serialise a retrained model (source: its arch.json): {_choices(DEPLOY_FORMATS)}")

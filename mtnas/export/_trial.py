@@ -50,7 +50,7 @@ class ExportReport:
                 "files": {k: str(p) for k, p in self.files.items()}}
 
 
-def export_trial(run_ref: str | Path, out_dir: str | Path, *, trial: int | None = None, pick: str = "knee",
+def export_trial(run_ref: str | Path, out_dir: str | Path, *, trial: int | None = None, pick: str = "trade-off",
                  with_weights: bool = False) -> ExportReport:
     """Write the arch.json and tree.png of one trial of a run (and its inherited weights).
 

@@ -201,11 +201,10 @@ def _candidates_section(run: SearchRun, study: optuna.Study, points: tuple, info
         found = candidates_of(trial_file(run, study, study.trials[best.trial], "candidates.json"))
     except MtnasError as exc:
         return f"{title}<p class='note'>{_e(exc)}</p>"
-    return (f"{title}<p class='note'>{which}. Every tree the search trained, delta-m against cost, one panel per "
-            "training budget: the groupings compared after a short training (the line: the grouping search's path), "
-            "then that grouping at every split layer after a whole one; the ring is the tree chosen, the cheapest "
-            f"whose mean over two trainings was within {found.noise:.2f} points (one training's noise) of the best "
-            "score.</p>"
+    return (f"{title}<p class='note'>{which}. Every tree the search compared (each grouping split at every layer, "
+            "and the all-shared tree), trained with two seeds, delta-m against cost; the ring is the tree chosen, the "
+            f"cheapest whose mean over the two trainings was within {found.noise:.2f} points (one training's noise) of "
+            "the best score.</p>"
             + _img(draw_candidates(found, tmp / "candidates.png"), f"candidates of trial {best.trial}"))
 
 

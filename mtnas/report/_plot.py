@@ -12,7 +12,7 @@ from mtnas.viz import draw_tree, tree_title
 __all__ = ["plot_source", "tree_source"]
 
 
-def tree_source(source: str | Path, *, trial: int | None = None, pick: str = "knee") -> tuple[BranchingTree, str, Path]:
+def tree_source(source: str | Path, *, trial: int | None = None, pick: str = "trade-off") -> tuple[BranchingTree, str, Path]:
     """The tree to draw, its title and its default picture path, from an arch.json, a run folder
     or a study's ``STORAGE_URL#STUDY``.
 
@@ -36,7 +36,7 @@ def tree_source(source: str | Path, *, trial: int | None = None, pick: str = "kn
 
 
 def plot_source(source: str | Path, out: str | Path | None = None, *, trial: int | None = None,
-                pick: str = "knee") -> Path:
+                pick: str = "trade-off") -> Path:
     """Draw the tree of ``source`` (run folder or arch.json) to ``out`` (.png, .svg or .pdf)."""
     tree, title, default = tree_source(source, trial=trial, pick=pick)
     out = Path(out) if out else default

@@ -1,5 +1,5 @@
-"""One search: the search methods (a registry), the trained evidence and local search of the
-default method, the routing supernet with its learnable sharing routes, and ``search_tree``.
+"""One search: the search methods (a registry), the trained evidence of the default method, the
+routing supernet with its learnable sharing routes, and ``search_tree``.
 """
 
 from mtnas.core._lazy import lazy_exports
@@ -12,16 +12,15 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "._fixed_routing": (
         "EXHAUSTIVE", "FixedTreeMethod", "best_partition", "encode_tree", "relative_cost", "tree_fits",
     ),
-    "._local": ("Split", "climb", "neighbours", "split_of",),
     "._methods": (
         "Affinity", "Plain", "RoutingContext", "RoutingMethod", "affinity_prior", "co_assignment", "path_probs",
         "scaled_affinity",
     ),
-    "._pairs": ("PAIR_TASKS", "PairModel", "all_partitions", "pair_model",),
+    "._pairs": ("PAIR_TASKS", "PairModel", "all_partitions", "combined_pairs", "pair_model",),
     "._result": ("SearchResult",),
     "._routing": ("DerivedTree", "Routing", "RoutingSample", "effective_branches", "tree_of",),
     "._rsa": ("RepresentationSimilarity", "rdm", "rsa_dissimilarity",),
     "._supernet": ("Supernet",),
     "._tag": ("TaskAffinityGrouping", "tag_affinity",),
-    "._trained": ("PairsSelection", "TrainedSearch", "grouping_model",),
+    "._trained": ("PairsSelection", "Split", "TrainedSearch", "grouping_model", "parsimonious",),
 })

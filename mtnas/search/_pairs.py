@@ -25,7 +25,7 @@ import numpy as np
 from mtnas.search._evidence import Evidence
 from mtnas.search._fixed_routing import _partitions, agglomerative, best_partition, groups_of
 
-__all__ = ["PAIR_TASKS", "PairModel", "all_partitions", "pair_model"]
+__all__ = ["PAIR_TASKS", "PairModel", "all_partitions", "combined_pairs", "pair_model"]
 
 #: Up to this many tasks every pair is trained (66 pair networks); above it, too many to train.
 PAIR_TASKS = 12
@@ -75,14 +75,6 @@ class PairModel:
         """The best grouping into k groups for every k = 2..``max_groups``."""
         return [self.best_groups(k) for k in range(2, min(max_groups, len(self.tasks)) + 1)]
 
-    def halves(self, group: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
-        """The split of ``group`` in two of highest estimate for its tasks, or None for one task."""
-        if len(group) < 2:
-            return None
-        sub = PairModel(group, self.deltas[np.ix_(*[[self.tasks.index(t) for t in group]] * 2)], self.mode)
-        two = sub.best_groups(2)
-        return (two[0], two[1]) if len(two) == 2 else None
-
     def _distance(self) -> np.ndarray:
         """Pair harm as a distance for agglomerative starts: how much the pair costs both tasks."""
         harm = -(self.deltas + self.deltas.T) / 2
@@ -98,6 +90,17 @@ def pair_model(evidence: Evidence, mode: str = "sum") -> PairModel:
     for (a, b), d in zip(pairs, evidence.subset_deltas(pairs)):
         deltas[index[a], index[b]], deltas[index[b], index[a]] = d[a], d[b]
     return PairModel(tasks, deltas, mode)
+
+
+def combined_pairs(models: Sequence[PairModel]) -> PairModel:
+    """One estimate from pairs trained for several budgets: each budget's deltas in units of their
+    own mean magnitude (so a short training's larger harms do not outweigh a whole one's), summed."""
+    total = np.zeros_like(models[0].deltas)
+    for m in models:
+        off = m.deltas[~np.eye(len(m.tasks), dtype=bool)]
+        scale = float(np.abs(off).mean()) if off.size else 0.0
+        total += m.deltas / scale if scale > 0 else 0.0
+    return PairModel(models[0].tasks, total, models[0].mode)
 
 
 def all_partitions(tasks: Sequence[str], k: int) -> list[tuple[tuple[str, ...], ...]]:

@@ -37,11 +37,11 @@ class SearchResult:
         seconds: wall time of the search.
         stopped_epoch: the (0-based) epoch after which ``search.stable_epochs`` stopped the search
             early, or None when it ran every epoch.
-        candidates: for the trained methods, every tree the search trained: ``trees`` (N,) their
-            descriptions, ``epochs`` (the budget it was trained for), ``delta_m``, ``cost``
-            (relative to all-shared), ``score``, ``step`` (the position on the grouping search's
-            path, -1 off it), ``delta_m_again`` (at the second seed, NaN where not trained again)
-            and ``noise`` (one training's noise the choice allowed for).
+        candidates: for the trained methods, every tree the choice compared: ``trees`` (N,) their
+            descriptions, ``epochs`` (the budget they were trained for), ``delta_m``,
+            ``delta_m_again`` (at the second seed), ``cost`` (relative to all-shared), ``score``,
+            ``noise`` (one training's noise the choice allowed for) and ``pairs`` (the pair
+            networks the grouping estimate trained).
     """
 
     tree: BranchingTree
@@ -68,21 +68,18 @@ class SearchResult:
         return Path(path)
 
     def save_candidates(self, path: str | Path) -> Path | None:
-        """Write the trained candidates as ``candidates.json``: ``{"chosen", "noise", "trees"}``, the
-        trees a list of {tree, epochs, delta_m, delta_m_again, cost, score, step}: the trees the
-        choice compared first, then the grouping search's, best score first within each; None when
-        the search trained no candidate."""
+        """Write the trained candidates as ``candidates.json``: ``{"chosen", "noise", "pairs",
+        "trees"}``, the trees a list of {tree, epochs, delta_m, delta_m_again, cost, score}, best
+        score first; None when the search trained no candidate."""
         if not self.candidates:
             return None
         c = self.candidates
         rows = [{"tree": str(t), "epochs": int(e), "delta_m": float(d),
-                 "delta_m_again": None if np.isnan(a) else float(a), "cost": float(k), "score": float(s),
-                 "step": int(p)}
-                for t, e, d, a, k, s, p in zip(c["trees"], c["epochs"], c["delta_m"], c["delta_m_again"], c["cost"],
-                                               c["score"], c["step"])]
-        noise = float(c["noise"][0]) if len(c["noise"]) else 0.0
-        # the trees of the choice (trained with two seeds) first, then the grouping search's; best score first
-        ordered = sorted(rows, key=lambda r: (r["delta_m_again"] is None, -r["score"]))
-        data = {"chosen": self.tree.describe(), "noise": noise, "trees": ordered}
+                 "delta_m_again": None if np.isnan(a) else float(a), "cost": float(k), "score": float(s)}
+                for t, e, d, a, k, s in zip(c["trees"], c["epochs"], c["delta_m"], c["delta_m_again"], c["cost"],
+                                            c["score"])]
+        noise, pairs = (float(c[name][0]) if len(c[name]) else 0.0 for name in ("noise", "pairs"))
+        data = {"chosen": self.tree.describe(), "noise": noise, "pairs": int(pairs),
+                "trees": sorted(rows, key=lambda r: -r["score"])}
         atomic_write_text(path, json.dumps(data, indent=1))
         return Path(path)

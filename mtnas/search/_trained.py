@@ -15,22 +15,20 @@ scored by delta-m, so no task's loss scale decides its place (``mtnas.search._ev
    With more tasks (too many pairs to train) the grouping of a supernet search with the
    ``affinity`` routing method is the proposal instead (``SupernetProposal``), and the trained
    steps below decide.
-2. The grouping, where groupings can be told apart: split at the first layer that may branch
-   (each group its own network, as in Standley et al. and TAG) and trained for
-   ``SearchSpace.grouping_epochs`` (a third of the budget), the best k-grouping of the estimate
-   for k = 2..K is trained, then a local search over groupings there (``mtnas.search._local``: one
-   task moved, two groups merged, one group split; the moves the estimate ranks highest are
-   trained, the others skipped). Groupings differ most where the split is early and training
-   short: early in training, sharing with the tasks that read the same features speeds a task up
-   and sharing with the others slows it down; split late or trained to the end, related tasks
-   have learned their features anyway (``digit_gratings``' ``parity`` loses 0-2% beside the
-   grating tasks after a whole training, as much as beside the digit tasks; after a third of it,
-   6-16% against 2-3%), so groupings are compared early and short and the tree is decided at the
-   full budget. The pairs (step 1) train at the grouping budget too.
-3. The split layer, by cost, at the full budget (``SearchSpace.proxy_epochs``): the grouping
-   split at every layer that may branch, and the all-shared tree, trained (``parsimonious``), each
-   again with a second seed; the cheapest whose mean score is within training's noise of the best
-   is the tree found.
+2. The groupings: for every number of groups k = 2..K, the partition of highest estimate. The
+   pairs train for the short budget (``SearchSpace.grouping_epochs``, a third of the whole) and
+   for the whole one, and the two estimates are added, each in units of its own mean magnitude
+   (``combined_pairs``): early in training, sharing with the tasks that read the same features
+   speeds a task up and sharing with the others slows it down, but a slow task looks harmed by
+   everyone; trained to the end, the slow task has learned, but related tasks have learned their
+   features anyway and barely tell their partners apart. On ``digit_gratings`` after the whole
+   budget ``parity`` loses as much beside the grating tasks as beside the digit tasks (0-2%; after a
+   third of it 6-16% against 2-3%); on ``multi_digits_depth`` after a third of it the pairs group
+   the two slow digit tasks together, after the whole one left | right.
+3. The number of groups and the split layer, at the full budget (``SearchSpace.proxy_epochs``):
+   each k-grouping split at every layer that may branch, and the all-shared tree, trained with
+   two seeds (``parsimonious``); the cheapest tree whose mean score is within training's noise of
+   the best is the tree found.
 
 Every choice maximises ``delta-m - gain_per_cost * (relative cost - 1)``: a tree must buy
 ``search.gain_per_cost`` points of delta-m for each all-shared network's worth of extra cost
@@ -45,7 +43,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -55,9 +53,8 @@ from mtnas.core import ConfigError
 from mtnas.data import DatasetBundle
 from mtnas.search._differentiable import search_supernet
 from mtnas.search._evidence import Evaluated, Evidence
-from mtnas.search._local import Split, climb, neighbours, split_of
 from mtnas.search._methods import Affinity
-from mtnas.search._pairs import PAIR_TASKS, pair_model
+from mtnas.search._pairs import PAIR_TASKS, combined_pairs, pair_model
 from mtnas.search._result import SearchResult
 from mtnas.search._routing import effective_branches
 from mtnas.space import SearchConfig, SearchSpace
@@ -66,11 +63,21 @@ from mtnas.tree import BranchingTree
 __all__ = ["PairsSelection", "TrainedSearch", "grouping_model"]
 
 
+@dataclass(frozen=True)
+class Split:
+    """A one-split tree: all tasks share the layers below ``layer``, each group has its own branch
+    from ``layer`` on."""
+
+    layer: int
+    groups: tuple[tuple[str, ...], ...]
+
+    def tree(self, tasks: Sequence[str], num_layers: int) -> BranchingTree:
+        return BranchingTree.from_split_points(tasks, num_layers, {self.layer: self.groups})
+
+
 class SupernetProposal:
     """The grouping a supernet search proposes (for spaces with too many tasks to train every pair):
     its first split's groups, with no estimate to rank other groupings by."""
-
-    ranks_moves = False  # no estimate to tell a good one-task move from a bad one
 
     def __init__(self, groups: tuple[tuple[str, ...], ...]) -> None:
         self.groups = groups
@@ -78,19 +85,14 @@ class SupernetProposal:
     def proposals(self, max_groups: int) -> list[tuple[tuple[str, ...], ...]]:
         return [self.groups] if 1 < len(self.groups) <= max_groups else []
 
-    def estimate(self, groups: Sequence[Sequence[str]]) -> float:
-        return 0.0
 
-    def halves(self, group: tuple[str, ...]) -> None:
-        return None
-
-
-def grouping_model(evidence: Evidence, *, seed: int, hparams: SearchConfig,
+def grouping_model(early: Evidence, evidence: Evidence, *, seed: int, hparams: SearchConfig,
                    branches: int | Sequence[int] | None) -> Any:
-    """What proposes groupings: trained pairs when there are at most ``PAIR_TASKS`` tasks, else the
-    first split of a supernet search with the ``affinity`` routing method."""
+    """What proposes groupings: with at most ``PAIR_TASKS`` tasks, every pair trained for the short
+    and for the whole budget (``combined_pairs``); else the first split of a supernet search with
+    the ``affinity`` routing method."""
     if len(evidence.space.tasks) <= PAIR_TASKS:
-        return pair_model(evidence)
+        return combined_pairs([pair_model(early), pair_model(evidence)])
     found = search_supernet(evidence.space, evidence.bundle, Affinity(), seed=seed, hparams=hparams,
                             device=evidence.device, branches=branches)
     return SupernetProposal(found.tree.first_split() or (evidence.space.task_names,))
@@ -135,25 +137,23 @@ def parsimonious(evidence: Evidence, again: Evidence, trees: Sequence[BranchingT
     return first[min(close)[2]], sigma
 
 
-def _history(evidence: Evidence, early: Evidence | None, path: Sequence[Evaluated], gain_per_cost: float,
-             again: Evidence, noise: float) -> dict[str, np.ndarray]:
-    """What the search trained, for ``candidates.json``: every tree with the epochs it was trained
-    for, its delta-m, cost and score, its delta-m at the second seed where it was trained again,
-    its place on the grouping search's path, and the noise the choice allowed for."""
-    grouping = early.evaluated() if early is not None else []
+def _history(evidence: Evidence, early: Evidence | None, gain_per_cost: float, again: Evidence,
+             noise: float) -> dict[str, np.ndarray]:
+    """What the search trained, for ``candidates.json``: every tree of the choice with the epochs it
+    was trained for, its delta-m (at both seeds), cost and score, the noise the choice allowed for,
+    and how many pair networks the grouping estimate trained (``pairs``)."""
     final = evidence.evaluated()
-    on_path = {e.tree.key: i for i, e in enumerate(path)}
     second = {e.tree.key: e.delta_m for e in again.evaluated()}
-    known = grouping + final
+    pairs = max((early.trained if early is not None else 0) + evidence.trained - len(final), 0)
     return {
-        "trees": np.array([e.tree.describe() for e in known]),
-        "epochs": np.array([early.proxy.training.epochs] * len(grouping) + [evidence.proxy.training.epochs] * len(final)),
-        "delta_m": np.array([e.delta_m for e in known]),
-        "cost": np.array([e.cost for e in known]),
-        "score": np.array([e.score(gain_per_cost) for e in known]),
-        "step": np.array([on_path.get(e.tree.key, -1) for e in grouping] + [-1] * len(final)),
-        "delta_m_again": np.array([np.nan] * len(grouping) + [second.get(e.tree.key, np.nan) for e in final]),
-        "noise": np.full(len(known), noise),
+        "trees": np.array([e.tree.describe() for e in final]),
+        "epochs": np.full(len(final), evidence.proxy.training.epochs),
+        "delta_m": np.array([e.delta_m for e in final]),
+        "cost": np.array([e.cost for e in final]),
+        "score": np.array([e.score(gain_per_cost) for e in final]),
+        "delta_m_again": np.array([second.get(e.tree.key, np.nan) for e in final]),
+        "noise": np.full(len(final), noise),
+        "pairs": np.full(len(final), pairs),
     }
 
 
@@ -162,7 +162,6 @@ class TrainedSearch:
 
     kind = "trained"
     uses = ("gain_per_cost",)
-    moves = 3  # the one-task moves trained per step: those the estimate ranks highest
 
     def search(self, space: SearchSpace, bundle: DatasetBundle, *, seed: int, hparams: SearchConfig,
                device: torch.device, branches: int | Sequence[int] | None = None, progress: bool = False,
@@ -173,48 +172,20 @@ class TrainedSearch:
         evidence = Evidence(space, bundle, seed=eval_seed, device=device, progress=progress)
         branchable, limit = _limits(space, branches)
         tasks, layers, lam = space.task_names, space.num_layers, hparams.gain_per_cost
-        path: list[Evaluated] = []
         early: Evidence | None = None
         trees = [BranchingTree.all_shared(tasks, layers)]
         if branchable:
             grouping_space = replace(space, search=replace(hparams, proxy_epochs=space.grouping_epochs))
             early = Evidence(grouping_space, bundle, seed=eval_seed, device=device, progress=progress)
-            model = grouping_model(early, seed=seed, hparams=hparams, branches=branches)
-            groups, path = self._grouping(early, model, branchable[0], limit, lam)
-            if groups is not None:
+            model = grouping_model(early, evidence, seed=seed, hparams=hparams, branches=branches)
+            for groups in model.proposals(limit[branchable[0]]):
                 trees += [Split(s, groups).tree(tasks, layers) for s in branchable if len(groups) <= limit[s]]
         evidence.evaluate_all(trees)
         again = Evidence(space, bundle, seed=eval_seed + AGAIN_SEED, device=device, progress=progress)
         choice, noise = parsimonious(evidence, again, trees, lam)
         return SearchResult(tree=choice.tree, derived=None, routing={}, weights=evidence.weights(choice.tree),
                             seconds=time.perf_counter() - start, hparams=hparams,
-                            candidates=_history(evidence, early, path, lam, again, noise))
-
-    def _grouping(self, evidence: Evidence, model: Any, layer: int, limit: tuple[int, ...], lam: float
-                  ) -> tuple[tuple[tuple[str, ...], ...] | None, list[Evaluated]]:
-        """The grouping of highest score split at ``layer`` (the first that may branch, where
-        groupings differ most), by trained candidates and a local search over groupings there."""
-        space = evidence.space
-        tasks, layers = space.task_names, space.num_layers
-        first = [Split(layer, g).tree(tasks, layers) for g in model.proposals(limit[layer])]
-        if not first:
-            return None, []
-
-        def score(e: Evaluated) -> float:
-            return e.score(lam)
-
-        def candidates(current: Evaluated) -> list[BranchingTree]:
-            found = neighbours(split_of(current.tree), branchable=[layer], max_groups=limit, halves=model.halves)
-            moves = sorted(found.pop("move"), key=lambda s: -model.estimate(s.groups))[: self.moves]
-            if not model.ranks_moves:  # unranked guesses would cost a training each: none are tried
-                moves = []
-            kept = [s for s in moves + found["merge"] + found["split"] if s.layer is not None]  # groupings only
-            return list(dict.fromkeys(s.tree(tasks, layers) for s in kept))
-
-        best = max(evidence.evaluate_all(first), key=score)
-        best, path = climb(best, evidence.evaluate_all, candidates, score)
-        return best.tree.first_split(), path
-
+                            candidates=_history(evidence, early, lam, again, noise))
 
 class PairsSelection:
     """Standley et al.'s pair-based selection (module docstring): estimates only, no trained trees."""

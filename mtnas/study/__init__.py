@@ -12,8 +12,8 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
         "open_artifact_store", "upload_trial_files",
     ),
     "._front": (
-        "FrontTree", "PICKS", "choose_trial", "front_point", "front_trees", "knee", "pareto", "searched_front",
-        "write_pareto",
+        "FrontPoints", "FrontTree", "PICKS", "choose_trial", "front_point", "front_points", "front_trees", "knee",
+        "pareto", "searched_front", "trade_off", "write_pareto",
     ),
     "._inspect": ("render_trial", "trial_details",),
     "._liveness": ("mark_alive", "reap_dead_trials", "settle", "wait_for_turn",),

@@ -11,6 +11,11 @@ searched front, since the references are there to compare with (the independent 
 the best delta-m, the all-shared tree always the cheapest); a reference is still exported by its
 trial number (``--trial``).
 
+How ``trade-off`` (the default) chooses: the searched tree of highest delta-m less
+``search.gain_per_cost`` points for each all-shared network's worth of extra cost, the trade-off
+the default search itself makes, so the tree exported is the one a search of the space's
+defaults would return among those the study found.
+
 How ``knee`` chooses: both coordinates are scaled to [0, 1] over the front (quality up is good,
 cost down is good); the knee is the trial farthest above the straight line from the cheapest
 trial to the best-quality one, i.e. the one that buys the most quality per unit of cost relative
@@ -20,6 +25,7 @@ to that trade-off. With fewer than three trials on the front it is the quality p
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +34,13 @@ from typing import Any
 import optuna
 
 from mtnas.core import MtnasError, Registry, atomic_write_text
+from mtnas.space import SearchConfig
 from mtnas.study._objectives import QUALITY, cost_objective, objective_names, trial_objectives
 from mtnas.study._run import SearchRun, load_study, trial_tree
 from mtnas.tree import BranchingTree
 
-__all__ = ["PICKS", "FrontTree", "choose_trial", "front_point", "front_trees", "knee", "pareto", "searched_front",
+__all__ = ["PICKS", "FrontPoints", "FrontTree", "choose_trial", "front_point", "front_points", "front_trees", "knee",
+           "pareto", "searched_front", "trade_off",
            "write_pareto"]
 
 Trial = optuna.trial.FrozenTrial
@@ -141,14 +149,36 @@ def _cheapest(points: Sequence[tuple[float, float]]) -> int:
     return min(range(len(points)), key=lambda i: (points[i][1], -points[i][0]))
 
 
-#: ``--pick``: which point of a front of (quality, cost) points to take.
-PICKS: Registry[Callable[[Sequence[tuple[float, float]]], int]] = Registry("pick")
-PICKS.add("quality", _quality)
-PICKS.add("cheapest", _cheapest)
-PICKS.add("knee", knee)
+@dataclass(frozen=True)
+class FrontPoints:
+    """What a pick chooses from: the (quality, cost) points of the searched front, the all-shared
+    reference's cost (None when the study has none), and the space's ``search.gain_per_cost``."""
+
+    points: Sequence[tuple[float, float]]
+    all_shared_cost: float | None
+    gain_per_cost: float
 
 
-def choose_trial(study: optuna.Study, number: int | None = None, pick: str = "knee") -> Trial:
+def trade_off(front: FrontPoints) -> int:
+    """The point of highest ``delta-m - gain_per_cost * (cost / all-shared cost - 1)``: the trade-off
+    the default search makes (``mtnas.search``); the knee when the all-shared cost is unknown."""
+    if not front.all_shared_cost:
+        return knee(front.points)
+    unit = front.all_shared_cost
+    return max(range(len(front.points)),
+               key=lambda i: (front.points[i][0] - front.gain_per_cost * (front.points[i][1] / unit - 1),
+                              -front.points[i][1]))
+
+
+#: ``--pick``: which point of the searched front to take.
+PICKS: Registry[Callable[[FrontPoints], int]] = Registry("pick")
+PICKS.add("trade-off", trade_off)
+PICKS.add("knee", lambda front: knee(front.points))
+PICKS.add("quality", lambda front: _quality(front.points))
+PICKS.add("cheapest", lambda front: _cheapest(front.points))
+
+
+def choose_trial(study: optuna.Study, number: int | None = None, pick: str = "trade-off") -> Trial:
     """Completed trial ``number`` (a reference too), or the trial ``pick`` chooses from the searched front."""
     chooser = PICKS.get(pick)
     if number is not None:
@@ -165,7 +195,21 @@ def choose_trial(study: optuna.Study, number: int | None = None, pick: str = "kn
         raise MtnasError("the run has no completed searched trial yet"
                          + (f" (only the references, {held})" if held else "")
                          + "; continue it with 'mtnas search --resume --name NAME --trials N'")
-    return front[chooser([front_point(study, t) for t in front])]
+    return front[chooser(front_points(study, front))]
+
+
+def front_points(study: optuna.Study, front: Sequence[Trial]) -> FrontPoints:
+    """The picks' view of ``front``: its points, the all-shared reference's cost and the study's
+    ``search.gain_per_cost`` (its space's, else the default)."""
+    shared = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+              if t.user_attrs.get("fixed_tree") == "all-shared"]
+    settings = study.user_attrs.get("mtnas") or {}
+    search = ((settings.get("space") or {}).get("search") or {}) if isinstance(settings, dict) else {}
+    gain = search.get("gain_per_cost") if isinstance(search, dict) else None
+    if not isinstance(gain, (int, float)) or isinstance(gain, bool) or not math.isfinite(gain) or gain < 0:
+        gain = SearchConfig().gain_per_cost
+    return FrontPoints([front_point(study, t) for t in front], front_point(study, shared[0])[1] if shared else None,
+                       float(gain))
 
 
 def write_pareto(run: SearchRun, study: optuna.Study) -> list[dict[str, Any]]:
