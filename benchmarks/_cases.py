@@ -168,21 +168,34 @@ def _null_refs(space, bundle) -> dict[str, BranchingTree]:
 
 
 # -- f. kinds: digit | grating, each factor read by tasks of four kinds -----------------------
+#
+# The data plant digit | grating, but what training says is best is another tree: under the
+# space's equal loss balancing ``ink`` (a count regression, MSE ~1000 against ~1 for the others)
+# takes every layer it shares (each partner loses 70-90% beside it, ``phase`` several hundred),
+# so it needs a branch of its own; and ``phase`` (a regression, whose relative error swings
+# widely) loses less beside the grating map than beside the digit tasks or ``orientation``,
+# which is solved on any path. ``--truth`` checks each step against the tree it replaces.
 
-KINDS_DIGIT, KINDS_GRATING = ("digit", "stroke", "ink"), ("orientation", "grating_map", "phase")
-#: Grouped by kind, not by factor: the classifications | the dense and regression tasks.
-KINDS_BY_KIND = (("digit", "orientation"), ("stroke", "ink", "grating_map", "phase"))
-KINDS_WRONG = (("digit", "stroke", "phase"), ("orientation", "grating_map", "ink"))
+KINDS_PLANTED = (("digit", "stroke", "ink"), ("orientation", "grating_map", "phase"))
+KINDS_INK_ALONE = (("digit", "stroke"), ("ink",), ("orientation", "grating_map", "phase"))
+#: The best tree of the references: the one the criterion asks for.
+KINDS_BEST = (("digit", "stroke", "orientation"), ("ink",), ("grating_map", "phase"))
+KINDS_WRONG = (("digit", "stroke", "grating_map"), ("ink",), ("orientation", "phase"))
+#: Grouped by kind, not by factor: the classifications | the dense tasks | the regressions.
+KINDS_BY_KIND = (("digit", "orientation"), ("stroke", "grating_map"), ("ink", "phase"))
 
 
 def _kinds_refs(space, bundle) -> dict[str, BranchingTree]:
     t, n = space.task_names, space.num_layers
-    return {
-        "all-shared": BranchingTree.all_shared(t, n),
-        "planted after layer 1": BranchingTree.from_split_points(t, n, {1: (KINDS_DIGIT, KINDS_GRATING)}),
-        "by kind after layer 1": BranchingTree.from_split_points(t, n, {1: KINDS_BY_KIND}),
-        "wrong after layer 1": BranchingTree.from_split_points(t, n, {1: KINDS_WRONG}),
-    }
+    at_input = {"planted": KINDS_PLANTED, "ink alone": KINDS_INK_ALONE, "best": KINDS_BEST,
+                "wrong factors": KINDS_WRONG, "by kind": KINDS_BY_KIND}
+    return {"all-shared": BranchingTree.all_shared(t, n),
+            **{f"{label} at layer 0": BranchingTree.from_split_points(t, n, {0: groups})
+               for label, groups in at_input.items()}}
+
+
+def _kinds_criterion(tree, space, bundle) -> tuple[bool, str]:
+    return _first_split_is_planted(tree, space, bundle, KINDS_BEST)
 
 
 #: A tree within this factor of the all-shared tree's parameters counts as the cheapest.
@@ -216,10 +229,12 @@ CASES: dict[str, Case] = {
         Case("null", "synth_null", "6 tasks on the same content: the cheapest tree",
              _null_refs, (Claim("halves after layer 1", "all-shared", "ties"),
                           Claim("independent", "all-shared", "ties")), _cheapest),
-        Case("kinds", "digit_grating_kinds", "digit | grating, tasks of four kinds, loss scales 1e5 apart",
-             _kinds_refs, (Claim("planted after layer 1", "all-shared", "beats"),
-                           Claim("planted after layer 1", "by kind after layer 1", "beats"),
-                           Claim("planted after layer 1", "wrong after layer 1", "beats")), _first_split_is_planted,
+        Case("kinds", "digit_grating_kinds", "tasks of four kinds, losses 1e5 apart: ink alone, phase with the grating map",
+             _kinds_refs, (Claim("ink alone at layer 0", "planted at layer 0", "beats"),
+                           Claim("best at layer 0", "ink alone at layer 0", "beats"),
+                           Claim("best at layer 0", "wrong factors at layer 0", "beats"),
+                           Claim("best at layer 0", "by kind at layer 0", "beats"),
+                           Claim("best at layer 0", "all-shared", "beats")), _kinds_criterion,
              measure="delta_m"),
     )
 }

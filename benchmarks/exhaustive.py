@@ -10,7 +10,7 @@ regret (the best tree's delta-m minus its own) are printed, by delta-m and by th
 methods maximise (delta-m less ``search.gain_per_cost`` points per all-shared network of extra cost).
 
     python -m benchmarks.exhaustive [--seeds 2] [--layer 1] [--methods trained,pairs,affinity,dmtg]
-                                    [--search-seeds 0,1,2,3,4] [--jobs 2]
+                                    [--search-seeds 0,1,2,3,4] [--jobs 2] [--search-cache DIR]
 
 Last line, for the first method (the default): ``exhaustive: rank R of 122, regret X.XX points``
 (median rank and mean regret by delta-m over its searches).
@@ -65,13 +65,13 @@ def ground_truth(seeds: list[int], layer: int) -> dict[frozenset, dict]:
     return table
 
 
-def search(method: str, seed: int) -> tuple[str, int, BranchingTree, float]:
-    """One search of the space with ``method`` in a fresh cache: its tree and seconds."""
+def search(method: str, seed: int, cache: str | None = None) -> tuple[str, int, BranchingTree, float]:
+    """One search of the space with ``method`` in ``cache`` (default a fresh one): its tree and seconds."""
     from mtnas.search import search_tree
 
     torch.set_num_threads(1)
-    with tempfile.TemporaryDirectory() as cache:
-        os.environ["MTNAS_CACHE_DIR"] = cache
+    with tempfile.TemporaryDirectory() as fresh:
+        os.environ["MTNAS_CACHE_DIR"] = cache or fresh
         space, bundle = _space(seed)
         start = time.perf_counter()
         result = search_tree(space, bundle, seed=seed, hparams=replace(space.search, method=method))
@@ -91,6 +91,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="comma-separated search methods; the first is the one the last line counts")
     parser.add_argument("--search-seeds", default="0,1,2,3,4", help="comma-separated seeds of each method's searches")
     parser.add_argument("--jobs", type=int, default=2, help="searches run in parallel processes")
+    parser.add_argument("--search-cache", default=None,
+                        help="the searches' MTNAS_CACHE_DIR, e.g. the recovery suite's, to reuse the trees its "
+                             "searches of the same seeds trained (default: a fresh one per search; its seconds "
+                             "are then a search's whole cost)")
     args = parser.parse_args(argv)
     from mtnas.search import METHODS
 
@@ -114,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     seeds = [int(s) for s in args.search_seeds.split(",") if s]
     jobs = [(m, s) for m in methods for s in seeds]
     with ProcessPoolExecutor(args.jobs) as pool:
-        found = list(pool.map(search, *zip(*jobs)))
+        found = list(pool.map(search, *zip(*jobs), [args.search_cache] * len(jobs)))
     summary: dict[str, list[tuple[int, float]]] = {}
     for method, seed, tree, seconds in found:
         split = tree.first_split() or (tree.tasks,)

@@ -7,7 +7,7 @@ recovery criterion, and as "picked" when the tree ``mtnas export`` picks by defa
 the wall time of each search and the front; per case both counts; last line:
 ``search recovery: K/N cases at >= 4/5 on the front, P/N picked in >= 3/5``.
 
-    python -m benchmarks.search_recovery [--cases digit_gratings,levels] [--seeds 5] [--jobs 2]
+    python -m benchmarks.search_recovery [--cases digit_gratings,levels] [--seeds 5] [--jobs 2] [--cache DIR]
 """
 
 from __future__ import annotations
@@ -32,12 +32,13 @@ def _recovered(case_name: str, trial, space, bundle) -> bool:
     return CASES[case_name].criterion(BranchingTree(tasks, partitions), space, bundle)[0]
 
 
-def run(case_name: str, seed: int, strategy: str) -> tuple[str, int, float, list[tuple[int, bool, str]], tuple]:
+def run(case_name: str, seed: int, strategy: str, cache: str | None = None
+        ) -> tuple[str, int, float, list[tuple[int, bool, str]], tuple]:
     torch.set_num_threads(1)
     space, bundle = _load(case_name, seed)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as runs:
-        os.environ["MTNAS_CACHE_DIR"] = os.path.join(runs, "cache")  # nothing trained before counts
+        os.environ["MTNAS_CACHE_DIR"] = cache or os.path.join(runs, "cache")  # by default nothing trained before counts
         _, study = run_search(space, name=f"s{seed}", seed=seed, strategy=strategy, runs_dir=runs, progress=False)
         front = [(t.number, _recovered(case_name, t, space, bundle), t.user_attrs["tree"]) for t in pareto(study)]
         chosen = choose_trial(study)
@@ -51,12 +52,16 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--jobs", type=int, default=2, help="searches run in parallel processes")
     parser.add_argument("--strategy", default="differentiable")
+    parser.add_argument("--cache", default=None,
+                        help="the studies' MTNAS_CACHE_DIR, e.g. the recovery suite's, whose searches of the same "
+                             "seeds trained the trees already (default: a fresh one; the seconds are then a study's "
+                             "whole cost)")
     args = parser.parse_args()
     cases = [c for c in args.cases.split(",") if c]
     unknown = [c for c in cases if c not in CASES]
     if unknown:
         parser.error(f"--cases: unknown {', '.join(unknown)}; valid: {', '.join(CASES)}")
-    jobs = [(c, s, args.strategy) for c in cases for s in range(args.seeds)]
+    jobs = [(c, s, args.strategy, args.cache) for c in cases for s in range(args.seeds)]
     with ProcessPoolExecutor(args.jobs) as pool:
         results = list(pool.map(run, *zip(*jobs)))
     passed = picked_ok = 0

@@ -22,7 +22,7 @@ def test_demo_searches_exports_retrains_and_reports(tmp_path: Path, capsys: pyte
     assert arch.tree.describe() == summary["found_tree"] and arch.tree.describe() in printed
     assert arch.provenance["trial"] == summary["best_trial"] == 2  # the one differentiable trial
     assert files["tree_png"].read_bytes()[:4] == b"\x89PNG"
-    assert set(load_weights(files["weights"], tree_key=arch.tree.key))  # inherited supernet weights
+    assert set(load_weights(files["weights"], tree_key=arch.tree.key))  # the weights its search trained
     final = json.loads((files["retrain"] / "final.json").read_text())
     assert final["tree_key"] == arch.tree.key
     assert final["delta_m"]["test"] == pytest.approx(summary["delta_m_test"]["found"])

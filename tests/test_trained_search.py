@@ -1,4 +1,4 @@
-"""The trained search: stacked trees, trained evidence and its cache, pair estimates, the local search."""
+"""The trained search: stacked trees, trained evidence and its cache, pair estimates, the choice."""
 
 from __future__ import annotations
 
@@ -60,6 +60,20 @@ def test_evidence_is_the_trial_training_and_is_remembered_on_disk() -> None:
     assert again.trained == 0
     # the weights of a tree trained here load into its network
     BranchedNet.from_space(split, space).load_state_dict(evidence.weights(split))
+
+
+def test_other_search_settings_share_the_trained_evidence_but_another_budget_does_not() -> None:
+    space, bundle = _small()
+    shared = BranchingTree.all_shared(space.task_names, space.num_layers)
+    Evidence(space, bundle, seed=1).evaluate_all([shared])
+    # a trial samples other search settings: what the first search trained is what it would train
+    sampled = replace(space, search=replace(space.search, gain_per_cost=20.0, method="pairs", tau0=3.0))
+    assert sampled.training_hash == space.training_hash and sampled.content_hash != space.content_hash
+    again = Evidence(sampled, bundle, seed=1)
+    again.evaluate_all([shared])
+    assert again.trained == 0
+    longer = replace(space, search=replace(space.search, proxy_epochs=2))  # trees of another budget differ
+    assert Evidence(longer, bundle, seed=1).proxy.training_hash != again.proxy.training_hash
 
 
 def test_a_damaged_cache_entry_is_trained_again(tmp_path) -> None:
@@ -149,3 +163,28 @@ def test_trained_search_is_the_default_and_records_what_it_trained(tmp_path) -> 
     assert {r["epochs"] for r in rows} == {space.proxy_epochs} and "0-3: all" in [r["tree"] for r in rows]
     assert saved["pairs"] == 2 * 15  # every pair of the six tasks, for the short and the whole budget
     BranchedNet.from_space(result.tree, space).load_state_dict(dict(result.weights))
+
+
+def test_a_chosen_trees_weights_are_kept_in_the_cache_and_read_by_the_next_search(monkeypatch) -> None:
+    import mtnas.search._evidence as evidence_module
+
+    space, bundle = _small()
+    split = BranchingTree.from_split_points(space.task_names, 4, {2: (space.task_names[:3], space.task_names[3:])})
+    first = Evidence(space, bundle, seed=3)
+    first.evaluate(split)
+    state = first.weights(split)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(evidence_module, "train_tree_model", no_training)
+        again = Evidence(space, bundle, seed=3)  # the next trial's search: the same tree, from the cache
+        assert again.evaluate(split).delta_m == first.evaluate(split).delta_m
+        kept = again.weights(split)
+    assert kept.keys() == state.keys() and all(torch.equal(kept[k], state[k]) for k in state)
+    (path,) = (evidence_module.cache_dir() / "trees").rglob(f"{split.key}.safetensors")
+    path.write_bytes(b"damaged")
+    rebuilt = Evidence(space, bundle, seed=3).weights(split)  # a damaged file: trained again, written anew
+    assert all(torch.equal(rebuilt[k], state[k]) for k in state)
+    assert path.stat().st_size > 100

@@ -56,7 +56,7 @@ def run_demo(*, out: Path, device: str = "auto", epochs: int | None = None, tria
     cpu = f", {threads} CPU thread{'s' if threads != 1 else ''}" if dev.type == "cpu" else ""
     print(f"mtnas demo: {space.name} ({len(bundle.train)} training images, {len(space.tasks)} tasks) on {dev}{cpu}")
 
-    print(f"1/4 search: {trials} trials (all-shared, independent, then differentiable searches)")
+    print(f"1/4 search: {trials} trials (all-shared, independent, then searches)")
     run, study = run_search(space, name=out.name, runs_dir=out.parent, trials=trials, device=device, threads=threads,
                             progress=progress)
     found = searched_front(study)  # the enqueued references left out
@@ -65,7 +65,7 @@ def run_demo(*, out: Path, device: str = "auto", epochs: int | None = None, tria
     best = max(found, key=lambda t: t.user_attrs["delta_m"])
     print(f"    best found tree: trial {best.number}, {best.user_attrs['tree']}")
 
-    print("2/4 export: arch.json, tree.png and the inherited supernet weights")
+    print("2/4 export: arch.json, tree.png and the weights its search trained")
     exported = export_trial(run.root, run.root / "export", trial=best.number, with_weights=True)
 
     print(f"3/4 retrain the found tree from scratch ({space.training.epochs} epochs) against single-task networks")

@@ -8,8 +8,9 @@ like, and a trial whose tree a search already trained reuses the result instead 
 again. Delta-m is a mean of per-task relative changes, so no task's loss scale enters a decision.
 
 Results live in memory and on disk (``$MTNAS_CACHE_DIR/trees/<space hash>-seed<S>/<tree key>.json``,
-keyed like the baselines: the proxy space's content hash, which holds the budget and the loss
-balancing), so the trials of a study, its resumed runs and its local workers share them. The
+keyed like the baselines: the proxy space's ``training_hash``, which holds the budget and the
+loss balancing but not the search settings), so the trials of a study (whatever they sample),
+its resumed runs, its local workers and every search method share them. The
 weights of a tree trained in this process are kept for ``inherit``.
 """
 
@@ -22,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from mtnas.core import atomic_write_text
+from mtnas.core import MtnasError, atomic_write_text
 from mtnas.data import DatasetBundle
-from mtnas.model import tree_cost
+from mtnas.model import load_weights, save_weights, tree_cost
 from mtnas.space import SearchSpace
 from mtnas.train import (
     Baselines,
@@ -58,7 +59,7 @@ class Evaluated:
 
 
 def _cache_path(proxy: SearchSpace, seed: int, key: str) -> Path:
-    return cache_dir() / "trees" / f"{proxy.content_hash}-seed{seed}" / f"{key}.json"
+    return cache_dir() / "trees" / f"{proxy.training_hash}-seed{seed}" / f"{key}.json"
 
 
 def _read(path: Path) -> TreeResult | None:
@@ -151,18 +152,30 @@ class Evidence:
         return list(self._known.values())
 
     def weights(self, tree: BranchingTree) -> dict[str, torch.Tensor]:
-        """The trained weights of ``tree`` (a ``BranchedNet`` state dict); trained again when its
-        result came from the cache (the same seed gives the same network)."""
-        if tree.key not in self._weights:
+        """The trained weights of ``tree`` (a ``BranchedNet`` state dict): from this process's
+        training, else from the cache, else trained again (the same seed gives the same network).
+        Kept in the cache beside the tree's result, so the next trial whose search chooses the same
+        tree reads them instead of training it once more."""
+        path = _cache_path(self.proxy, self.seed, tree.key).with_suffix(".safetensors")
+        state, stored = self._weights.get(tree.key), False
+        if state is None and self.use_cache and path.is_file():
+            try:
+                state, stored = load_weights(path, tree_key=tree.key), True
+            except MtnasError:
+                state = None  # damaged: trained again, and written anew
+        if state is None:
             _, model = train_tree_model(tree, self.proxy, self.bundle, device=self.device, seed=self.seed)
-            self._weights[tree.key] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        return self._weights[tree.key]
+            state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        if self.use_cache and not stored and (tree.key not in self._weights or not path.is_file()):
+            save_weights(path, state, tree_key=tree.key)
+        self._weights[tree.key] = state
+        return state
 
     def subset_deltas(self, members: Sequence[Sequence[str]]) -> list[dict[str, float]]:
         """Each task's delta-m (%) in an all-shared network of each task subset (e.g. every pair),
         trained at the proxy budget: what sharing with those partners does to it (Standley et al. 2020).
         Stacked under ``torch.vmap`` where the space allows; cached like the trees."""
-        path = cache_dir() / "subsets" / f"{self.proxy.content_hash}-seed{self.seed}.json"
+        path = cache_dir() / "subsets" / f"{self.proxy.training_hash}-seed{self.seed}.json"
         stored: dict[str, dict[str, float]] = {}
         if self.use_cache and path.is_file():
             try:

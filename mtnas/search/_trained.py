@@ -187,6 +187,7 @@ class TrainedSearch:
                             seconds=time.perf_counter() - start, hparams=hparams,
                             candidates=_history(evidence, early, lam, again, noise))
 
+
 class PairsSelection:
     """Standley et al.'s pair-based selection (module docstring): estimates only, no trained trees."""
 
@@ -206,13 +207,14 @@ class PairsSelection:
         model = pair_model(evidence, mode="mean")
         branchable, limit = _limits(space, branches)
         tasks, layers = space.task_names, space.num_layers
-        options = [Split(None, (tasks,))]
+        options = [((tasks,), BranchingTree.all_shared(tasks, layers))]
         if branchable:
             s = branchable[0]
-            options += [Split(s, model.best_groups(k)) for k in range(2, limit[s] + 1)]
-        trees = [o.tree(tasks, layers) for o in options]
-        values = [model.estimate(o.groups) - hparams.gain_per_cost * (evidence.relative_cost(t) - 1)
-                  for o, t in zip(options, trees)]
+            options += [(groups, Split(s, groups).tree(tasks, layers))
+                        for groups in (model.best_groups(k) for k in range(2, limit[s] + 1))]
+        trees = [tree for _, tree in options]
+        values = [model.estimate(groups) - hparams.gain_per_cost * (evidence.relative_cost(tree) - 1)
+                  for groups, tree in options]
         tree = trees[int(np.argmax(values))]
         return SearchResult(tree=tree, derived=None, routing={}, weights=evidence.weights(tree),
                             seconds=time.perf_counter() - start, hparams=hparams)

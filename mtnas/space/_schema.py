@@ -462,9 +462,22 @@ class SearchSpace:
 
     @property
     def content_hash(self) -> str:
-        """A digest of everything that shapes a training result (used as a cache key)."""
+        """A digest of the whole space but its description (a study's record of its space)."""
+        return self._digest(drop=("description",))
+
+    @property
+    def training_hash(self) -> str:
+        """A digest of everything that shapes a trained tree's result: the space without its
+        ``search`` section, which no training reads (the search's budget reaches a training as
+        ``training.epochs``, ``mtnas.train.proxy_space``). The cache key of baselines and trained
+        trees, so searches with other search settings, the trials of a study and every method
+        share what one of them trained."""
+        return self._digest(drop=("description", "search"))
+
+    def _digest(self, drop: tuple[str, ...]) -> str:
         data = self.to_dict()
-        data.pop("description", None)
+        for key in drop:
+            data.pop(key, None)
         if self.backbone.weights:  # the pretrained file's content, not only its path, shapes results
             data["backbone_weights_sha256"] = _file_digest(self.backbone.weights)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

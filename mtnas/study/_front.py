@@ -34,7 +34,6 @@ from typing import Any
 import optuna
 
 from mtnas.core import MtnasError, Registry, atomic_write_text
-from mtnas.space import SearchConfig
 from mtnas.study._objectives import QUALITY, cost_objective, objective_names, trial_objectives
 from mtnas.study._run import SearchRun, load_study, trial_tree
 from mtnas.tree import BranchingTree
@@ -207,6 +206,8 @@ def front_points(study: optuna.Study, front: Sequence[Trial]) -> FrontPoints:
     search = ((settings.get("space") or {}).get("search") or {}) if isinstance(settings, dict) else {}
     gain = search.get("gain_per_cost") if isinstance(search, dict) else None
     if not isinstance(gain, (int, float)) or isinstance(gain, bool) or not math.isfinite(gain) or gain < 0:
+        from mtnas.space import SearchConfig  # here: the space schema loads torch, and show/trials do not
+
         gain = SearchConfig().gain_per_cost
     return FrontPoints([front_point(study, t) for t in front], front_point(study, shared[0])[1] if shared else None,
                        float(gain))

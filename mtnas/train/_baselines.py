@@ -1,8 +1,9 @@
 """Single-task baselines (and the all-shared tree), cached on disk.
 
 Delta-m compares every multi-task tree against one network per task trained with the same
-backbone and budget. Those runs depend only on the space's content, the seed and the budget, so
-their results are cached under ``$MTNAS_CACHE_DIR`` (default ``~/.cache/mtnas``) and reused.
+backbone and budget. Those runs depend only on the space's content (but its search settings:
+``SearchSpace.training_hash``), the seed and the budget, so their results are cached under
+``$MTNAS_CACHE_DIR`` (default ``~/.cache/mtnas``) and reused.
 The T networks train as one stacked model (``mtnas.train._batched``). Together they are the
 independent tree (one network per task): :meth:`Baselines.independent` gives its result, so a
 study need not train that tree again.
@@ -121,9 +122,9 @@ def compute_baselines(
 
     ``batched`` trains the T single-task networks as one stacked model (same seeds, batches and
     schedule as one at a time, same metrics up to float summation order); False trains them one
-    at a time. The cache entry (per space content hash and seed) serves both.
+    at a time. The cache entry (per ``training_hash`` and seed) serves both.
     """
-    path = cache_dir() / "baselines" / f"{space.content_hash}-seed{seed}.json"
+    path = cache_dir() / "baselines" / f"{space.training_hash}-seed{seed}.json"
     if use_cache and path.is_file():
         try:
             return Baselines.from_dict(json.loads(path.read_text()))
@@ -134,7 +135,7 @@ def compute_baselines(
         BranchingTree.all_shared(space.task_names, space.num_layers), space, bundle,
         device=device, seed=seed, progress=progress, desc="all-shared",
     )
-    baselines = Baselines(single, shared, seed, space.content_hash)
+    baselines = Baselines(single, shared, seed, space.training_hash)
     if use_cache:
         atomic_write_text(path, json.dumps(baselines.to_dict(), indent=1))
     return baselines
