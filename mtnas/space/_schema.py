@@ -462,7 +462,7 @@ class SearchSpace:
 
     @property
     def content_hash(self) -> str:
-        """A digest of the whole space but its description (a study's record of its space)."""
+        """A digest of the whole space but its description (search settings included)."""
         return self._digest(drop=("description",))
 
     @property
