@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mtnas.space import SearchSpace
 from mtnas.tree import BranchingTree
 
 __all__ = ["DerivedTree", "Routing", "RoutingSample", "effective_branches", "tree_of"]
@@ -34,6 +35,18 @@ def effective_branches(branches: Sequence[int], can_branch: Sequence[bool]) -> t
     for layer, (k, ok) in enumerate(zip(branches, can_branch)):
         out.append(k if ok else (out[-1] if layer else 1))
     return tuple(out)
+
+
+def space_branches(space: SearchSpace, branches: int | Sequence[int] | None = None) -> tuple[int, ...]:
+    """Nodes per layer of ``space`` (``effective_branches``): its ``routing`` settings, or
+    ``branches`` instead (one K for every layer, at most the number of tasks, or one per layer)."""
+    if branches is None:
+        per_layer = space.branches_per_layer
+    elif isinstance(branches, int):
+        per_layer = (min(branches, len(space.tasks)),) * space.num_layers
+    else:
+        per_layer = tuple(branches)
+    return effective_branches(per_layer, space.can_branch)
 
 
 @dataclass(frozen=True)

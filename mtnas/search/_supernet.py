@@ -21,7 +21,7 @@ from torch import nn
 
 from mtnas.model import build_heads, count_flops, count_params, load_pretrained
 from mtnas.nn import BlockPlan
-from mtnas.search._routing import DerivedTree, Routing, RoutingSample, effective_branches
+from mtnas.search._routing import DerivedTree, Routing, RoutingSample, space_branches
 from mtnas.space import SearchSpace
 
 __all__ = ["Supernet"]
@@ -72,14 +72,7 @@ class Supernet(nn.Module):
         from the file's block (all K equal); heads stay fresh. See ``mtnas.pretrained``.
         """
         plans = space.backbone.plan(space.input_shape, pretrained=pretrained)
-        if branches is None:
-            per_layer = space.branches_per_layer
-        elif isinstance(branches, int):
-            per_layer = (min(branches, len(space.tasks)),) * space.num_layers
-        else:
-            per_layer = tuple(branches)
-        k = effective_branches(per_layer, space.can_branch)
-        routing = Routing(space.task_names, k, space.can_branch)
+        routing = Routing(space.task_names, space_branches(space, branches), space.can_branch)
         net = cls(plans=plans, heads=build_heads(space, plans[-1].out_shape), routing=routing)
         if pretrained and space.backbone.weights is not None:
             load_pretrained(net.layers, space.backbone)

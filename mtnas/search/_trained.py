@@ -21,10 +21,8 @@ scored by delta-m, so no task's loss scale decides its place (``mtnas.search._ev
    (``combined_pairs``): early in training, sharing with the tasks that read the same features
    speeds a task up and sharing with the others slows it down, but a slow task looks harmed by
    everyone; trained to the end, the slow task has learned, but related tasks have learned their
-   features anyway and barely tell their partners apart. On ``digit_gratings`` after the whole
-   budget ``parity`` loses as much beside the grating tasks as beside the digit tasks (0-2%; after a
-   third of it 6-16% against 2-3%); on ``multi_digits_depth`` after a third of it the pairs group
-   the two slow digit tasks together, after the whole one left | right.
+   features anyway and barely tell their partners apart. Each budget corrects the other's blind
+   spot (the measurements: ``benchmarks/README.md``, third round).
 3. The number of groups and the split layer, at the full budget (``SearchSpace.proxy_epochs``):
    each k-grouping split at every layer that may branch, and the all-shared tree, trained with
    two seeds (``parsimonious``); the cheapest tree whose mean score is within training's noise of
@@ -56,7 +54,7 @@ from mtnas.search._evidence import Evaluated, Evidence
 from mtnas.search._methods import Affinity
 from mtnas.search._pairs import PAIR_TASKS, combined_pairs, pair_model
 from mtnas.search._result import SearchResult
-from mtnas.search._routing import effective_branches
+from mtnas.search._routing import space_branches
 from mtnas.space import SearchConfig, SearchSpace
 from mtnas.tree import BranchingTree
 
@@ -100,13 +98,7 @@ def grouping_model(early: Evidence, evidence: Evidence, *, seed: int, hparams: S
 
 def _limits(space: SearchSpace, branches: int | Sequence[int] | None) -> tuple[list[int], tuple[int, ...]]:
     """The layers that may branch and the most groups each layer may hold."""
-    if branches is None:
-        per_layer = space.branches_per_layer
-    elif isinstance(branches, int):
-        per_layer = (min(branches, len(space.tasks)),) * space.num_layers
-    else:
-        per_layer = tuple(branches)
-    k = effective_branches(per_layer, space.can_branch)
+    k = space_branches(space, branches)
     return [layer for layer in range(space.num_layers) if space.can_branch[layer] and k[layer] > 1], k
 
 

@@ -4,11 +4,11 @@ its cost, and the tree chosen."""
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import NamedTuple
 
 from mtnas.core import MtnasError, load_json_text, read_text_file
+from mtnas.viz._save import save_figure
 
 __all__ = ["SearchCandidates", "candidates_of", "draw_candidates"]
 
@@ -79,8 +79,4 @@ def draw_candidates(candidates: SearchCandidates, path: str | Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import NamedTuple
 
 from mtnas.core import MtnasError
+from mtnas.viz._save import save_figure
 
 __all__ = ["RetrainCurves", "draw_curves"]
 
@@ -41,8 +41,4 @@ def draw_curves(curves: RetrainCurves, path: str | Path) -> Path:
         ax.legend(fontsize="small")
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path)

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mtnas.core import naming
 from mtnas.tree import BranchingTree
+from mtnas.viz._save import save_figure
 from mtnas.viz._tree_layout import NAMED_TASKS_MAX, TreeLayout, layout_tree
 
 __all__ = ["draw_tree", "render_tree", "tree_title"]
@@ -85,14 +85,8 @@ def render_tree(layout: TreeLayout, *, title: str | None = None) -> Any:
 def draw_tree(tree: BranchingTree, path: str | Path, *, title: str | None = None,
               named_tasks_max: int = NAMED_TASKS_MAX) -> Path:
     """Write the picture of ``tree`` to ``path`` (.png, .svg or .pdf, by its suffix)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig = render_tree(layout_tree(tree, named_tasks_max=named_tasks_max), title=title)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    with naming(path):  # a full disk names the picture, not nothing
-        fig.savefig(tmp, dpi=110, facecolor="white")
-        tmp.replace(path)
-    return path
+    return save_figure(fig, path, dpi=110, facecolor="white")
 
 
 def _tint(colour: str) -> str:
