@@ -6,4 +6,5 @@ from mtnas.core._lazy import lazy_exports
 
 __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "._bundle": ("DatasetBundle", "TASK_KINDS", "TaskData", "TaskInfo",),
+    "._digest": ("data_digest",),
 })

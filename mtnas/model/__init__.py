@@ -12,6 +12,7 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
         "tensors_sha256", "torch_load_checked",
     ),
     "._cost": ("Cost", "count_flops", "count_params", "tree_cost",),
+    "._inherit": ("inherit_state", "refines",),
     "._loading": ("arch_space", "load_model",),
     "._pretrained": (
         "BACKBONE_FORMAT", "WEIGHTS_MAPS", "load_pretrained", "read_backbone_weights", "save_backbone_weights",

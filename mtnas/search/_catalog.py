@@ -28,6 +28,7 @@ from mtnas.search._dmtg import DMTG
 from mtnas.search._methods import Affinity, Plain
 from mtnas.search._result import SearchResult
 from mtnas.search._rsa import RepresentationSimilarity
+from mtnas.search._store import EvidenceStore
 from mtnas.search._tag import TaskAffinityGrouping
 from mtnas.search._trained import PairsSelection, TrainedSearch
 from mtnas.space import SearchConfig, SearchSpace
@@ -41,7 +42,7 @@ class SearchMethod(Protocol):
 
     def search(self, space: SearchSpace, bundle: DatasetBundle, *, seed: int, hparams: SearchConfig,
                device: torch.device | str, branches: int | Sequence[int] | None, progress: bool,
-               eval_seed: int | None) -> SearchResult: ...
+               eval_seed: int | None, store: EvidenceStore | None) -> SearchResult: ...
 
 
 #: The routing supernet's hyperparameters, which every supernet method reads.
@@ -53,7 +54,7 @@ METHODS.add("pairs", PairsSelection())
 METHODS.add("plain", SupernetSearch(Plain(), _SUPERNET))
 METHODS.add("affinity", SupernetSearch(Affinity(), _SUPERNET + ("affinity_weight",)))
 METHODS.add("rsa", SupernetSearch(RepresentationSimilarity(), ("cost_weight", "warmup_epochs")))
-METHODS.add("tag", SupernetSearch(TaskAffinityGrouping(), ("cost_weight", "warmup_epochs")))
+METHODS.add("tag", TaskAffinityGrouping())
 METHODS.add("dmtg", DMTG())
 
 
@@ -84,6 +85,7 @@ def search_tree(
     branches: int | Sequence[int] | None = None,
     progress: bool = False,
     eval_seed: int | None = None,
+    store: EvidenceStore | None = None,
 ) -> SearchResult:
     """Run one search of a resolved ``space`` with its ``search.method`` and return the tree found.
 
@@ -96,8 +98,10 @@ def search_tree(
         eval_seed: the seed the trained methods train their trees with (default ``seed``); a
             study passes its own seed, so every trial's trees compare like for like and a tree one
             trial trained is not trained again by the next.
+        store: where the trained methods keep and claim their units of training (default: this
+            machine's cache folder; a study passes its own, shared by its workers).
     """
     cfg = hparams or space.search
     method = METHODS.get(check_method(cfg))
     return method.search(space, bundle, seed=seed, hparams=cfg, device=torch.device(device), branches=branches,
-                         progress=progress, eval_seed=eval_seed)
+                         progress=progress, eval_seed=eval_seed, store=store)

@@ -168,6 +168,7 @@ class SupernetSearch:
 
     def search(self, space: SearchSpace, bundle: DatasetBundle, *, seed: int, hparams: SearchConfig,
                device: torch.device | str = "cpu", branches: int | Sequence[int] | None = None,
-               progress: bool = False, eval_seed: int | None = None) -> SearchResult:
+               progress: bool = False, eval_seed: int | None = None,
+               store: object = None) -> SearchResult:
         return search_supernet(space, bundle, self.routing, seed=seed, hparams=hparams, device=device,
                                branches=branches, progress=progress)

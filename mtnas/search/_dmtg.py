@@ -45,7 +45,8 @@ class DMTG:
 
     def search(self, space: SearchSpace, bundle: DatasetBundle, *, seed: int, hparams: SearchConfig,
                device: torch.device | str = "cpu", branches: int | Sequence[int] | None = None,
-               progress: bool = False, eval_seed: int | None = None) -> SearchResult:
+               progress: bool = False, eval_seed: int | None = None,
+               store: object = None) -> SearchResult:
         cfg, device = hparams, torch.device(device)
         start = time.perf_counter()
         torch.manual_seed(seed)

@@ -1,197 +1,237 @@
-"""Trained evidence: trees trained at the proxy budget and scored by delta-m, remembered.
+"""Trained evidence: units of training, keyed by their content, shared through an evidence store.
 
-The trained search methods (``mtnas.search._trained``) decide only on what training says: each
-tree they compare is trained from scratch exactly as a study's trial trains it (``train_tree`` on
-``proxy_space`` with the evaluation seed) and scored by its validation delta-m against single-task
-baselines of the same budget. A search's comparison is therefore the study's comparison, like for
-like, and a trial whose tree a search already trained reuses the result instead of training it
-again. Delta-m is a mean of per-task relative changes, so no task's loss scale enters a decision.
+A :class:`Unit` is one training: a tree from fresh weights (seeded) for a number of epochs on a
+space's data, exactly as ``mtnas.train.train_tree`` trains it (its cosine schedule over those
+epochs). Its key digests everything the result depends on: the space without its search settings
+(``SearchSpace.training_hash``: backbone, tasks, losses, balancing, optimiser), the dataset's
+content (``mtnas.data.data_digest``), mtnas's version, the tree, the epochs and the seed. A
+search asks :class:`Evidence` for the units it needs (``obtain``); each is read from the store
+when some process trained it, trained here when this process claims it, or waited for while
+another process trains it (``mtnas.search._store``), so the processes of a study split a search's
+trainings and none trains what another did.
 
-Results live in memory and on disk (``$MTNAS_CACHE_DIR/trees/<space hash>-seed<S>/<tree key>.json``,
-keyed like the baselines: the proxy space's ``training_hash``, which holds the budget and the
-loss balancing but not the search settings), so the trials of a study (whatever they sample),
-its resumed runs, its local workers and every search method share them. The
-weights of a tree trained in this process are kept for ``inherit``.
+Units that are all-shared trees can also carry the gradient agreement of their trained network
+(``probe``, ``mtnas.search._gradients``), so the signal travels with the entry and needs no
+weights.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 
-from mtnas.core import MtnasError, atomic_write_text
-from mtnas.data import DatasetBundle
-from mtnas.model import load_weights, save_weights, tree_cost
+from mtnas.core import __version__
+from mtnas.data import DatasetBundle, data_digest
+from mtnas.model import BranchedNet
+from mtnas.search._gradients import gradient_agreement
+from mtnas.search._store import EvidenceStore, LocalStore
 from mtnas.space import SearchSpace
-from mtnas.train import (
-    Baselines,
-    TreeResult,
-    cache_dir,
-    compute_baselines,
-    per_task_delta,
-    proxy_space,
-    subset_space,
-    train_subset_networks,
-    train_tree_model,
-    train_trees,
-)
+from mtnas.train import Baselines, TreeResult, cache_dir, compute_baselines, train_trees
 from mtnas.tree import BranchingTree
 
-__all__ = ["Evaluated", "Evidence", "cached_result", "remember_result"]
+__all__ = ["EVIDENCE_FORMAT", "Evidence", "Trained", "Unit", "default_store"]
+
+#: Changes whenever an entry's meaning changes: older entries are then not read.
+EVIDENCE_FORMAT = 2
 
 
 @dataclass(frozen=True)
-class Evaluated:
-    """One trained tree: its result, validation delta-m (%) and cost relative to all-shared."""
+class Unit:
+    """One training: ``tree`` (over all or some of the space's tasks) from fresh weights seeded by
+    ``seed``, with the schedule of ``epochs`` epochs, trained for all of them or for the first
+    ``stop``; with ``probe``, also the gradient agreement of the trained network (all-shared trees
+    only)."""
 
     tree: BranchingTree
+    epochs: int
+    seed: int
+    probe: bool = False
+    stop: int | None = None
+
+    @property
+    def trained_epochs(self) -> int:
+        return min(self.stop or self.epochs, self.epochs)
+
+    def describe(self) -> str:
+        part = f"{self.trained_epochs} of {self.epochs}" if self.trained_epochs < self.epochs else f"{self.epochs}"
+        return f"{self.tree.describe()} ({part} epochs, seed {self.seed})"
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A unit's result: per-task metrics on val and test, the training's seconds, and the gradient
+    agreement (T, T) when probed."""
+
+    unit: Unit
     result: TreeResult
-    delta_m: float
-    cost: float
+    agreement: np.ndarray | None = None
 
-    def score(self, gain_per_cost: float) -> float:
-        """Delta-m less ``gain_per_cost`` points per all-shared network's worth of extra cost."""
-        return self.delta_m - gain_per_cost * (self.cost - 1.0)
+    def to_entry(self) -> dict:
+        return {"result": self.result.to_dict(),
+                "agreement": None if self.agreement is None else self.agreement.tolist()}
+
+    @classmethod
+    def from_entry(cls, unit: Unit, entry: dict) -> Trained | None:
+        """The unit's result from a store entry; None when the entry does not hold it (damaged, or of
+        another tree or task set): such a unit is trained again."""
+        try:
+            result = TreeResult.from_dict(entry["result"])
+            agreement = None if entry.get("agreement") is None else np.asarray(entry["agreement"], dtype=float)
+        except (KeyError, TypeError, ValueError):
+            return None
+        tasks = set(unit.tree.tasks)
+        if result.tree != unit.tree or set(result.val) != tasks or set(result.test) != tasks:
+            return None
+        values = [v for split in (result.val, result.test) for m in split.values() for v in m.values()]
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+            return None
+        if unit.probe and (agreement is None or agreement.shape != (len(tasks),) * 2 or not np.isfinite(agreement).all()):
+            return None
+        return cls(unit, result, agreement)
 
 
-def _cache_path(proxy: SearchSpace, seed: int, key: str) -> Path:
-    return cache_dir() / "trees" / f"{proxy.training_hash}-seed{seed}" / f"{key}.json"
-
-
-def _read(path: Path) -> TreeResult | None:
-    try:
-        return TreeResult.from_dict(json.loads(path.read_text()))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # missing, stale or damaged: trained again
-
-
-def cached_result(tree: BranchingTree, proxy: SearchSpace, seed: int) -> TreeResult | None:
-    """``tree``'s result on the proxy space ``proxy`` with ``seed`` when a search or trial trained it
-    before (None: not in the cache)."""
-    cached = _read(_cache_path(proxy, seed, tree.key))
-    return cached if cached is not None and cached.tree == tree else None
-
-
-def remember_result(result: TreeResult, proxy: SearchSpace, seed: int) -> None:
-    """Keep a tree's result on ``proxy`` with ``seed`` in the cache (``cached_result``)."""
-    atomic_write_text(_cache_path(proxy, seed, result.tree.key), json.dumps(result.to_dict()))
+def default_store() -> LocalStore:
+    """This machine's evidence folder: ``$MTNAS_CACHE_DIR/evidence``."""
+    return LocalStore(cache_dir() / "evidence")
 
 
 class Evidence:
-    """Trained trees of one space at its proxy budget, with their delta-m and relative cost.
+    """The units of one space and dataset: obtained once, from the store or trained here.
 
     Args:
-        space: a resolved search space; its ``proxy_epochs`` is the budget and
-            ``search.cost_metric`` the cost counted.
-        bundle: its dataset (trees train on ``train``, delta-m is read on ``val``).
-        seed: the seed of every training, the baselines' included.
-        baselines: the proxy baselines when the caller has them (a study); else computed (cached).
+        space: a resolved search space (its ``training`` section trains every unit; a unit's
+            ``epochs`` replaces ``training.epochs``).
+        bundle: its dataset (units train on ``train``; metrics are read on ``val`` and ``test``).
+        store: where units are kept and claimed (default: this machine's evidence folder).
+        poll: seconds between looks while another process trains a unit this one needs.
     """
 
-    def __init__(self, space: SearchSpace, bundle: DatasetBundle, *, seed: int, device: torch.device | str = "cpu",
-                 baselines: Baselines | None = None, use_cache: bool = True, progress: bool = False) -> None:
-        self.space, self.bundle, self.seed = space, bundle, seed
+    def __init__(self, space: SearchSpace, bundle: DatasetBundle, *, device: torch.device | str = "cpu",
+                 store: EvidenceStore | None = None, progress: bool = False, poll: float = 0.5) -> None:
+        self.space, self.bundle = space, bundle
         self.device = torch.device(device)
-        self.proxy = proxy_space(space)
-        self.use_cache, self.progress = use_cache, progress
-        self.baselines = baselines or compute_baselines(self.proxy, bundle, device=self.device, seed=seed,
-                                                        use_cache=use_cache, progress=progress)
-        self._shared_cost = self._cost_of(BranchingTree.all_shared(space.task_names, space.num_layers))
-        self._known: dict[str, Evaluated] = {}
+        self.store = store if store is not None else default_store()
+        self.progress, self.poll = progress, poll
+        self._prefix = json.dumps({"format": EVIDENCE_FORMAT, "mtnas": __version__, "space": space.training_hash,
+                                   "data": data_digest(bundle)}, sort_keys=True)
+        self._known: dict[str, Trained] = {}
         self._weights: dict[str, dict[str, torch.Tensor]] = {}
-        self.trained = 0  # trees trained by this object (not read from a cache)
+        self.order: list[Trained] = []  # every unit obtained, in the order first obtained
+        self.trained = 0  # units this object trained (not read from the store)
+        self.seconds = 0.0  # their training time
 
-    def _cost_of(self, tree: BranchingTree) -> float:
-        return float(getattr(tree_cost(tree, self.space), self.space.search.cost_metric))
+    def key(self, unit: Unit) -> str:
+        spec = json.dumps({"tree": unit.tree.to_dict(), "epochs": unit.epochs, "seed": unit.seed,
+                           "probe": unit.probe, "stop": unit.trained_epochs}, sort_keys=True)
+        return hashlib.sha256(f"{self._prefix}|{spec}".encode()).hexdigest()
 
-    def relative_cost(self, tree: BranchingTree) -> float:
-        """The tree's cost over the all-shared tree's (1.0 = all-shared)."""
-        return self._cost_of(tree) / self._shared_cost
-
-    def known(self, tree: BranchingTree) -> bool:
-        """Whether ``tree`` is already trained (here or in the cache)."""
-        return tree.key in self._known or (self.use_cache and cached_result(tree, self.proxy, self.seed) is not None)
-
-    def evaluate(self, tree: BranchingTree) -> Evaluated:
-        """``tree`` trained at the proxy budget (or its remembered result)."""
-        return self.evaluate_all([tree])[0]
-
-    def evaluate_all(self, trees: Sequence[BranchingTree]) -> list[Evaluated]:
-        """Every tree trained at the proxy budget (or remembered); the missing ones train together,
-        stacked where they share a wiring (``mtnas.train.train_trees``)."""
-        missing: dict[str, BranchingTree] = {}
-        for tree in trees:
-            if tree.key in self._known or tree.key in missing:
-                continue
-            cached = cached_result(tree, self.proxy, self.seed) if self.use_cache else None
-            if cached is not None:
-                self._remember(tree, cached)
+    def obtain(self, units: Sequence[Unit]) -> list[Trained]:
+        """Every unit's result, in ``units`` order: remembered, read from the store, trained here
+        (those this process claims, half of the missing ones at a time so that other processes
+        needing them take the rest), or waited for while another process trains it."""
+        keys = [self.key(u) for u in units]
+        pending = {k: u for k, u in zip(keys, units) if not self._lookup(k, u)}
+        while pending:
+            share = max(1, math.ceil(len(pending) / 2))
+            mine = []
+            for k, u in list(pending.items()):
+                if len(mine) < share and self.store.claim(k):
+                    mine.append((k, u))
+            if mine:
+                self._train(mine)
             else:
-                missing[tree.key] = tree
-        if missing:
-            for tree, (result, weights) in zip(missing.values(), train_trees(
-                    self.proxy, self.bundle, list(missing.values()), device=self.device, seed=self.seed,
-                    progress=self.progress)):
+                time.sleep(self.poll)  # every missing unit is being trained by another process
+            pending = {k: u for k, u in pending.items() if not self._lookup(k, u)}
+        return [self._known[k] for k in keys]
+
+    def _lookup(self, key: str, unit: Unit) -> bool:
+        if key in self._known:
+            return True
+        entry = self.store.get(key)
+        found = Trained.from_entry(unit, entry) if entry is not None else None
+        if found is None:
+            return False
+        self._remember(key, found)
+        return True
+
+    def _remember(self, key: str, found: Trained) -> None:
+        self._known[key] = found
+        self.order.append(found)
+
+    def _train(self, claimed: list[tuple[str, Unit]]) -> None:
+        """Train the claimed units, stacked by (epochs, stop, seed), and store each result."""
+        groups: dict[tuple[int, int, int], list[tuple[str, Unit]]] = {}
+        for k, u in claimed:
+            groups.setdefault((u.epochs, u.trained_epochs, u.seed), []).append((k, u))
+        for (epochs, stop, seed), members in groups.items():
+            space = replace(self.space, training=replace(self.space.training, epochs=epochs))
+            start = time.perf_counter()
+            try:
+                outs = train_trees(space, self.bundle, [u.tree for _, u in members], device=self.device, seed=seed,
+                                   progress=self.progress, stop=stop)
+            except BaseException:
+                for k, _ in members:
+                    self.store.release(k)
+                raise
+            self.seconds += time.perf_counter() - start
+            for (k, u), (result, weights) in zip(members, outs):
+                agreement = self._probe(space, u, weights) if u.probe else None
+                found = Trained(u, result, agreement)
+                self.store.put(k, found.to_entry())
                 self.trained += 1
-                self._weights[tree.key] = weights
-                if self.use_cache:
-                    remember_result(result, self.proxy, self.seed)
-                self._remember(tree, result)
-        return [self._known[t.key] for t in trees]
+                self._weights[k] = weights
+                self._remember(k, found)
 
-    def _remember(self, tree: BranchingTree, result: TreeResult) -> None:
-        self._known[tree.key] = Evaluated(tree, result, self.baselines.delta_m(result, self.proxy, "val"),
-                                          self.relative_cost(tree))
+    def _probe(self, space: SearchSpace, unit: Unit, weights: dict[str, torch.Tensor]) -> np.ndarray:
+        net = BranchedNet.from_space(unit.tree, space, pretrained=False).to(self.device)
+        net.load_state_dict(weights)
+        return gradient_agreement(net, self.bundle.train.only(unit.tree.tasks), space)
 
-    def evaluated(self) -> list[Evaluated]:
-        """Every tree evaluated through this object, in order."""
-        return list(self._known.values())
+    def baselines(self, seed: int) -> Baselines:
+        """The single-task baselines of delta-m (and the all-shared tree) for the space's budget and
+        ``seed``, as a unit of evidence: read from the store, or computed here when this process
+        claims them (``mtnas.train.compute_baselines``), or waited for."""
+        key = hashlib.sha256(f"{self._prefix}|baselines|{self.space.training.epochs}|{seed}".encode()).hexdigest()
+        while True:
+            entry = self.store.get(key)
+            if entry is not None:
+                try:
+                    return Baselines.from_dict(entry["baselines"])
+                except (KeyError, TypeError, ValueError):
+                    pass  # damaged: computed again below
+            if entry is not None or self.store.claim(key):
+                try:
+                    found = compute_baselines(self.space, self.bundle, device=self.device, seed=seed,
+                                              progress=self.progress)
+                except BaseException:
+                    self.store.release(key)
+                    raise
+                if entry is None:
+                    self.store.put(key, {"baselines": found.to_dict()})
+                return found
+            time.sleep(self.poll)
 
-    def weights(self, tree: BranchingTree) -> dict[str, torch.Tensor]:
-        """The trained weights of ``tree`` (a ``BranchedNet`` state dict): from this process's
-        training, else from the cache, else trained again (the same seed gives the same network).
-        Kept in the cache beside the tree's result, so the next trial whose search chooses the same
-        tree reads them instead of training it once more."""
-        path = _cache_path(self.proxy, self.seed, tree.key).with_suffix(".safetensors")
-        state, stored = self._weights.get(tree.key), False
-        if state is None and self.use_cache and path.is_file():
-            try:
-                state, stored = load_weights(path, tree_key=tree.key), True
-            except MtnasError:
-                state = None  # damaged: trained again, and written anew
+    def weights(self, unit: Unit) -> dict[str, torch.Tensor]:
+        """The unit's trained weights (a ``BranchedNet`` state dict): from this process's training,
+        else from the store, else trained again (the same seed gives the same network) and stored,
+        so the next process that needs them reads them."""
+        key = self.key(unit)
+        if key in self._weights:
+            state = self._weights[key]
+            self.store.put_weights(key, unit.tree.key, state)
+            return state
+        state = self.store.get_weights(key, unit.tree.key)
         if state is None:
-            _, model = train_tree_model(tree, self.proxy, self.bundle, device=self.device, seed=self.seed)
-            state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        if self.use_cache and not stored and (tree.key not in self._weights or not path.is_file()):
-            save_weights(path, state, tree_key=tree.key)
-        self._weights[tree.key] = state
+            space = replace(self.space, training=replace(self.space.training, epochs=unit.epochs))
+            ((_, state),) = train_trees(space, self.bundle, [unit.tree], device=self.device, seed=unit.seed,
+                                        stop=unit.trained_epochs)
+            self.store.put_weights(key, unit.tree.key, state)
+        self._weights[key] = state
         return state
-
-    def subset_deltas(self, members: Sequence[Sequence[str]]) -> list[dict[str, float]]:
-        """Each task's delta-m (%) in an all-shared network of each task subset (e.g. every pair),
-        trained at the proxy budget: what sharing with those partners does to it (Standley et al. 2020).
-        Stacked under ``torch.vmap`` where the space allows; cached like the trees."""
-        path = cache_dir() / "subsets" / f"{self.proxy.training_hash}-seed{self.seed}.json"
-        stored: dict[str, dict[str, float]] = {}
-        if self.use_cache and path.is_file():
-            try:
-                stored = {str(k): {str(t): float(v) for t, v in d.items()} for k, d in json.loads(path.read_text()).items()}
-            except (OSError, ValueError, AttributeError, TypeError):
-                stored = {}
-        key = [",".join(m) for m in members]
-        missing = [m for m, k in zip(members, key) if k not in stored]
-        if missing:
-            solo = self.baselines.metrics("val")
-            for m, result in zip(missing, train_subset_networks(self.proxy, self.bundle, missing, device=self.device,
-                                                                seed=self.seed)):
-                sub = {t: solo[t] for t in m}
-                stored[",".join(m)] = per_task_delta(result.val, sub, subset_space(self.proxy, m))
-            self.trained += len(missing)
-            if self.use_cache:
-                atomic_write_text(path, json.dumps(stored))
-        return [stored[k] for k in key]
-

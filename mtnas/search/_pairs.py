@@ -15,17 +15,15 @@ and the mean cannot tell one harmful partner from three.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 
-from mtnas.search._evidence import Evidence
 from mtnas.search._fixed_routing import _partitions, agglomerative, best_partition, groups_of
 
-__all__ = ["PAIR_TASKS", "PairModel", "all_partitions", "combined_pairs", "pair_model"]
+__all__ = ["PAIR_TASKS", "PairModel", "all_partitions"]
 
 #: Up to this many tasks every pair is trained (66 pair networks); above it, too many to train.
 PAIR_TASKS = 12
@@ -79,28 +77,6 @@ class PairModel:
         """Pair harm as a distance for agglomerative starts: how much the pair costs both tasks."""
         harm = -(self.deltas + self.deltas.T) / 2
         return harm - harm.min() if harm.size else harm
-
-
-def pair_model(evidence: Evidence, mode: str = "sum") -> PairModel:
-    """Train every pair of the space's tasks at the proxy budget and build their ``PairModel``."""
-    tasks = evidence.space.task_names
-    pairs = list(itertools.combinations(tasks, 2))
-    deltas = np.zeros((len(tasks), len(tasks)))
-    index = {t: i for i, t in enumerate(tasks)}
-    for (a, b), d in zip(pairs, evidence.subset_deltas(pairs)):
-        deltas[index[a], index[b]], deltas[index[b], index[a]] = d[a], d[b]
-    return PairModel(tasks, deltas, mode)
-
-
-def combined_pairs(models: Sequence[PairModel]) -> PairModel:
-    """One estimate from pairs trained for several budgets: each budget's deltas in units of their
-    own mean magnitude (so a short training's larger harms do not outweigh a whole one's), summed."""
-    total = np.zeros_like(models[0].deltas)
-    for m in models:
-        off = m.deltas[~np.eye(len(m.tasks), dtype=bool)]
-        scale = float(np.abs(off).mean()) if off.size else 0.0
-        total += m.deltas / scale if scale > 0 else 0.0
-    return PairModel(models[0].tasks, total, models[0].mode)
 
 
 def all_partitions(tasks: Sequence[str], k: int) -> list[tuple[tuple[str, ...], ...]]:

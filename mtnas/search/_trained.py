@@ -1,99 +1,69 @@
-"""Search methods that decide the sharing from trained evidence: ``trained`` (the default) and
+"""Search methods that decide the sharing from trained trees: ``trained`` (the default) and
 ``pairs`` (Standley et al. 2020).
 
-Signals taken in one gradient step, early, on a shared network (lookahead affinity, gradient
-cosines) do not predict what training to the end says: a task that keeps another from learning,
-a conflict at an early layer that splitting does not cure, and a 40 x 40 matrix measured a few
-times all mislead them (``benchmarks/README.md`` has the measurements). These methods compare
-trained networks instead, each trained at the proxy budget exactly as a study's trial is and
-scored by delta-m, so no task's loss scale decides its place (``mtnas.search._evidence``).
+``trained`` spends a few trainings and decides on what they say (the measurements behind each
+step: ``benchmarks/README.md``):
 
-``trained``:
+1. **Signal.** The all-shared tree is trained for the short budget (``SearchSpace.grouping_epochs``,
+   a third of the whole), and the per-sample gradient agreement of its tasks is read off the
+   trained network (``mtnas.search._gradients``). Its best partition into k groups, for every
+   k = 2..K, is the first proposal of each size.
+2. **Groupings, trained.** Every proposal is trained for the short budget, split at the first layer
+   that may branch. Short trainings rank trees as whole ones do (Kendall tau with the exhaustive
+   trained ranking 0.81 on ``digit_gratings``, 0.77 on ``digit_grating_kinds``, about one seed's
+   agreement with another) at a third of the cost. A surrogate of what each partner does to each
+   task (``mtnas.search._surrogate``) is fitted to every trained tree and proposes the next
+   grouping of each size; it is trained in turn, until the surrogate proposes nothing untrained
+   or ``ROUNDS`` rounds have passed. Loss scales that the gradients cannot see (a regression whose
+   error is 1,000 times another task's) show in the trained terms, and the surrogate moves the
+   task that suffers.
+3. **Depth and hierarchy.** The best grouping is trained split at each later layer that may
+   branch, and as two-level trees: two of its groups sharing deeper before they part, and its
+   largest group split again deeper. The tree of best score among all trained trees is the tree
+   found.
 
-1. Evidence on the tasks: every pair's all-shared network (``mtnas.search._pairs``; up to
-   ``PAIR_TASKS`` tasks), whose deltas estimate any grouping by adding up the harm of partners.
-   With more tasks (too many pairs to train) the grouping of a supernet search with the
-   ``affinity`` routing method is the proposal instead (``SupernetProposal``), and the trained
-   steps below decide.
-2. The groupings: for every number of groups k = 2..K, the partition of highest estimate. The
-   pairs train for the short budget (``SearchSpace.grouping_epochs``, a third of the whole) and
-   for the whole one, and the two estimates are added, each in units of its own mean magnitude
-   (``combined_pairs``): early in training, sharing with the tasks that read the same features
-   speeds a task up and sharing with the others slows it down, but a slow task looks harmed by
-   everyone; trained to the end, the slow task has learned, but related tasks have learned their
-   features anyway and barely tell their partners apart. Each budget corrects the other's blind
-   spot (the measurements: ``benchmarks/README.md``, third round).
-3. The number of groups and the split layer, at the full budget (``SearchSpace.proxy_epochs``):
-   each k-grouping split at every layer that may branch, and the all-shared tree, trained with
-   two seeds (``parsimonious``); the cheapest tree whose mean score is within training's noise of
-   the best is the tree found.
+Trees are compared by their mean task term against the best value any trained tree reached on
+each task (``mtnas.search._scores``: delta-m with the best trained tree as reference, so no
+single-task network is trained), less ``search.gain_per_cost`` points for each all-shared
+network's worth of extra cost (``search.cost_metric``): the trade-off a study's trials sample to
+fill the front.
 
-Every choice maximises ``delta-m - gain_per_cost * (relative cost - 1)``: a tree must buy
-``search.gain_per_cost`` points of delta-m for each all-shared network's worth of extra cost
-(``search.cost_metric``), the trade-off the study's trials sample to fill the front.
-
-``pairs`` is Standley et al.'s selection as they describe it: the pairs' estimates with their
-average over a task's partners, one network per group (the split at the first layer that may
-branch) and the number of groups chosen by the same trade-off, with no further training.
+``pairs`` is Standley et al.'s selection as they describe it: every pair of tasks trained as one
+network for the whole budget, a grouping estimated by the mean of its pairs, one network per group
+(the split at the first layer that may branch), the number of groups chosen by the same trade-off,
+no further training.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
 import numpy as np
 import torch
 
 from mtnas.core import ConfigError
 from mtnas.data import DatasetBundle
-from mtnas.search._differentiable import search_supernet
-from mtnas.search._evidence import Evaluated, Evidence
-from mtnas.search._methods import Affinity
-from mtnas.search._pairs import PAIR_TASKS, combined_pairs, pair_model
+from mtnas.model import tree_cost
+from mtnas.search._evidence import Evidence, Trained, Unit
+from mtnas.search._fixed_routing import agglomerative, best_partition, groups_of
+from mtnas.search._pairs import PAIR_TASKS, PairModel
 from mtnas.search._result import SearchResult
 from mtnas.search._routing import space_branches
+from mtnas.search._scores import references, task_terms
+from mtnas.search._store import EvidenceStore
+from mtnas.search._surrogate import PairSurrogate, canonical
 from mtnas.space import SearchConfig, SearchSpace
+from mtnas.train import compute_baselines, per_task_delta, proxy_space, subset_space
 from mtnas.tree import BranchingTree
 
-__all__ = ["PairsSelection", "TrainedSearch", "grouping_model"]
+__all__ = ["PairsSelection", "TrainedSearch", "agreement_grouping", "pair_model"]
 
-
-@dataclass(frozen=True)
-class Split:
-    """A one-split tree: all tasks share the layers below ``layer``, each group has its own branch
-    from ``layer`` on."""
-
-    layer: int
-    groups: tuple[tuple[str, ...], ...]
-
-    def tree(self, tasks: Sequence[str], num_layers: int) -> BranchingTree:
-        return BranchingTree.from_split_points(tasks, num_layers, {self.layer: self.groups})
-
-
-class SupernetProposal:
-    """The grouping a supernet search proposes (for spaces with too many tasks to train every pair):
-    its first split's groups, with no estimate to rank other groupings by."""
-
-    def __init__(self, groups: tuple[tuple[str, ...], ...]) -> None:
-        self.groups = groups
-
-    def proposals(self, max_groups: int) -> list[tuple[tuple[str, ...], ...]]:
-        return [self.groups] if 1 < len(self.groups) <= max_groups else []
-
-
-def grouping_model(early: Evidence, evidence: Evidence, *, seed: int, hparams: SearchConfig,
-                   branches: int | Sequence[int] | None) -> Any:
-    """What proposes groupings: with at most ``PAIR_TASKS`` tasks, every pair trained for the short
-    and for the whole budget (``combined_pairs``); else the first split of a supernet search with
-    the ``affinity`` routing method."""
-    if len(evidence.space.tasks) <= PAIR_TASKS:
-        return combined_pairs([pair_model(early), pair_model(evidence)])
-    found = search_supernet(evidence.space, evidence.bundle, Affinity(), seed=seed, hparams=hparams,
-                            device=evidence.device, branches=branches)
-    return SupernetProposal(found.tree.first_split() or (evidence.space.task_names,))
+Groups = tuple[tuple[str, ...], ...]
+#: Rounds of surrogate proposals after the first (each trains at most one grouping per size).
+ROUNDS = 2
 
 
 def _limits(space: SearchSpace, branches: int | Sequence[int] | None) -> tuple[list[int], tuple[int, ...]]:
@@ -102,82 +72,244 @@ def _limits(space: SearchSpace, branches: int | Sequence[int] | None) -> tuple[l
     return [layer for layer in range(space.num_layers) if space.can_branch[layer] and k[layer] > 1], k
 
 
-#: The second seed of the final trees' trainings is the evaluation seed plus this.
+def agreement_grouping(agreement: np.ndarray, tasks: Sequence[str], k: int) -> Groups:
+    """The partition into ``k`` groups with the most agreement within groups: exactly over every
+    partition when there are few enough, else by single-task moves from average linkage."""
+    a = agreement.copy()
+    np.fill_diagonal(a, 0.0)
+
+    def within(labels: np.ndarray) -> float:
+        return float((a * (labels[:, None] == labels[None, :])).sum())
+
+    labels = best_partition(within, agglomerative(a.max() - a, k), k)
+    return canonical(groups_of(tuple(tasks), labels), tasks)
+
+
+@dataclass
+class _Search:
+    """The state of one ``trained`` search: the trees trained for the first ``short`` epochs of
+    the whole schedule (``full`` epochs), and those trained for all of it, each set scored against
+    itself."""
+
+    space: SearchSpace
+    evidence: Evidence
+    seed: int
+    short: int
+    full: int
+    gain: float
+
+    def __post_init__(self) -> None:
+        self.tasks, self.layers = self.space.task_names, self.space.num_layers
+        self.trained: dict[bool, dict[str, Trained]] = {False: {}, True: {}}  # whole budget? -> key -> unit
+        self._costs: dict[str, float] = {}
+        self._shared_cost = self._flops(BranchingTree.all_shared(self.tasks, self.layers))
+
+    def _flops(self, tree: BranchingTree) -> float:
+        return float(getattr(tree_cost(tree, self.space), self.space.search.cost_metric))
+
+    def cost(self, tree: BranchingTree) -> float:
+        """The tree's cost relative to the all-shared tree's."""
+        if tree.key not in self._costs:
+            self._costs[tree.key] = self._flops(tree) / self._shared_cost
+        return self._costs[tree.key]
+
+    def unit(self, tree: BranchingTree, whole: bool = False, probe: bool = False, seed: int | None = None) -> Unit:
+        return Unit(tree, self.full, self.seed if seed is None else seed, probe, None if whole else self.short)
+
+    def train(self, trees: Sequence[BranchingTree], whole: bool = False, probe: bool = False) -> list[Trained]:
+        known = self.trained[whole]
+        new = [t for t in dict.fromkeys(trees) if t.key not in known]
+        for tree, found in zip(new, self.evidence.obtain([self.unit(t, whole, probe) for t in new])):
+            known[tree.key] = found
+        return [known[t.key] for t in trees]
+
+    def terms(self, whole: bool = False) -> dict[str, float]:
+        """Each tree's mean task term against the best value its budget's trees reached on each task."""
+        known = self.trained[whole]
+        refs = references([f.result.val for f in known.values()], self.space)
+        return {k: float(np.mean(list(task_terms(f.result.val, refs, self.space).values()))) for k, f in known.items()}
+
+    def penalty(self, key: str) -> float:
+        tree = (self.trained[False].get(key) or self.trained[True][key]).unit.tree
+        return self.gain * (self.cost(tree) - 1)
+
+    def scores(self, whole: bool = False, scale: float = 1.0) -> dict[str, float]:
+        """Mean term (times ``scale``) less the cost penalty, for the trees of one budget."""
+        return {k: scale * v - self.penalty(k) for k, v in self.terms(whole).items()}
+
+
+def _split(tasks: Sequence[str], layers: int, layer: int, groups: Groups) -> BranchingTree:
+    return BranchingTree.from_split_points(tasks, layers, {layer: groups})
+
+
+#: The second seed of the noise measurement is the evaluation seed plus this.
 AGAIN_SEED = 7919
-
-
-def parsimonious(evidence: Evidence, again: Evidence, trees: Sequence[BranchingTree], gain_per_cost: float
-                 ) -> tuple[Evaluated, float]:
-    """The cheapest of ``trees`` whose score is within training's noise of the best.
-
-    Every tree is trained again with a second seed (``again``); the spread between the two seeds'
-    delta-m gives the noise of one training (``sigma = sqrt(mean(d^2) / 2)`` for the differences
-    d), and the choice is the cheapest tree whose two-seed mean score is within ``sigma`` of the
-    best (the one-standard-error rule of model selection: Breiman, Friedman, Olshen and Stone,
-    "Classification and Regression Trees", 1984). A tree that one training favours by less than
-    training's own noise does not buy its extra cost. Returns the tree (its result at the
-    evaluation seed) and ``sigma``.
-    """
-    first = evidence.evaluate_all(trees)
-    if len(first) == 1:
-        return first[0], 0.0
-    second = again.evaluate_all(trees)
-    diffs = np.array([a.delta_m - b.delta_m for a, b in zip(first, second)])
-    sigma = float(np.sqrt(np.mean(diffs ** 2) / 2))
-    means = [(a.score(gain_per_cost) + b.score(gain_per_cost)) / 2 for a, b in zip(first, second)]
-    close = [(a.cost, -m, i) for i, (a, m) in enumerate(zip(first, means)) if m >= max(means) - sigma]
-    return first[min(close)[2]], sigma
-
-
-def _history(evidence: Evidence, early: Evidence | None, gain_per_cost: float, again: Evidence,
-             noise: float) -> dict[str, np.ndarray]:
-    """What the search trained, for ``candidates.json``: every tree of the choice with the epochs it
-    was trained for, its delta-m (at both seeds), cost and score, the noise the choice allowed for,
-    and how many pair networks the grouping estimate trained (``pairs``)."""
-    final = evidence.evaluated()
-    second = {e.tree.key: e.delta_m for e in again.evaluated()}
-    pairs = max((early.trained if early is not None else 0) + evidence.trained - len(final), 0)
-    return {
-        "trees": np.array([e.tree.describe() for e in final]),
-        "epochs": np.full(len(final), evidence.proxy.training.epochs),
-        "delta_m": np.array([e.delta_m for e in final]),
-        "cost": np.array([e.cost for e in final]),
-        "score": np.array([e.score(gain_per_cost) for e in final]),
-        "delta_m_again": np.array([second.get(e.tree.key, np.nan) for e in final]),
-        "noise": np.full(len(final), noise),
-        "pairs": np.full(len(final), pairs),
-    }
+#: At most this many trees are trained for the whole budget besides the all-shared tree.
+FINALISTS = 2
 
 
 class TrainedSearch:
-    """Grouping evidence, then the grouping and the split layer decided by trained trees (module docstring)."""
+    """Trained groupings proposed by gradient agreement and a fitted surrogate (module docstring)."""
 
     kind = "trained"
     uses = ("gain_per_cost",)
 
     def search(self, space: SearchSpace, bundle: DatasetBundle, *, seed: int, hparams: SearchConfig,
                device: torch.device, branches: int | Sequence[int] | None = None, progress: bool = False,
-               eval_seed: int | None = None) -> SearchResult:
+               eval_seed: int | None = None, store: EvidenceStore | None = None) -> SearchResult:
         start = time.perf_counter()
-        eval_seed = seed if eval_seed is None else eval_seed
         space = replace(space, search=hparams)
-        evidence = Evidence(space, bundle, seed=eval_seed, device=device, progress=progress)
+        evidence = Evidence(space, bundle, device=device, store=store, progress=progress)
+        run = _Search(space, evidence, seed if eval_seed is None else eval_seed, space.grouping_epochs,
+                      space.proxy_epochs, hparams.gain_per_cost)
+        tasks, layers = space.task_names, space.num_layers
+        shared = BranchingTree.all_shared(tasks, layers)
+        (base,) = run.train([shared], whole=True, probe=True)
+        run.train([shared])
         branchable, limit = _limits(space, branches)
-        tasks, layers, lam = space.task_names, space.num_layers, hparams.gain_per_cost
-        early: Evidence | None = None
-        trees = [BranchingTree.all_shared(tasks, layers)]
         if branchable:
-            grouping_space = replace(space, search=replace(hparams, proxy_epochs=space.grouping_epochs))
-            early = Evidence(grouping_space, bundle, seed=eval_seed, device=device, progress=progress)
-            model = grouping_model(early, evidence, seed=seed, hparams=hparams, branches=branches)
-            for groups in model.proposals(limit[branchable[0]]):
-                trees += [Split(s, groups).tree(tasks, layers) for s in branchable if len(groups) <= limit[s]]
-        evidence.evaluate_all(trees)
-        again = Evidence(space, bundle, seed=eval_seed + AGAIN_SEED, device=device, progress=progress)
-        choice, noise = parsimonious(evidence, again, trees, lam)
-        return SearchResult(tree=choice.tree, derived=None, routing={}, weights=evidence.weights(choice.tree),
+            first = branchable[0]
+            sizes = range(2, min(limit[first], len(tasks)) + 1)
+            best = _groupings(run, base.agreement, first, sizes)
+            _depth_and_hierarchy(run, best, first, branchable, limit, base.agreement)
+        chosen, noise, scale = _final(run, shared)
+        return SearchResult(tree=chosen.unit.tree, derived=None, routing={}, weights=evidence.weights(chosen.unit),
                             seconds=time.perf_counter() - start, hparams=hparams,
-                            candidates=_history(evidence, early, lam, again, noise))
+                            candidates=_history(run, noise, scale))
+
+
+def _final(run: _Search, shared: BranchingTree) -> tuple[Trained, float, float]:
+    """Step 4: the choice among the trees trained for the whole budget.
+
+    The short trainings' terms are larger than the whole ones' (every tree is further from what it
+    will learn). The trees trained for both budgets give the scale (the least-squares slope of
+    their whole terms on their short ones), every short tree's score is re-estimated at that scale,
+    and the best of those is trained for the whole budget too if it is not yet. The choice is the
+    cheapest tree whose whole-budget score is within one training's noise of the best (the
+    one-standard-error rule: Breiman, Friedman, Olshen and Stone 1984), the noise measured on the
+    all-shared tree trained again with a second seed.
+    """
+    short, whole = run.terms(), run.terms(whole=True)
+    both = [k for k in short if k in whole]
+    x = np.array([short[k] for k in both]) - np.mean([short[k] for k in both])
+    y = np.array([whole[k] for k in both]) - np.mean([whole[k] for k in both])
+    scale = float(np.clip((x @ y) / (x @ x), 0.05, 1.0)) if len(both) > 1 and x @ x > 1e-12 else 1.0
+    offset = float(np.mean([whole[k] - scale * short[k] for k in both])) if both else 0.0
+    estimated = {k: offset + scale * v - run.penalty(k) for k, v in short.items()}
+    scores = run.scores(whole=True)
+    top = max(estimated, key=estimated.get)
+    if top not in run.trained[True] and estimated[top] > max(scores.values()):
+        run.train([run.trained[False][top].unit.tree], whole=True)
+        scores = run.scores(whole=True)
+    noise = _noise(run, run.trained[True][shared.key])
+    best = max(scores.values())
+    close = [k for k, v in scores.items() if v >= best - noise]
+    choice = min(close, key=lambda k: (run.cost(run.trained[True][k].unit.tree), -scores[k]))
+    return run.trained[True][choice], noise, scale
+
+
+def _noise(run: _Search, found: Trained) -> float:
+    """One whole training's noise on a tree's mean term: the tree trained again with a second
+    seed; each task's term moves by ``d_t`` between the two, and the mean term of one training has
+    the standard deviation ``sqrt(mean(d_t^2) / T / 2)`` (tasks' noise independent)."""
+    (again,) = run.evidence.obtain([run.unit(found.unit.tree, whole=True, seed=run.seed + AGAIN_SEED)])
+    refs = references([f.result.val for f in run.trained[True].values()] + [again.result.val], run.space)
+    first, second = task_terms(found.result.val, refs, run.space), task_terms(again.result.val, refs, run.space)
+    d = np.array([first[t] - second[t] for t in run.tasks])
+    return float(np.sqrt(np.mean(d ** 2) / len(d) / 2))
+
+
+def _groupings(run: _Search, agreement: np.ndarray, layer: int, sizes: range) -> Groups:
+    """Step 2: the trained groupings at ``layer``; returns the best one by score."""
+    tasks, layers = run.tasks, run.layers
+    tried: set[Groups] = set()
+
+    def train(groupings: list[Groups]) -> None:
+        fresh = [g for g in dict.fromkeys(groupings) if g not in tried]
+        tried.update(fresh)
+        run.train([_split(tasks, layers, layer, g) for g in fresh], whole=True)
+
+    train([agreement_grouping(agreement, tasks, k) for k in sizes])
+    prior = 0.1 * (agreement - agreement.mean())
+    for _ in range(ROUNDS):
+        groupings, terms = _observations(run, layer)
+        surrogate = PairSurrogate.fit(tasks, groupings, terms, prior)
+        proposals = [g for g in (surrogate.best(k, exclude=tried) for k in sizes) if g is not None]
+        if not proposals:
+            break
+        train(proposals)
+    scores = run.scores(whole=True)
+    best = max(tried, key=lambda g: scores[_split(tasks, layers, layer, g).key])
+    run.train([_split(tasks, layers, layer, best)])  # its short training: the scale of the short ones
+    return best
+
+
+def _observations(run: _Search, layer: int) -> tuple[list[Groups], list[list[float]]]:
+    """The trained trees that group the tasks once (all-shared, or one split at ``layer``): their
+    groupings and per-task terms."""
+    known = run.trained[True]
+    refs = references([f.result.val for f in known.values()], run.space)
+    groupings, rows = [], []
+    for key, found in known.items():
+        tree = found.unit.tree
+        split = tree.first_split()
+        if split is not None and (tree.first_split_layer != layer or tree.partitions[-1] != split):
+            continue
+        groupings.append(split or (tuple(run.tasks),))
+        terms = task_terms(found.result.val, refs, run.space)
+        rows.append([terms[t] for t in run.tasks])
+    return groupings, rows
+
+
+def _depth_and_hierarchy(run: _Search, groups: Groups, first: int, branchable: list[int], limit: tuple[int, ...],
+                         agreement: np.ndarray) -> None:
+    """Step 3: the best grouping split later, and two-level trees around it, trained."""
+    tasks, layers = run.tasks, run.layers
+    later = [layer for layer in branchable if layer > first]
+    trees = [_split(tasks, layers, layer, groups) for layer in later]
+    for deeper in later:
+        if len(groups) > 2:  # two groups share until ``deeper``
+            pair = _closest_pair(groups, agreement, tasks)
+            merged = tuple(g for g in groups if g not in pair) + (pair[0] + pair[1],)
+            trees.append(BranchingTree.from_split_points(tasks, layers, {first: merged, deeper: groups}))
+        big = max(groups, key=len)
+        if len(big) > 1 and len(groups) < limit[deeper]:  # the largest group splits again
+            halves = agreement_grouping(agreement[np.ix_(*[[tasks.index(t) for t in big]] * 2)], big, 2)
+            refined = tuple(g for g in groups if g != big) + halves
+            trees.append(BranchingTree.from_split_points(tasks, layers, {first: groups, deeper: refined}))
+    run.train(trees)
+
+
+def _closest_pair(groups: Groups, agreement: np.ndarray, tasks: Sequence[str]) -> tuple[tuple[str, ...], ...]:
+    """The two groups whose tasks agree most (mean gradient agreement across them)."""
+    index = {t: i for i, t in enumerate(tasks)}
+
+    def between(a: tuple[str, ...], b: tuple[str, ...]) -> float:
+        return float(np.mean([agreement[index[x], index[y]] for x in a for y in b]))
+
+    return max(itertools.combinations(groups, 2), key=lambda p: between(*p))
+
+
+def _history(run: _Search, noise: float, scale: float) -> dict[str, np.ndarray]:
+    """What the search trained, for ``candidates.json``: every tree with the epochs it was trained
+    for, its mean task term against the best its budget reached (``delta_m``), its cost and score,
+    the noise the choice allowed for, the scale of the short terms, and the units it obtained."""
+    rows = []
+    for whole in (False, True):
+        terms, scores = run.terms(whole), run.scores(whole)
+        rows += [(f, terms[k], scores[k]) for k, f in run.trained[whole].items()]
+    units = run.evidence.order
+    return {
+        "trees": np.array([f.unit.tree.describe() for f, _, _ in rows]),
+        "epochs": np.array([f.unit.trained_epochs for f, _, _ in rows]),
+        "delta_m": np.array([t for _, t, _ in rows]),
+        "cost": np.array([run.cost(f.unit.tree) for f, _, _ in rows]),
+        "score": np.array([s for _, _, s in rows]),
+        "noise": np.full(len(rows), noise),
+        "scale": np.full(len(rows), scale),
+        "units": np.full(len(rows), len(units)),
+        "unit_cost": np.full(len(rows), sum(u.unit.trained_epochs * run.cost(u.unit.tree) for u in units)),
+    }
 
 
 class PairsSelection:
@@ -188,25 +320,44 @@ class PairsSelection:
 
     def search(self, space: SearchSpace, bundle: DatasetBundle, *, seed: int, hparams: SearchConfig,
                device: torch.device, branches: int | Sequence[int] | None = None, progress: bool = False,
-               eval_seed: int | None = None) -> SearchResult:
+               eval_seed: int | None = None, store: EvidenceStore | None = None) -> SearchResult:
         if len(space.tasks) > PAIR_TASKS:
             raise ConfigError(f"{space.name or 'space'}.search.method: 'pairs' trains a network for every pair of "
                               f"tasks, {len(space.tasks) * (len(space.tasks) - 1) // 2:,} for {len(space.tasks)} tasks; "
                               f"it takes at most {PAIR_TASKS} tasks (the default 'trained' takes any number)")
         start = time.perf_counter()
-        evidence = Evidence(space, bundle, seed=seed if eval_seed is None else eval_seed, device=device,
-                            progress=progress)
-        model = pair_model(evidence, mode="mean")
+        space = replace(space, search=hparams)
+        seed = seed if eval_seed is None else eval_seed
+        evidence = Evidence(space, bundle, device=device, store=store, progress=progress)
+        model = pair_model(evidence, seed, mode="mean")
+        run = _Search(space, evidence, seed, space.proxy_epochs, space.proxy_epochs, hparams.gain_per_cost)
         branchable, limit = _limits(space, branches)
         tasks, layers = space.task_names, space.num_layers
         options = [((tasks,), BranchingTree.all_shared(tasks, layers))]
         if branchable:
             s = branchable[0]
-            options += [(groups, Split(s, groups).tree(tasks, layers))
+            options += [(groups, _split(tasks, layers, s, groups))
                         for groups in (model.best_groups(k) for k in range(2, limit[s] + 1))]
-        trees = [tree for _, tree in options]
-        values = [model.estimate(groups) - hparams.gain_per_cost * (evidence.relative_cost(tree) - 1)
-                  for groups, tree in options]
-        tree = trees[int(np.argmax(values))]
-        return SearchResult(tree=tree, derived=None, routing={}, weights=evidence.weights(tree),
+        values = [model.estimate(groups) - hparams.gain_per_cost * (run.cost(tree) - 1) for groups, tree in options]
+        tree = options[int(np.argmax(values))][1]
+        unit = Unit(tree, space.proxy_epochs, seed)
+        return SearchResult(tree=tree, derived=None, routing={}, weights=evidence.weights(unit),
                             seconds=time.perf_counter() - start, hparams=hparams)
+
+
+def pair_model(evidence: Evidence, seed: int, mode: str = "sum") -> PairModel:
+    """Every pair of the space's tasks trained as one all-shared network for the whole budget
+    (``proxy_epochs``): each task's delta-m beside its partner, against its single-task network."""
+    space = evidence.space
+    proxy = proxy_space(space)
+    tasks = space.task_names
+    pairs = list(itertools.combinations(tasks, 2))
+    units = [Unit(BranchingTree.all_shared(p, space.num_layers), space.proxy_epochs, seed) for p in pairs]
+    solo = compute_baselines(proxy, evidence.bundle, device=evidence.device, seed=seed).metrics("val")
+    deltas = np.zeros((len(tasks), len(tasks)))
+    index = {t: i for i, t in enumerate(tasks)}
+    for (a, b), found in zip(pairs, evidence.obtain(units)):
+        d = per_task_delta(found.result.val, {t: solo[t] for t in (a, b)}, subset_space(proxy, (a, b)))
+        deltas[index[a], index[b]], deltas[index[b], index[a]] = d[a], d[b]
+    return PairModel(tasks, deltas, mode)
+

@@ -501,11 +501,11 @@ class SearchSpace:
     @property
     def grouping_epochs(self) -> int:
         """The epochs the trained search compares groupings at: ``search.grouping_epochs``, by
-        default a third of ``proxy_epochs``. Early in training, sharing with the tasks that read
+        default a fifth of ``proxy_epochs``. Early in training, sharing with the tasks that read
         the same features speeds a task up and sharing with the others slows it down; after a whole
         training related tasks have learned their features anyway, and groupings differ by less than
         training's noise (``mtnas.search._trained``)."""
-        return self.search.grouping_epochs or max(1, round(self.proxy_epochs / 3))
+        return self.search.grouping_epochs or max(1, round(self.proxy_epochs / 5))
 
     @property
     def is_resolved(self) -> bool:

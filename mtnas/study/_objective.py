@@ -3,7 +3,7 @@ score it, and write its files.
 
 The tree is trained for the search's budget (``SearchSpace.proxy_epochs``) and scored by delta-m
 on the validation split against single-task baselines of the same budget; a tree the trial's
-search trained already is read from the trained-tree cache (``mtnas.search.cached_result``). Its
+search trained already is read from the study's evidence (``mtnas.search.Evidence``). Its
 objective values are looked up by name (``mtnas.study._objectives``). A tree already evaluated in the study (same loss balancing) is not
 retrained: its result is reused. The independent tree is the single-task baselines themselves
 (one network per task; trained once, batched): its result is read off them, delta-m 0. A NaN/inf
@@ -20,7 +20,7 @@ import optuna
 from mtnas.core import __version__, atomic_write_text
 from mtnas.data import DatasetBundle
 from mtnas.model import tree_cost
-from mtnas.search import cached_result, remember_result
+from mtnas.search import Evidence, Unit
 from mtnas.space import SearchSpace
 from mtnas.study._artifacts import open_artifact_store, upload_trial_files
 from mtnas.study._liveness import mark_alive, wait_for_turn
@@ -116,13 +116,14 @@ def _evaluate(
                                         lambda val: delta_m(val, baselines.metrics("val"), space))
                 _phase(trial, ctx, "proxy training")
                 proxy = proxy_space(space)
-                # a tree the trial's search trained already (same budget and seed) is not trained again
-                result = cached_result(tree, proxy, ctx.seed) if monitor is None else None
-                if result is None:
+                if monitor is None:  # a unit of evidence: trained once, by whichever worker gets to it first
+                    unit = Unit(tree, proxy.training.epochs, ctx.seed)
+                    (found,) = Evidence(proxy, bundle, device=ctx.device, store=ctx.store,
+                                        progress=ctx.progress).obtain([unit])
+                    result = found.result
+                else:
                     result = train_tree(tree, proxy, bundle, device=ctx.device, seed=ctx.seed, monitor=monitor,
                                         progress=ctx.progress, desc=f"trial {trial.number} proxy training")
-                    if monitor is None:
-                        remember_result(result, proxy, ctx.seed)
         except NonFiniteLossError as exc:
             trial.set_user_attr("fail_reason", str(exc))  # the trial fails with its reason; the study goes on
             raise

@@ -27,9 +27,10 @@ import yaml
 from mtnas.core import MtnasError, atomic_write_text
 from mtnas.core._version import __version__
 from mtnas.data import DatasetBundle
-from mtnas.search import check_search_space
+from mtnas.search import Evidence, check_search_space
 from mtnas.space import SearchSpace, load_resolved, space_from_dict
 from mtnas.study._artifacts import check_artifact_store
+from mtnas.study._evidence import StudyEvidence
 from mtnas.study._front import write_pareto
 from mtnas.study._liveness import reap_dead_trials, settle
 from mtnas.study._objective import FIXED, evaluate_trial, proxy_space
@@ -40,7 +41,7 @@ from mtnas.study._records import check_settings
 from mtnas.study._run import SearchRun, check_run_name
 from mtnas.study._storage import mask_url, open_storage
 from mtnas.study._strategies import SAMPLERS, STRATEGIES, TrialContext
-from mtnas.train import Baselines, NonFiniteLossError, compute_baselines, select_device, use_cpu_threads
+from mtnas.train import Baselines, NonFiniteLossError, select_device, use_cpu_threads
 
 __all__ = ["MAX_LOCAL_WORKERS", "run_search", "run_worker", "space_digest", "worker_command"]
 
@@ -166,12 +167,13 @@ def run_search(
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(names)  # optuna-dashboard shows "delta_m", "flops", not "Objective 0"
     _enqueue_fixed_trees(study)
-    baselines = compute_baselines(proxy_space(space), bundle, device=dev, seed=seed, progress=progress)
+    store = StudyEvidence(study._storage, study_name, artifacts)
+    baselines = Evidence(proxy_space(space), bundle, device=dev, store=store, progress=progress).baselines(seed)
     atomic_write_text(run.root / "baselines.json", json.dumps(baselines.to_dict(), indent=1))
     helpers = [subprocess.Popen(worker_command(storage, study_name, device, threads=cpu.count))
                for _ in range(workers - 1)]
     ctx = TrialContext(run=run, seed=seed, device=dev, strategy=strategy, objectives=tuple(names),
-                       artifacts=artifacts, trials=trials)
+                       artifacts=artifacts, trials=trials, store=store)
     if trials <= len(FIXED):
         print(f"note: {trials} trial{'s' if trials != 1 else ''} hold only the enqueued reference trees "
               f"({', '.join(FIXED)}): no tree is searched; give --trials {len(FIXED) + 1} or more", file=sys.stderr)
@@ -305,9 +307,11 @@ def run_worker(storage: str, study_name: str, *, device: str = "auto", progress:
     if pruner is not None and pruner.optuna is not None:  # a pruner belongs to the process's Study object
         study = optuna.load_study(study_name=study_name, storage=open_storage(storage, create=False), pruner=pruner.optuna())
     dev = select_device(device)
-    baselines = compute_baselines(proxy_space(space), bundle, device=dev, seed=config["seed"], progress=progress)
+    store = StudyEvidence(study._storage, study_name, artifacts)
+    baselines = Evidence(proxy_space(space), bundle, device=dev, store=store, progress=progress).baselines(config["seed"])
     with tempfile.TemporaryDirectory(prefix=f"mtnas-worker-{study_name}-") as scratch:
         ctx = TrialContext(run=SearchRun(Path(scratch)), seed=config["seed"], device=dev, strategy=config["strategy"],
-                           objectives=tuple(config["objectives"]), artifacts=artifacts, trials=int(config["trials"]))
+                           objectives=tuple(config["objectives"]), artifacts=artifacts, trials=int(config["trials"]),
+                           store=store)
         _optimize(study, space, bundle, baselines, ctx, progress)
     return study

@@ -18,7 +18,7 @@ import torch
 from mtnas.core import Registry
 from mtnas.data import DatasetBundle
 from mtnas.model import save_weights
-from mtnas.search import METHODS, check_method, search_tree
+from mtnas.search import METHODS, EvidenceStore, check_method, search_tree
 from mtnas.space import SearchSpace
 from mtnas.study._run import INHERITED, SearchRun
 from mtnas.tree import BranchingTree
@@ -45,6 +45,7 @@ class TrialContext:
     artifacts: str
     trials: int  # completed trials the study is to hold
     progress: bool = False  # bars for each trial's phases (the search's and the proxy training's epochs)
+    store: EvidenceStore | None = None  # where trained evidence is kept and claimed (None: this machine's cache)
     on_phase: Callable[[int, str], None] | None = None  # told (trial number, phase) as a trial moves on
 
 
@@ -94,7 +95,7 @@ def differentiable(trial: optuna.Trial, space: SearchSpace, bundle: DatasetBundl
     if cfg.warmup_epochs >= cfg.epochs:
         cfg = replace(cfg, warmup_epochs=cfg.epochs - 1)
     result = search_tree(space, bundle, seed=ctx.seed + trial.number, hparams=cfg, device=ctx.device, branches=branches,
-                         progress=ctx.progress, eval_seed=ctx.seed)
+                         progress=ctx.progress, eval_seed=ctx.seed, store=ctx.store)
     folder = ctx.run.trial_dir(trial.number)
     result.save_routing(folder / "routing.npz")
     result.save_candidates(folder / "candidates.json")

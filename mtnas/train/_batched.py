@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -41,10 +41,10 @@ from torch import nn
 from torch.func import functional_call, stack_module_state
 
 from mtnas.data import DatasetBundle, TaskData
-from mtnas.model import BranchedNet, tree_cost
+from mtnas.model import BranchedNet, inherit_state, tree_cost
 from mtnas.space import SearchSpace
 from mtnas.train._engine import train_model
-from mtnas.train._fixed_tree import TreeResult, train_tree, train_tree_model
+from mtnas.train._fixed_tree import TreeResult, train_tree
 from mtnas.tree import BranchingTree
 
 __all__ = ["SingleTaskStack", "TreeStack", "single_task_space", "subset_space", "train_single_tasks",
@@ -316,10 +316,18 @@ def _tree_space(space: SearchSpace, tree: BranchingTree) -> SearchSpace:
     return space if tree.tasks == space.task_names else subset_space(space, tree.tasks)
 
 
-def _net(space: SearchSpace, tree: BranchingTree, seed: int) -> BranchedNet:
-    """``tree``'s network with the initial weights it gets when trained alone."""
+#: A trained tree and its weights (a ``BranchedNet`` state dict) that finer trees start from.
+Start = tuple[BranchingTree, Mapping[str, torch.Tensor]]
+
+
+def _net(space: SearchSpace, tree: BranchingTree, seed: int, start: Start | None = None) -> BranchedNet:
+    """``tree``'s network with the initial weights it gets when trained alone: fresh (seeded), or
+    inherited from ``start``, a coarser tree's trained weights (``mtnas.model.inherit_state``)."""
     torch.manual_seed(seed)
-    return BranchedNet.from_space(tree, _tree_space(space, tree))
+    net = BranchedNet.from_space(tree, _tree_space(space, tree))
+    if start is not None:
+        net.load_state_dict(inherit_state(start[0], start[1], tree))
+    return net
 
 
 def train_trees(
@@ -331,10 +339,14 @@ def train_trees(
     seed: int,
     epochs: int | None = None,
     progress: bool = False,
+    start: Start | None = None,
+    stop: int | None = None,
 ) -> list[tuple[TreeResult, dict[str, torch.Tensor]]]:
     """Train every tree (over all or some of the space's tasks) and evaluate it: the result and the
     trained weights each gets when trained alone by ``train_tree`` (the same initial weights,
-    batches and schedule), in ``trees`` order.
+    batches and schedule), in ``trees`` order. With ``start`` every tree begins from the weights of
+    that coarser trained tree instead of fresh ones (a warm start). ``stop`` trains only the first
+    that many epochs of the schedule (``mtnas.train.train_model``).
 
     Trees of one wiring (``TreeStack``), at least ``MIN_STACK`` of them, train together, stacked,
     when the space's loss balancing weighs tasks one by one (``STACKABLE_BALANCING``) and the
@@ -342,7 +354,7 @@ def train_trees(
     summation order. A stacked result's ``seconds`` is its share of the stack's time.
     """
     out: list[tuple[TreeResult, dict[str, torch.Tensor]] | None] = [None] * len(trees)
-    nets = [_net(space, tree, seed) for tree in trees]
+    nets = [_net(space, tree, seed, start) for tree in trees]
     groups: dict[tuple, list[int]] = {}
     for i, net in enumerate(nets):
         groups.setdefault(_wiring(net) if space.training.balancing in STACKABLE_BALANCING else (i,), []).append(i)
@@ -351,13 +363,15 @@ def train_trees(
             if len(members) >= MIN_STACK else None
         if stack is None or _check_stackable(stack, bundle.train.inputs[: min(len(bundle.train), 8)]) is not None:
             for i in members:
-                result, model = train_tree_model(trees[i], _tree_space(space, trees[i]), bundle, device=device,
-                                                 seed=seed, epochs=epochs, progress=progress)
-                out[i] = (result, {k: v.detach().cpu() for k, v in model.state_dict().items()})
+                tree_space = _tree_space(space, trees[i])
+                alone = train_model(nets[i], tree_space, bundle, device=device, seed=seed, epochs=epochs,
+                                    progress=progress, desc=trees[i].describe()[:40], stop=stop)
+                out[i] = (TreeResult(trees[i], tree_cost(trees[i], tree_space), alone.val, alone.test, alone.seconds),
+                          {k: v.detach().cpu() for k, v in nets[i].state_dict().items()})
             continue
         stacked, data = _member_problem(space, bundle, stack.outputs)
         result = train_model(stack, stacked, data, device=device, seed=seed, epochs=epochs, progress=progress,
-                             desc=f"{len(members)} trees")
+                             desc=f"{len(members)} trees", stop=stop)
         states = stack.member_states()
         for j, i in enumerate(members):
             tree = trees[i]

@@ -191,11 +191,17 @@ def train_model(
     progress: bool = False,
     desc: str = "train",
     monitor: Callable[[int, TaskMetrics], None] | None = None,
+    before_step: Callable[[int, float, TaskData], None] | None = None,
+    stop: int | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``bundle.train`` with the space's budget, then evaluate on val and test.
 
     ``monitor(epoch, val_metrics)`` (optional) sees the validation metrics after every epoch but the
-    last; it may raise to end the training there (a pruned trial, say).
+    last; it may raise to end the training there (a pruned trial, say). ``before_step(step, lr,
+    batch)`` (optional) is called before every optimizer step with the step's number (from 0), the
+    learning rate it will use and its batch (TAG measures its lookahead affinity there). ``stop``
+    ends the training after that many epochs of the ``epochs``-epoch schedule (the first part of
+    a whole training, whose learning rate has not decayed yet).
     """
     from tqdm.auto import tqdm
 
@@ -208,10 +214,12 @@ def train_model(
                     total_steps=epochs * steps_per_epoch, device=device, seed=seed)
     generator = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
-    bar = tqdm(range(epochs), desc=desc, disable=not progress, leave=False)
+    bar = tqdm(range(min(stop or epochs, epochs)), desc=desc, disable=not progress, leave=False)
     for epoch in bar:
         engine.start_epoch(epoch)
         for step, batch in enumerate(train.batches(cfg.batch_size, shuffle=True, generator=generator)):
+            if before_step is not None:
+                before_step(epoch * steps_per_epoch + step, engine.lr, batch)
             engine.step(lambda: model(batch.inputs), batch, where=f"epoch {epoch}, step {step}")
         means = engine.end_epoch()
         bar.set_postfix(loss=f"{sum(means.values()):.3f}")
@@ -221,5 +229,5 @@ def train_model(
     history = tuple({**h, "total": sum(h.values())} for h in engine.history)
     return TrainResult(
         val=evaluate(model, val, space), test=evaluate(model, test, space),
-        epochs=epochs, seconds=seconds, history=history,
+        epochs=len(history), seconds=seconds, history=history,
     )
