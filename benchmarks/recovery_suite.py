@@ -15,6 +15,11 @@ Cases (``benchmarks/_cases.py``, each with its recovery criterion next to it):
   regression task whose losses differ by about 10^5; under equal loss balancing ``ink`` takes
   every layer it shares, so the best tree gives it a branch of its own; first split has ARI 1
   with that tree's (its truth is measured in delta-m, as its tasks are not all classifications).
+* ``two_level`` (``multi_digit_gratings``): two digits side by side under a grating; the right
+  tree splits digit | grating at layer 1 and the digit group again into left | right at layer 2;
+  the first split has ARI 1 with digit | grating and a deeper layer splits the digit tasks into
+  left | right (ARI 1 over them). Its truth is measured by the search's trade-off score, as a
+  deeper split is right only for what it costs.
 
 For each case, method and seed: one search with the space's search settings and ``method``
 overridden. Prints one line per search as it ends, then a table case x method of recovered seeds
@@ -23,7 +28,9 @@ k/N and seconds per search, and last ``recovery suite: K/N cases at >= 4/5`` for
 
 ``--truth`` instead verifies each case's ground truth: it trains the case's reference trees with
 the space's budget (``mtnas.train.train_tree``) over ``--seeds`` seeds and prints the case's
-measure (mean validation accuracy, or delta-m), the margin of each claim and whether it holds.
+measure (mean validation accuracy, delta-m, or the score: delta-m less ``search.gain_per_cost``
+points per all-shared network's worth of extra FLOPs), the margin of each claim and whether it
+holds.
 
     python -m benchmarks.recovery_suite [--seeds 5] [--jobs 2] [--methods trained,pairs,dmtg,affinity] [--cases a,b]
     python -m benchmarks.recovery_suite --truth [--seeds 2] [--cases ...]
@@ -47,6 +54,12 @@ from benchmarks._cases import BEAT, CASES, TIE
 from mtnas.core import format_table
 
 DEFAULT_METHODS = ("trained", "pairs", "dmtg", "affinity")
+#: Each measure of ``Case.measure``: the unit of the table's columns and the line that names it.
+MEASURES = {
+    "accuracy": ("acc %", "mean accuracy over the tasks"),
+    "delta_m": ("delta-m %", "delta-m"),
+    "score": ("score", "score = delta-m less search.gain_per_cost points per all-shared network of extra FLOPs"),
+}
 
 
 def _load(case_name: str, seed: int):
@@ -115,7 +128,9 @@ def _diagnostics(state, result) -> dict:
 
 def train_one(case_name: str, label: str, seed: int) -> dict:
     """Train one reference tree of a case on one seed: its measure on val and test (mean accuracy
-    over the tasks, or delta-m against single-task networks of the same budget), per-task values."""
+    over the tasks; delta-m against single-task networks of the same budget; or that delta-m less
+    ``search.gain_per_cost`` times the tree's relative FLOPs minus 1, with the delta-m and the
+    relative FLOPs kept beside it), per-task values."""
     from mtnas.train import compute_baselines, mean_metric, per_task_delta, train_tree
 
     torch.set_num_threads(1)
@@ -124,13 +139,27 @@ def train_one(case_name: str, label: str, seed: int) -> dict:
     tree = case.references(space, bundle)[label]
     r = train_tree(tree, space, bundle, device=torch.device("cpu"), seed=seed)
     row = {"case": case_name, "label": label, "seed": seed, "params": r.cost.params}
-    if case.measure == "delta_m":
+    if case.measure in ("delta_m", "score"):
         base = compute_baselines(space, bundle, device=torch.device("cpu"), seed=seed)
         per = {split: per_task_delta(getattr(r, split), base.metrics(split), space) for split in ("val", "test")}
-        return {**row, "val": statistics.mean(per["val"].values()), "test": statistics.mean(per["test"].values()),
+        dm = {split: statistics.mean(per[split].values()) for split in ("val", "test")}
+        if case.measure == "delta_m":
+            return {**row, **dm, "tasks": per["val"]}
+        cost = relative_flops(tree, space)
+        penalty = space.search.gain_per_cost * (cost - 1.0)
+        return {**row, "val": dm["val"] - penalty, "test": dm["test"] - penalty, "delta_m": dm["val"], "cost": cost,
                 "tasks": per["val"]}
     return {**row, "val": 100 * mean_metric(r.val), "test": 100 * mean_metric(r.test),
             "tasks": {t: 100 * m.get("accuracy", float("nan")) for t, m in r.val.items()}}
+
+
+def relative_flops(tree, space) -> float:
+    """The tree's FLOPs over the all-shared tree's (1.0 = all-shared)."""
+    from mtnas.model import tree_cost
+    from mtnas.tree import BranchingTree
+
+    shared = BranchingTree.all_shared(space.task_names, space.num_layers)
+    return tree_cost(tree, space).flops / tree_cost(shared, space).flops
 
 
 def _run(pool_jobs: int, fn, jobs: list[tuple], log: Path | None) -> list[dict]:
@@ -153,7 +182,7 @@ def _run(pool_jobs: int, fn, jobs: list[tuple], log: Path | None) -> list[dict]:
 
 
 def truth_report(rows: list[dict], cases: list[str]) -> bool:
-    """Print each case's reference accuracies and claim margins; True when every claim holds."""
+    """Print each case's reference trees by its measure and the claim margins; True when every claim holds."""
     all_ok = True
     for name in cases:
         case = CASES[name]
@@ -165,16 +194,20 @@ def truth_report(rows: list[dict], cases: list[str]) -> bool:
             by.setdefault(r["label"], {})[r["seed"]] = r
         seeds = sorted({r["seed"] for r in mine})
         table = []
+        score = case.measure == "score"
         for label in by:
             val = [by[label][s]["val"] for s in seeds if s in by[label]]
             spread = statistics.stdev(val) if len(val) > 1 else 0.0
+            first = next(iter(by[label].values()))
             table.append([label, round(statistics.mean(val), 2), round(spread, 2),
                           round(statistics.mean(by[label][s]["test"] for s in seeds if s in by[label]), 2),
-                          next(iter(by[label].values()))["params"]])
-        unit = "delta-m %" if case.measure == "delta_m" else "acc %"
-        print(f"\n{name} ({case.space}): {case.about}; "
-              f"{'delta-m' if case.measure == 'delta_m' else 'mean accuracy over the tasks'}, {len(seeds)} seeds")
-        print(format_table(["tree", f"val {unit}", "+-", f"test {unit}", "params"], table))
+                          *([round(statistics.mean(by[label][s]["delta_m"] for s in seeds if s in by[label]), 2),
+                             round(first["cost"], 3)] if score else []),
+                          first["params"]])
+        unit, what = MEASURES[case.measure]
+        print(f"\n{name} ({case.space}): {case.about}; {what}, {len(seeds)} seeds")
+        print(format_table(["tree", f"val {unit}", "+-", f"test {unit}",
+                            *(["val delta-m %", "FLOPs x"] if score else []), "params"], table))
         for claim in case.claims:
             common = [s for s in seeds if s in by.get(claim.better, {}) and s in by.get(claim.worse, {})]
             if not common:

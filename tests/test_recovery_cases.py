@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks._cases import CASES, DEPTH_LAYERS, LEFT, RIGHT
-from benchmarks.recovery_suite import suite_report
+from benchmarks._cases import CASES, DEPTH_LAYERS, LEFT, RIGHT, TWO_DIGITS, TWO_GRATINGS, TWO_LEFT, TWO_MIXED, TWO_RIGHT
+from benchmarks.recovery_suite import relative_flops, suite_report, truth_report
 from mtnas.search import METHODS, Supernet
 from mtnas.search._fixed_routing import best_partition, encode_tree, relative_cost, tree_fits
 from mtnas.search._rsa import rdm, rsa_dissimilarity
@@ -57,6 +57,28 @@ def test_depth_needs_the_groups_and_the_layer(loaded) -> None:
     for layer in range(n):
         tree = BranchingTree.from_split_points(t, n, {layer: (LEFT, RIGHT)})
         assert CASES["depth"].criterion(tree, space, bundle)[0] == (layer in DEPTH_LAYERS)
+
+
+def test_two_level_needs_digit_grating_first_and_left_right_deeper(loaded) -> None:
+    space, bundle = loaded["two_level"]
+    t, n = space.task_names, space.num_layers
+    crit = CASES["two_level"].criterion
+    first = (TWO_DIGITS, TWO_GRATINGS)
+    three = (TWO_LEFT, TWO_RIGHT, TWO_GRATINGS)
+    for deep in (2, 3):  # left | right at any deeper layer, the gratings split further or not
+        assert crit(BranchingTree.from_split_points(t, n, {1: first, deep: three}), space, bundle)[0], deep
+    assert crit(BranchingTree.from_split_points(t, n, {0: first, 2: (*three[:2], ("orientation",), ("frequency",))}),
+                space, bundle)[0]
+    ok, detail = crit(BranchingTree.from_split_points(t, n, {1: first, 2: three, 3: [(x,) for x in t]}), space, bundle)
+    assert ok and detail == "ARI 1.00 at layer 1, left|right at layer 2"
+    assert not crit(BranchingTree.from_split_points(t, n, {1: first}), space, bundle)[0]  # one level
+    assert not crit(BranchingTree.from_split_points(t, n, {1: three}), space, bundle)[0]  # three groups at once
+    assert not crit(BranchingTree.from_split_points(t, n, {2: three}), space, bundle)[0]
+    assert not crit(BranchingTree.from_split_points(t, n, {1: first, 2: (*TWO_MIXED, TWO_GRATINGS)}), space, bundle)[0]
+    assert not crit(BranchingTree.all_shared(t, n), space, bundle)[0]
+    refs = CASES["two_level"].references(space, bundle)
+    assert [label for label, tree in refs.items() if crit(tree, space, bundle)[0]] == [
+        "two-level: digit|grating at 1, left|right at 2", "two-level, left|right at 3"]
 
 
 def test_null_accepts_only_the_cheapest_trees(loaded) -> None:
@@ -121,6 +143,23 @@ def test_suite_report_counts_cases_at_four_of_five(capsys) -> None:
     out = capsys.readouterr().out.strip().splitlines()
     assert out[-1] == "recovery suite: 1/2 cases at >= 4/5"
     assert "recovery suite [tag]: 0/1 cases at >= 4/5" in out
+
+
+def test_the_score_is_judged_with_its_delta_m_and_cost_shown(loaded, capsys) -> None:
+    space, bundle = loaded["two_level"]
+    refs = CASES["two_level"].references(space, bundle)
+    assert relative_flops(refs["all-shared"], space) == 1.0
+    assert relative_flops(refs["left|right|grating at 1"], space) > relative_flops(
+        refs["two-level: digit|grating at 1, left|right at 2"], space) > relative_flops(refs["digit|grating at 1"], space)
+    best = "two-level: digit|grating at 1, left|right at 2"
+    rows = [{"case": "two_level", "label": label, "seed": seed, "val": -float(i) - seed, "test": -float(i),
+             "delta_m": -float(i), "cost": 1.0 + i / 10, "params": 100}
+            for i, label in enumerate([best, *(k for k in refs if k != best)]) for seed in (0, 1)]
+    assert truth_report(rows, ["two_level"])
+    out = capsys.readouterr().out
+    assert "score = delta-m less search.gain_per_cost points per all-shared network of extra FLOPs, 2 seeds" in out
+    assert "val delta-m %  FLOPs x" in out
+    assert out.count("-> holds") == 5
 
 
 @pytest.mark.parametrize("method", ["affinity", "rsa", "tag"])

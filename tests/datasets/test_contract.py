@@ -69,7 +69,7 @@ def test_every_task_kind_has_a_check() -> None:
 
 def test_the_built_ins_are_registered() -> None:
     assert list_datasets() == ["celeba", "cityscapes", "digit_grating_kinds", "digit_grating_levels", "digit_gratings",
-                               "multi_digits", "nyuv2", "synth_attributes", "synth_scenes"]
+                               "multi_digit_gratings", "multi_digits", "nyuv2", "synth_attributes", "synth_scenes"]
 
 
 @pytest.mark.parametrize("name", GENERATED)
@@ -152,8 +152,8 @@ def test_unknown_name_lists_the_valid_ones_and_the_closest() -> None:
         build_dataset("digit_grating", {})
     message = str(err.value)
     assert "unknown dataset 'digit_grating' (did you mean 'digit_gratings'?)" in message
-    assert ("valid: celeba, cityscapes, digit_grating_kinds, digit_grating_levels, digit_gratings, multi_digits, nyuv2, "
-            "synth_attributes, synth_scenes") in message
+    assert ("valid: celeba, cityscapes, digit_grating_kinds, digit_grating_levels, digit_gratings, multi_digit_gratings, "
+            "multi_digits, nyuv2, synth_attributes, synth_scenes") in message
 
 
 @pytest.mark.parametrize(("name", "factory"), [(None, None), ("multi_digits", "tests.datasets._tiny_factory:make")])

@@ -4,7 +4,8 @@ Every dataset is a function ``make_<name>(*, seed=0, **sizes) -> DatasetBundle``
 ``DATASETS`` (built-ins) or with ``register_dataset`` (a user's, in a module loaded on purpose, or
 a ``mtnas.datasets`` entry point); ``build_dataset`` is the one entry point, for a registered name
 or the "pkg.module:function" path of a registered function. Built-ins: ``multi_digits`` (two digits side by side),
-``digit_gratings`` (digits under gratings, with a planted task grouping), ``digit_grating_levels``
+``digit_gratings`` (digits under gratings, with a planted task grouping), ``multi_digit_gratings``
+(two digits side by side under one grating: a planted tree of two levels), ``digit_grating_levels``
 (the same plus a brightness level: three factors of unequal difficulty), ``digit_grating_kinds``
 (the same two factors read by tasks of four kinds and very different loss scales) and ``synth_scenes``
 (rendered scenes with dense tasks). Real benchmarks read from a folder the user gives
@@ -17,6 +18,7 @@ from mtnas.data.datasets._cityscapes import make_cityscapes
 from mtnas.data.datasets._digit_grating_kinds import make_digit_grating_kinds
 from mtnas.data.datasets._digit_grating_levels import make_digit_grating_levels
 from mtnas.data.datasets._digit_gratings import make_digit_gratings
+from mtnas.data.datasets._multi_digit_gratings import make_multi_digit_gratings
 from mtnas.data.datasets._multi_digits import make_multi_digits
 from mtnas.data.datasets._npy_layout import IGNORE_INDEX, DataNotFoundError
 from mtnas.data.datasets._nyuv2 import make_nyuv2
@@ -45,6 +47,7 @@ __all__ = [
     "make_digit_grating_kinds",
     "make_digit_grating_levels",
     "make_digit_gratings",
+    "make_multi_digit_gratings",
     "make_multi_digits",
     "make_nyuv2",
     "make_synth_attributes",

@@ -28,8 +28,8 @@ from mtnas.data.datasets._common import check_float, check_int, check_seed, chec
 from mtnas.data.datasets._digits import digit_images, digit_targets, split_pools, upsample
 from mtnas.data.datasets._registry import DATASETS
 
-__all__ = ["DIGIT_GRATINGS_TASKS", "FREQUENCIES", "ORIENTATIONS_DEG", "SIZE", "draw_digit_gratings", "make_digit_gratings",
-           "task_data"]
+__all__ = ["DIGIT_GRATINGS_TASKS", "FREQUENCIES", "ORIENTATIONS_DEG", "SIZE", "draw_digit_gratings", "gratings",
+           "make_digit_gratings", "task_data"]
 
 #: Side of the square input, in pixels.
 SIZE = 16
@@ -49,11 +49,13 @@ DIGIT_GRATINGS_TASKS: tuple[TaskInfo, ...] = (
 PLANTED_GROUPS = (("digit", "parity", "ge5"), ("orientation", "frequency", "diagonal"))
 
 
-def _gratings(orientation: np.ndarray, frequency: np.ndarray, phase: np.ndarray, amplitude: float) -> np.ndarray:
-    """Gratings (N, SIZE, SIZE) for class indices ``orientation``, ``frequency`` and phases (N,)."""
+def gratings(orientation: np.ndarray, frequency: np.ndarray, phase: np.ndarray, amplitude: float,
+             shape: tuple[int, int] = (SIZE, SIZE)) -> np.ndarray:
+    """Gratings (N, H, W) of ``shape`` (H, W) for class indices ``orientation``, ``frequency`` and
+    phases (N,); the frequency stays in cycles per ``SIZE`` pixels whatever the shape."""
     theta = np.deg2rad(np.asarray(ORIENTATIONS_DEG))[orientation][:, None, None]  # (N, 1, 1)
     cycles = np.asarray(FREQUENCIES)[frequency][:, None, None]
-    y, x = np.mgrid[0:SIZE, 0:SIZE]  # (SIZE, SIZE) row and column indices
+    y, x = np.mgrid[0 : shape[0], 0 : shape[1]]  # (H, W) row and column indices
     arg = 2 * np.pi * cycles / SIZE * (x * np.cos(theta) + y * np.sin(theta)) + phase[:, None, None]
     return (amplitude / 2 * np.sin(arg)).astype(np.float32)
 
@@ -83,7 +85,7 @@ def draw_digit_gratings(
         orientation = rng.integers(len(ORIENTATIONS_DEG), size=n)
         frequency = rng.integers(len(FREQUENCIES), size=n)
         phase = rng.uniform(0.0, 2 * np.pi, size=n)
-        grating = _gratings(orientation, frequency, phase, amplitude)  # (N, 16, 16)
+        grating = gratings(orientation, frequency, phase, amplitude)  # (N, 16, 16)
         inputs = clean[source] + grating
         targets = {
             **digit_targets(labels[source]),
