@@ -16,14 +16,13 @@ weights of a tree trained in this process are kept for ``inherit``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from mtnas.core import MtnasError, atomic_write_text
+from mtnas.core import MtnasError, write_checked
 from mtnas.data import DatasetBundle
 from mtnas.model import load_weights, save_weights, tree_cost
 from mtnas.space import SearchSpace
@@ -34,10 +33,13 @@ from mtnas.train import (
     compute_baselines,
     per_task_delta,
     proxy_space,
+    read_result,
+    read_task_deltas,
     subset_space,
     train_subset_networks,
     train_tree_model,
     train_trees,
+    write_result,
 )
 from mtnas.tree import BranchingTree
 
@@ -62,23 +64,16 @@ def _cache_path(proxy: SearchSpace, seed: int, key: str) -> Path:
     return cache_dir() / "trees" / f"{proxy.training_hash}-seed{seed}" / f"{key}.json"
 
 
-def _read(path: Path) -> TreeResult | None:
-    try:
-        return TreeResult.from_dict(json.loads(path.read_text()))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # missing, stale or damaged: trained again
-
-
 def cached_result(tree: BranchingTree, proxy: SearchSpace, seed: int) -> TreeResult | None:
     """``tree``'s result on the proxy space ``proxy`` with ``seed`` when a search or trial trained it
-    before (None: not in the cache)."""
-    cached = _read(_cache_path(proxy, seed, tree.key))
+    before (None: not in the cache, or damaged: trained again)."""
+    cached = read_result(_cache_path(proxy, seed, tree.key), proxy)
     return cached if cached is not None and cached.tree == tree else None
 
 
 def remember_result(result: TreeResult, proxy: SearchSpace, seed: int) -> None:
     """Keep a tree's result on ``proxy`` with ``seed`` in the cache (``cached_result``)."""
-    atomic_write_text(_cache_path(proxy, seed, result.tree.key), json.dumps(result.to_dict()))
+    write_result(_cache_path(proxy, seed, result.tree.key), result)
 
 
 class Evidence:
@@ -176,12 +171,7 @@ class Evidence:
         trained at the proxy budget: what sharing with those partners does to it (Standley et al. 2020).
         Stacked under ``torch.vmap`` where the space allows; cached like the trees."""
         path = cache_dir() / "subsets" / f"{self.proxy.training_hash}-seed{self.seed}.json"
-        stored: dict[str, dict[str, float]] = {}
-        if self.use_cache and path.is_file():
-            try:
-                stored = {str(k): {str(t): float(v) for t, v in d.items()} for k, d in json.loads(path.read_text()).items()}
-            except (OSError, ValueError, AttributeError, TypeError):
-                stored = {}
+        stored = (read_task_deltas(path, self.proxy) if self.use_cache else None) or {}
         key = [",".join(m) for m in members]
         missing = [m for m, k in zip(members, key) if k not in stored]
         if missing:
@@ -192,6 +182,6 @@ class Evidence:
                 stored[",".join(m)] = per_task_delta(result.val, sub, subset_space(self.proxy, m))
             self.trained += len(missing)
             if self.use_cache:
-                atomic_write_text(path, json.dumps(stored))
+                write_checked(path, stored)
         return [stored[k] for k in key]
 

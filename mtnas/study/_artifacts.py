@@ -35,7 +35,7 @@ from typing import Any
 
 import optuna
 
-from mtnas.core import MtnasError, first_line, inside, is_folder_name, short_repr
+from mtnas.core import MtnasError, cache_dir, first_line, inside, is_folder_name, short_repr
 
 __all__ = [
     "ARTIFACT_ID",
@@ -159,7 +159,7 @@ def upload_trial_files(trial: optuna.Trial, folder: Path, store: Any) -> dict[st
 
 def artifact_cache() -> Path:
     """Where downloaded trial files are kept (``$MTNAS_CACHE_DIR/artifacts``)."""
-    return Path(os.environ.get("MTNAS_CACHE_DIR", Path.home() / ".cache" / "mtnas")) / "artifacts"
+    return cache_dir() / "artifacts"
 
 
 def _cache_folder(study_name: str) -> str:
