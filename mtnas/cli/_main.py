@@ -144,7 +144,8 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--artifacts", default=None,
                    help="where trial files go: s3://BUCKET for workers on machines sharing no disk "
                         "(default: the run folder's artifacts/)")
-    p.add_argument("--timeout", type=positive_float, default=None, help="seconds after which no new trial starts")
+    p.add_argument("--timeout", type=positive_float, default=None,
+                   help="seconds after which no new trial starts (in every local worker process)")
     p.add_argument("--runs-dir", default="runs", help="where run folders live")
 
 
@@ -192,6 +193,8 @@ def _front_table(front: list) -> str:
 def _worker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", required=True, help="the study's storage URL (postgresql://..., journal:///...)")
     p.add_argument("--study", required=True, help="the study's name (the run's name)")
+    p.add_argument("--timeout", type=positive_float, default=None,
+                   help="seconds after which this worker starts no new trial")
 
 
 @command("worker", "join a study from any machine and run its trials", ("device", "threads", "quiet"))
@@ -200,7 +203,7 @@ def _worker(args: argparse.Namespace) -> None:
     from mtnas.study import run_worker
 
     _use_threads(args)
-    study = run_worker(args.storage, args.study, device=args.device, progress=not args.quiet)
+    study = run_worker(args.storage, args.study, device=args.device, timeout=args.timeout, progress=not args.quiet)
     print(f"worker done: the study holds {len(study.trials)} trials")
 
 

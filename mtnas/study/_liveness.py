@@ -26,7 +26,7 @@ import optuna
 
 from mtnas.study._storage import heartbeat_settings
 
-__all__ = ["mark_alive", "reap_dead_trials", "settle", "wait_for_turn"]
+__all__ = ["mark_alive", "process_gone", "reap_dead_trials", "settle", "wait_for_turn"]
 
 _RETRIED = ("fixed_tree",)  # user attributes a retry must keep (what an enqueued trial evaluates)
 
@@ -37,7 +37,7 @@ def mark_alive(trial: optuna.Trial) -> None:
     trial.set_user_attr("pid", os.getpid())
 
 
-def _gone(pid: int) -> bool:
+def process_gone(pid: int) -> bool:
     """Whether process ``pid`` has ended (a zombie, killed but not yet waited for, has too)."""
     try:
         os.kill(pid, 0)  # signal 0: only asks whether the process exists
@@ -72,7 +72,7 @@ def reap_dead_trials(study: optuna.Study, reason: str = "its process {pid} is go
         pid = t.user_attrs.get("pid")
         if _orphan(t, grace):
             why = f"its process died before it recorded itself (no heartbeat for {grace} s)"
-        elif t.user_attrs.get("host") == host and isinstance(pid, int) and pid != os.getpid() and _gone(pid):
+        elif t.user_attrs.get("host") == host and isinstance(pid, int) and pid != os.getpid() and process_gone(pid):
             why = reason.format(pid=pid)
         else:
             continue
