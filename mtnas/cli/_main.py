@@ -20,12 +20,22 @@ import math
 import os
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from mtnas.cli._options import OPTIONS, Parser, at_least, choice, positive_float
-from mtnas.core import PLUGINS_ENV, MtnasError, Registry, format_table, load_plugins, one_line, plugin_modules
+from mtnas.core import (
+    PLUGINS_ENV,
+    MtnasError,
+    MtnasWarning,
+    Registry,
+    format_table,
+    load_plugins,
+    one_line,
+    plugin_modules,
+)
 from mtnas.core._version import __version__
 
 __all__ = ["COMMANDS", "Command", "build_parser", "main", "use_plugins"]
@@ -498,7 +508,29 @@ def use_plugins(given: str | None) -> list[str]:
     return [*from_env, *extra]
 
 
+@contextlib.contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """While the command runs, mtnas's own warnings print as one line (``mtnas: note: ...``); any
+    other as Python shows it."""
+    python = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+        if issubclass(category, MtnasWarning):
+            print(f"mtnas: {category.label}: {one_line(str(message), 2000)}", file=file or sys.stderr)
+        else:
+            python(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    with _one_line_warnings():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:

@@ -8,7 +8,7 @@ from mtnas.core._lazy import lazy_exports
 __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "._cache": ("CACHE_ENV", "DamagedEntryWarning", "cache_dir", "read_checked", "write_checked",),
     "._config": ("ConfigError", "FLOAT32_MAX", "MAX_INT", "MAX_SEED", "bounded", "check_limits", "parse", "to_data",),
-    "._errors": ("MtnasError", "did_you_mean", "first_few", "first_line", "one_line", "short_repr", "short_text",),
+    "._errors": ("MtnasError", "MtnasWarning", "did_you_mean", "first_few", "first_line", "one_line", "short_repr", "short_text",),
     "._inputs": ("MAX_JSON_DEPTH", "MAX_JSON_INT_DIGITS", "load_json_text", "read_text_file", "regular_file",),
     "._io": ("atomic_write_bytes", "atomic_write_text", "naming", "replace_files",),
     "._lazy": ("lazy_exports",),

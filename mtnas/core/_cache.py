@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mtnas.core._errors import MtnasError, first_line
+from mtnas.core._errors import MtnasError, MtnasWarning, first_line
 from mtnas.core._inputs import load_json_text, read_text_file
 from mtnas.core._io import atomic_write_text
 
@@ -36,7 +36,7 @@ ENTRY_FORMAT = "mtnas-cache-entry"
 ENTRY_MAX_BYTES = 64 << 20
 
 
-class DamagedEntryWarning(UserWarning):
+class DamagedEntryWarning(MtnasWarning):
     """A cache entry was damaged or edited; it is not used, and the result is made again."""
 
 
