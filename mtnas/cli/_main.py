@@ -95,13 +95,16 @@ def _emit(data: object, text: str, as_json: bool) -> None:
     print(json.dumps(_json_safe(data), indent=2, allow_nan=False) if as_json else text)
 
 
-def _check_space_file(space: str | None) -> None:
-    """A space file that cannot be read (a file fault, malformed or hostile YAML, not a mapping) is
-    reported here, before the command imports torch: the error comes in a blink."""
-    if space:
-        from mtnas.space._builtin import read_space_data  # YAML only: no torch
+def _check_space_file(args: argparse.Namespace) -> None:
+    """A space that cannot be read (a file fault, malformed or hostile YAML, not a mapping) or whose
+    keys are wrong (an unknown or missing key, a value of the wrong type in its dataset section, a
+    bad --set) is reported here, before the command imports torch: the error comes in a blink.
+    Checking a value against a registry (a backbone, a head) imports torch, so such an error comes
+    from the full load that follows."""
+    if args.space and not getattr(args, "resume", False):
+        from mtnas.space import load_space  # the schema: no torch until a registry is read
 
-        read_space_data(space)
+        load_space(args.space, overrides=getattr(args, "overrides", None) or ())
 
 
 def _space_arg(args: argparse.Namespace) -> object:
@@ -125,11 +128,25 @@ def _use_threads(args: argparse.Namespace, workers: int = 1) -> None:
 # --- the pipeline: spaces, search, look, export, retrain ------------------------------------------
 
 
-@command("spaces", "list the built-in search spaces", ("json",))
-def _spaces(args: argparse.Namespace) -> None:
-    from mtnas.space._builtin import list_spaces  # YAML only: no torch
+def _spaces_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", nargs="?", default=None, help="one built-in space (default: all of them)")
+    p.add_argument("--yaml", action="store_true",
+                   help="print the space's YAML file, to copy and edit (e.g. mtnas spaces digit_gratings --yaml > my.yaml)")
 
-    spaces = list_spaces()
+
+@command("spaces", "list the built-in search spaces, or print one's YAML", ("json",))
+@arguments(_spaces_args)
+def _spaces(args: argparse.Namespace) -> None:
+    from mtnas.space._builtin import builtin_yaml, list_spaces  # YAML only: no torch
+
+    if args.yaml:
+        if args.name is None:
+            raise MtnasError("--yaml prints one space: give its name, e.g. mtnas spaces digit_gratings --yaml")
+        sys.stdout.write(builtin_yaml(args.name))
+        return
+    spaces = [s for s in list_spaces() if args.name is None or s[0] == args.name]
+    if not spaces:
+        builtin_yaml(args.name)  # the error: no such space, with the closest name and the list
     _emit([{"space": n, "description": d} for n, d in spaces],
           format_table(["space", "description"], [list(s) for s in spaces]), args.json)
 
@@ -163,7 +180,7 @@ def _search_args(p: argparse.ArgumentParser) -> None:
          ("budget", "set", "seed", "device", "threads", "json", "quiet"))
 @arguments(_search_args)
 def _search(args: argparse.Namespace) -> None:
-    _check_space_file(args.space)
+    _check_space_file(args)
     from mtnas.study import run_search, write_pareto
 
     if not args.resume and not args.space:
@@ -385,13 +402,15 @@ def _retrain_args(p: argparse.ArgumentParser) -> None:
                    help="weights for --init inherited (default: weights.safetensors beside the arch.json)")
 
 
-@command("retrain", "retrain an arch.json at full budget: checkpoints, resume, DDP, delta-m",
+@command("retrain", "retrain an arch.json (its training.epochs, or --epochs): delta-m, DDP",
          ("epochs", "seed", "device", "threads", "json", "quiet"))
 @arguments(_retrain_args)
 def _retrain(args: argparse.Namespace) -> None:
     from mtnas.train import retrain
 
     _use_threads(args, workers=int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))  # torchrun: its processes share
+    if args.epochs is None and not args.resume and os.environ.get("RANK", "0") == "0":
+        _budget_note(args.arch)
 
     report = retrain(
         args.arch, out_dir=args.out, epochs=args.epochs, device=args.device, precision=args.precision,
@@ -400,6 +419,17 @@ def _retrain(args: argparse.Namespace) -> None:
     )
     if report is not None:  # None on the ranks other than 0 of a torchrun launch
         _emit(report.to_dict(), report.render(), args.json)
+
+
+def _budget_note(arch_path: str) -> None:
+    """Say how long a retrain without --epochs trains: the budget its arch.json records, which is
+    the search's (a search run with --epochs 2 records 2 epochs, a quick look, not a full budget)."""
+    from mtnas.model import arch_space
+    from mtnas.tree import Architecture
+
+    epochs = arch_space(Architecture.load(arch_path), arch_path).training.epochs  # a file it cannot train: its error
+    print(f"mtnas: note: training for {epochs} epoch{'s' if epochs != 1 else ''}, the training.epochs of "
+          f"{arch_path} (its search's budget); --epochs N trains for another", file=sys.stderr)
 
 
 # --- fixed trees and the demo --------------------------------------------------------------------
@@ -415,7 +445,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
          ("space", "epochs", "set", "seed", "device", "threads", "json", "quiet"))
 @arguments(_train_args)
 def _train(args: argparse.Namespace) -> None:
-    _check_space_file(args.space)
+    _check_space_file(args)
     from mtnas.train import run_train
 
     _use_threads(args)
@@ -433,7 +463,7 @@ def _baselines_args(p: argparse.ArgumentParser) -> None:
          ("space", "epochs", "set", "seed", "device", "threads", "json", "quiet"))
 @arguments(_baselines_args)
 def _baselines(args: argparse.Namespace) -> None:
-    _check_space_file(args.space)
+    _check_space_file(args)
     from mtnas.train import run_baselines
 
     _use_threads(args)

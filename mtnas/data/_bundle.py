@@ -13,6 +13,7 @@ from types import MappingProxyType
 import torch
 
 from mtnas.core import MtnasError
+from mtnas.data._kinds import TASK_KINDS
 
 __all__ = ["TASK_KINDS", "DatasetBundle", "DatasetError", "TaskData", "TaskInfo"]
 
@@ -20,18 +21,6 @@ __all__ = ["TASK_KINDS", "DatasetBundle", "DatasetError", "TaskData", "TaskInfo"
 class DatasetError(MtnasError, ValueError):
     """A dataset's tasks, splits or tensors are not what mtnas can train on; the message says what
     to change. A user error (one line from the CLI), and a ``ValueError`` as before."""
-
-#: Task kinds and the target each one expects, per sample.
-TASK_KINDS: Mapping[str, str] = MappingProxyType(
-    {
-        "classification": "int64 class index, shape ()",
-        "multilabel": "float 0/1, shape (num_outputs,)",
-        "regression": "float, shape (num_outputs,)",
-        "dense_classification": "int64 class index per pixel, shape (H, W)",
-        "dense_regression": "float per pixel, shape (num_outputs, H, W)",
-    }
-)
-
 
 @dataclass(frozen=True)
 class TaskInfo:
