@@ -22,6 +22,7 @@ class DatasetError(MtnasError, ValueError):
     """A dataset's tasks, splits or tensors are not what mtnas can train on; the message says what
     to change. A user error (one line from the CLI), and a ``ValueError`` as before."""
 
+
 @dataclass(frozen=True)
 class TaskInfo:
     """What a dataset says about one of its tasks.

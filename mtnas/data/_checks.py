@@ -61,7 +61,7 @@ def _class_values(targets: torch.Tensor, task: TaskInfo) -> str | None:
     if not bool(bad.any()):
         return None
     value = int(targets[bad].flatten()[0])
-    return (f"holds the class {value} ({int(bad.sum())} such values); a {task.kind} task of {task.num_outputs} "
+    return (f"hold the class {value} ({int(bad.sum())} such values); a {task.kind} task of {task.num_outputs} "
             f"classes takes 0..{task.num_outputs - 1}, and {IGNORE_INDEX} for an unlabelled sample; fix the labels "
             "or num_outputs")
 
@@ -70,14 +70,14 @@ def _finite_values(targets: torch.Tensor, task: TaskInfo) -> str | None:
     bad = ~torch.isfinite(targets)
     if not bool(bad.any()):
         return None
-    return (f"holds {int(bad.sum())} NaN or infinite values; drop those samples, or mark them unlabelled with "
+    return (f"hold {int(bad.sum())} NaN or infinite values; drop those samples, or mark them unlabelled with "
             "TaskData(masks=...)")
 
 
 def _label_values(targets: torch.Tensor, task: TaskInfo) -> str | None:
     fault = _finite_values(targets, task)
     if fault is None and bool(((targets < 0) | (targets > 1)).any()):
-        fault = "holds values outside 0..1; a multilabel target is 0 or 1 per label"
+        fault = "hold values outside 0..1; a multilabel target is 0 or 1 per label"
     return fault
 
 

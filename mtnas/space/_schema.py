@@ -240,8 +240,9 @@ class TaskConfig:
                 f"valid: {', '.join(TASK_KINDS)}"
             )
         if self.head is not None and self.head not in components.HEADS:
-            raise ConfigError(f"head: unknown head {short_repr(self.head)}{did_you_mean(self.head, components.HEADS.names())}; "
-                              f"valid: {', '.join(components.HEADS.names())}")
+            valid = components.HEADS.names()
+            raise ConfigError(f"head: unknown head {short_repr(self.head)}{did_you_mean(self.head, valid)}; "
+                              f"valid: {', '.join(valid)}")
 
     @property
     def resolved(self) -> bool:
@@ -413,7 +414,7 @@ class SearchSpace:
             head = task.head or KIND_DEFAULTS[task.kind][0]
             try:
                 components.check_head_size(head, task.kind, tuple(features), task.num_outputs,
-                                out_size if task.kind in components.DENSE_KINDS else None)
+                                           out_size if task.kind in components.DENSE_KINDS else None)
             except MtnasError as exc:
                 raise error(f"tasks[{i}] ({short_text(task.name)}).num_outputs: {exc}") from None
 

@@ -194,15 +194,15 @@ class SearchRun:
         info, own = self.info(), str((self.root / "artifacts").resolve())
         recorded = str(info.get("artifacts", own))
         folder = store_folder(recorded)
-        if folder is not None:
-            origin = file_path(str(info["storage"]))
-            if folder and os.path.isabs(folder) and (_same_file(Path(folder), Path(own)) or (
-                    origin and Path(os.path.abspath(origin)).parent / "artifacts" == Path(folder))):
-                return own  # its own, or the one of the folder it was copied from
-            agrees = in_study is not None and store_folder(in_study) is not None and _same_file(
-                Path(folder), Path(store_folder(in_study) or ""))
-        else:
+        origin = file_path(str(info["storage"]))  # the study file of the folder run.json was written in
+        if folder and os.path.isabs(folder) and (
+                _same_file(Path(folder), Path(own)) or (origin and Path(folder) == Path(origin).parent / "artifacts")):
+            return own  # its own, or the default one of the folder it was copied from
+        studied = store_folder(in_study) if in_study is not None else None
+        if folder is None:  # a bucket
             agrees = in_study in (None, recorded)
+        else:
+            agrees = studied is not None and _same_file(Path(folder), Path(studied))
         if agrees:
             return recorded
         raise MtnasError(
