@@ -409,27 +409,18 @@ def _retrain(args: argparse.Namespace) -> None:
     from mtnas.train import retrain
 
     _use_threads(args, workers=int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))  # torchrun: its processes share
-    if args.epochs is None and not args.resume and os.environ.get("RANK", "0") == "0":
-        _budget_note(args.arch)
+
+    def budget_note(epochs: int) -> None:  # the arch.json's budget is its search's: say it, not "the full budget"
+        print(f"mtnas: note: training for {epochs} epoch{'s' if epochs != 1 else ''}, the training.epochs of "
+              f"{args.arch} (its search's budget); --epochs N trains for another", file=sys.stderr)
 
     report = retrain(
         args.arch, out_dir=args.out, epochs=args.epochs, device=args.device, precision=args.precision,
         compile=args.compile, resume=args.resume, restart=args.restart, init=args.init, weights=args.weights, seed=args.seed, data=args.data,
-        progress=not args.quiet,
+        progress=not args.quiet, on_start=budget_note if args.epochs is None and not args.resume else None,
     )
     if report is not None:  # None on the ranks other than 0 of a torchrun launch
         _emit(report.to_dict(), report.render(), args.json)
-
-
-def _budget_note(arch_path: str) -> None:
-    """Say how long a retrain without --epochs trains: the budget its arch.json records, which is
-    the search's (a search run with --epochs 2 records 2 epochs, a quick look, not a full budget)."""
-    from mtnas.model import arch_space
-    from mtnas.tree import Architecture
-
-    epochs = arch_space(Architecture.load(arch_path), arch_path).training.epochs  # a file it cannot train: its error
-    print(f"mtnas: note: training for {epochs} epoch{'s' if epochs != 1 else ''}, the training.epochs of "
-          f"{arch_path} (its search's budget); --epochs N trains for another", file=sys.stderr)
 
 
 # --- fixed trees and the demo --------------------------------------------------------------------
