@@ -192,7 +192,8 @@ def run_search(
         if done < trials:
             raise MtnasError(f"{len(dead)} of the worker processes failed; see their output above")
         print(f"warning: {len(dead)} worker process(es) ended with an error (exit {sorted(dead.values())}); "
-              f"their trials were retried and the study holds {done} completed trials", file=sys.stderr)
+              f"their trials were failed, and retried while the study needed them; it holds {done} completed "
+              "trials", file=sys.stderr)
     done = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
     if timeout is not None and workers > 0 and done < trials:
         print(f"note: --timeout {timeout:g}s stopped the search after {done} of {trials} trials; "
