@@ -115,3 +115,41 @@ def test_a_closed_pipe_ends_quietly_with_status_0() -> None:
     finally:
         os.close(write)
     assert proc.returncode == 0 and proc.stderr == ""
+
+
+def test_spaces_prints_a_builtin_spaces_yaml_to_copy(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    from mtnas.space import load_space
+
+    assert main(["spaces", "digit_gratings", "--yaml"]) == 0
+    copy = tmp_path / "digit_gratings.yaml"
+    copy.write_text(capsys.readouterr().out)
+    assert load_space(copy).to_dict() == load_space("digit_gratings").to_dict()
+    assert main(["spaces", "multi_digits", "--json"]) == 0
+    assert [row["space"] for row in json.loads(capsys.readouterr().out)] == ["multi_digits"]
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["spaces", "--yaml"], "--yaml prints one space: give its name"),
+    (["spaces", "digit_gratngs", "--yaml"], "no built-in search space 'digit_gratngs' (did you mean 'digit_gratings'?)"),
+    (["spaces", "nope"], "no built-in search space 'nope'"),
+])
+def test_spaces_of_an_unknown_name_is_one_line(argv: list[str], expected: str, capsys: pytest.CaptureFixture) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and expected in err, err
+
+
+def test_retrain_says_how_many_epochs_it_trains_and_takes_epochs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """An arch.json of a search run with --epochs 2 records 2 epochs: a retrain says so instead of
+    training them silently as "the full budget"."""
+    from tests.test_retrain import write_arch
+
+    arch = write_arch(tmp_path, epochs=1)
+    assert main(["retrain", str(arch), "--quiet", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert (f"mtnas: note: training for 1 epoch, the training.epochs of {arch} (its search's budget); --epochs N "
+            "trains for another") in captured.err
+    assert json.loads(captured.out)["epochs"] == 1
+    assert main(["retrain", str(arch), "--epochs", "2", "-o", str(tmp_path / "two"), "--quiet", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "note:" not in captured.err and json.loads(captured.out)["epochs"] == 2

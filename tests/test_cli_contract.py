@@ -78,19 +78,46 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "r"
 
 
-@pytest.mark.parametrize("argv", [["trials", "{run}"], ["trials", "{run}", "--json"], ["show", "{run}"],
-                                  ["show", "{run}", "--json"], ["show", "{run}", "--trial", "2"], ["spaces"],
-                                  ["spaces", "--json"], ["--help"]])
-def test_read_only_commands_import_no_torch(argv: list[str], run_dir: Path) -> None:
-    args = [a.format(run=run_dir) for a in argv]
+def _without_torch(args: list[str]) -> tuple[str, str, int, str]:
+    """Run the CLI in a fresh process: its exit code, whether torch was imported, what it printed."""
     code = ("import sys, contextlib, io\nfrom mtnas.cli import main\nout = io.StringIO()\n"
             "with contextlib.redirect_stdout(out):\n    try:\n        rc = main(sys.argv[1:])\n"
             "    except SystemExit as e:\n        rc = e.code\n"
             "print(rc, 'torch' in sys.modules, len(out.getvalue()))")
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
     rc, torch_loaded, printed = proc.stdout.split()
-    assert (rc, torch_loaded) == ("0", "False"), proc.stderr
-    assert int(printed) > 0
+    return rc, torch_loaded, int(printed), proc.stderr
+
+
+@pytest.mark.parametrize("argv", [["trials", "{run}"], ["trials", "{run}", "--json"], ["show", "{run}"],
+                                  ["show", "{run}", "--json"], ["show", "{run}", "--trial", "2"], ["spaces"],
+                                  ["spaces", "--json"], ["--help"], ["search", "--help"], ["worker", "--help"],
+                                  ["spaces", "digit_gratings", "--yaml"]])
+def test_read_only_commands_import_no_torch(argv: list[str], run_dir: Path) -> None:
+    rc, torch_loaded, printed, err = _without_torch([a.format(run=run_dir) for a in argv])
+    assert (rc, torch_loaded) == ("0", "False"), err
+    assert printed > 0
+
+
+_BODY = "backbone: {name: conv, layers: [{channels: 8}]}\ntasks: [digit]\n"
+#: a space whose keys are wrong -> the command, the space, what its error says (before torch is imported)
+SCHEMA_ERRORS = {
+    "a top-level typo": (["train", "{space}"], f"dataset: {{name: digit_gratings}}\n{_BODY}trainig: 1\n",
+                         "unknown key 'trainig' (did you mean 'training'?)"),
+    "a dataset named twice": (["search", "{space}"], f"dataset: {{name: digit_gratings, factory: 'x:y'}}\n{_BODY}",
+                              "give exactly one of 'name'"),
+    "a typo in --set": (["baselines", "{space}", "--set", "serach.trials=3"], f"dataset: {{name: digit_gratings}}\n{_BODY}",
+                        "unknown key 'serach' (did you mean 'search'?)"),
+}
+
+
+@pytest.mark.parametrize("case", list(SCHEMA_ERRORS))
+def test_a_schema_error_is_answered_before_torch_is_imported(case: str, tmp_path: Path) -> None:
+    argv, text, expected = SCHEMA_ERRORS[case]
+    space = tmp_path / "s.yaml"
+    space.write_text(text)
+    rc, torch_loaded, _, err = _without_torch([a.format(space=space) for a in argv])
+    assert (rc, torch_loaded) == ("2", "False") and expected in err, err
 
 
 def test_json_of_show_trials_and_spaces(run_dir: Path, capsys: pytest.CaptureFixture) -> None:

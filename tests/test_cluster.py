@@ -96,9 +96,10 @@ def test_workers_on_machines_that_share_no_disk(tmp_path: Path, postgres_url: st
     assert [t.user_attrs.get("retry_of") for t in study.trials].count(killed) == 1
     assert all({"arch.json", "metrics.json", "tree.png"} <= set(t.user_attrs["artifacts"]) for t in complete)
     # the workers wrote nothing in the creator's folder, and nothing but their caches in their own
+    # (and the scratch folder in TMPDIR of the one SIGKILLed, which no process can remove as it dies)
     assert not (creator / "runs" / "cl" / "trials").exists()
-    for root in (a, b):
-        assert all(f.startswith(("cache/", "home/")) for f in _files(root)), _files(root)
+    for root, scratch in ((a, ("tmp/mtnas-worker-cl-",)), (b, ())):
+        assert all(f.startswith(("cache/", "home/", *scratch)) for f in _files(root)), _files(root)
 
     ref = f"{postgres_url}#cl"
     env = _machine(reader, s3_env)

@@ -283,10 +283,12 @@ def test_a_killed_local_worker_trial_is_failed_and_the_count_still_reached(tmp_p
     assert "worker process(es) ended with an error" in err
     study = optuna.load_study(study_name="r", storage=open_storage(journal))
     assert study.trials[killed].state == optuna.trial.TrialState.FAIL
-    # Failed either by the main process's heartbeat check (then retried), or, when the study was
-    # done before the heartbeat went stale, as soon as the helper's death was seen.
+    # Failed and retried (enqueued once; the retry may still wait) when its death was seen while the
+    # study needed trials: by the heartbeat check, or at the main process's next trial. Failed and not
+    # retried when the main process completed the 8 trials first (its settling: no more trials are
+    # needed), as on an idle machine, where it runs most of them before the helper has started.
     retried = [t for t in study.trials if killed in (t.system_attrs.get("failed_trial"), t.user_attrs.get("retry_of"))]
-    assert len(retried) == 1  # enqueued once (it may still wait: the study was complete before it ran)
+    assert len(retried) == 1 or (not retried and "is gone" in study.user_attrs.get(f"fail_reason:{killed}", ""))
     assert len(_completed(study)) == 8
     assert [t.number for t in study.trials] == list(range(len(study.trials)))
 

@@ -14,7 +14,7 @@ from mtnas.model import BranchedNet
 from mtnas.search import METHODS, Evidence, PairModel, Split, combined_pairs, parsimonious, search_tree
 from mtnas.search._evidence import Evaluated
 from mtnas.space import load_resolved, load_space
-from mtnas.train import TreeResult, subset_space, train_tree, train_trees
+from mtnas.train import subset_space, train_tree, train_trees
 from mtnas.tree import BranchingTree
 
 CPU = torch.device("cpu")
@@ -80,13 +80,15 @@ def test_a_damaged_cache_entry_is_trained_again(tmp_path) -> None:
     space, bundle = _small()
     tree = BranchingTree.all_shared(space.task_names, space.num_layers)
     Evidence(space, bundle, seed=0).evaluate(tree)
-    from mtnas.train import cache_dir
+    from mtnas.core import DamagedEntryWarning
+    from mtnas.train import cache_dir, read_result
 
     (entry,) = (cache_dir() / "trees").rglob(f"{tree.key}.json")
     entry.write_text("{not json")
     evidence = Evidence(space, bundle, seed=0)
-    evidence.evaluate(tree)
-    assert evidence.trained == 1 and TreeResult.from_dict(json.loads(entry.read_text())).tree == tree
+    with pytest.warns(DamagedEntryWarning, match=str(entry)):
+        evidence.evaluate(tree)
+    assert evidence.trained == 1 and read_result(entry, evidence.proxy).tree == tree
 
 
 def test_pair_deltas_are_relative_to_the_single_task_networks() -> None:

@@ -15,7 +15,15 @@ import pytest
 import yaml
 
 from mtnas.core import MtnasError
-from mtnas.report import draw_history, draw_importances, draw_pareto, pareto_plot_data, short_tree
+from mtnas.report import (
+    ParetoPoint,
+    draw_history,
+    draw_importances,
+    draw_pareto,
+    front_label,
+    pareto_plot_data,
+    tree_label,
+)
 from mtnas.viz import draw_routing, routing_evolution
 from tests.conftest import write_tiny_space
 
@@ -117,11 +125,41 @@ def test_pareto_data_of_a_real_search(searched: tuple[Path, optuna.Study], tmp_p
     assert out.read_bytes().startswith(PNG_MAGIC)
 
 
-def test_short_tree_cuts_task_names_to_unique_prefixes() -> None:
-    tasks = ("digit", "parity", "ge5", "orientation", "frequency", "diagonal")
-    text = "0-2: all | 3: digit,parity,ge5 / orientation,frequency,diagonal"
-    assert short_tree(text, tasks) == "0-2: all | 3: dig,p,g/o,f,dia"
-    assert short_tree("0-3: each", tasks) == "0-3: each"
+#: a tree as ``describe()`` writes it -> its label in the Pareto plot (task names whole, never cut to prefixes)
+TREE_LABELS = {
+    "0-3: each": "0-3: each",
+    "0-2: all | 3: digit,parity,ge5 / orientation,frequency,diagonal":
+        "0-2: all | 3: digit,parity,ge5 / orientation,frequency,diagonal",
+    "0: all | 1: left_digit,left_parity,left_ge5 / right_digit,right_parity,right_ge5 | 2-3: each":
+        "0: all | 1: left_digit +2 / right_digit +2 | 2-3: each",
+    " | ".join(f"{i}: " + " / ".join(f"task{j}_{i}" for j in range(8)) for i in range(4)):
+        "0: task0_0 / task1_0 / task2_0 / task3_0 / task4_0 / task5_0 / ta\u2026",
+}
+
+
+@pytest.mark.parametrize("tree", list(TREE_LABELS))
+def test_a_front_label_keeps_task_names_whole(tree: str) -> None:
+    assert tree_label(tree) == TREE_LABELS[tree] and len(tree_label(tree)) <= 66
+
+
+def test_the_plot_marks_the_references_and_the_tree_export_picks(searched: tuple[Path, optuna.Study]) -> None:
+    from mtnas.study import choose_trial
+
+    _, study = searched
+    data = pareto_plot_data(study)
+    assert data.pick == choose_trial(study).number and data.pick not in {p.trial for p in data.points if p.fixed}
+    pick = data.pick_point
+    labels = [front_label(p, pick) for p in data.labelled]
+    marked = [label for label in labels if "export's pick" in label]
+    # its own label, or (its tree on the front as another trial's) that trial's label says so
+    assert len(marked) == 1 and (marked[0].startswith(f"trial {pick.trial} (") or
+                                 f"export's pick: trial {pick.trial}" in marked[0])
+    assert any(label.startswith("trial 0 (all-shared") and label.endswith(": 0-3: all") for label in labels)
+    shared = ParetoPoint(0, 1.0, 0.0, "0-3: all", "all-shared", True, None)
+    assert front_label(shared, shared._replace(trial=5, fixed=None)) == (
+        "trial 0 (all-shared; export's pick: trial 5): 0-3: all")
+    only_references = _study([(-20.0, 100.0, "0-3: all", {"fixed_tree": "all-shared"})])
+    assert pareto_plot_data(only_references).pick is None  # nothing searched: export has no default pick
 
 
 # --- Optuna plots ------------------------------------------------------------------------------

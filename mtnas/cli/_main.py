@@ -20,12 +20,22 @@ import math
 import os
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from mtnas.cli._options import OPTIONS, Parser, at_least, choice, positive_float
-from mtnas.core import PLUGINS_ENV, MtnasError, Registry, format_table, load_plugins, one_line, plugin_modules
+from mtnas.core import (
+    PLUGINS_ENV,
+    MtnasError,
+    MtnasWarning,
+    Registry,
+    format_table,
+    load_plugins,
+    one_line,
+    plugin_modules,
+)
 from mtnas.core._version import __version__
 
 __all__ = ["COMMANDS", "Command", "build_parser", "main", "use_plugins"]
@@ -85,13 +95,16 @@ def _emit(data: object, text: str, as_json: bool) -> None:
     print(json.dumps(_json_safe(data), indent=2, allow_nan=False) if as_json else text)
 
 
-def _check_space_file(space: str | None) -> None:
-    """A space file that cannot be read (a file fault, malformed or hostile YAML, not a mapping) is
-    reported here, before the command imports torch: the error comes in a blink."""
-    if space:
-        from mtnas.space._builtin import read_space_data  # YAML only: no torch
+def _check_space_file(args: argparse.Namespace) -> None:
+    """A space that cannot be read (a file fault, malformed or hostile YAML, not a mapping) or whose
+    keys are wrong (an unknown or missing key, a value of the wrong type in its dataset section, a
+    bad --set) is reported here, before the command imports torch: the error comes in a blink.
+    Checking a value against a registry (a backbone, a head) imports torch, so such an error comes
+    from the full load that follows."""
+    if args.space and not getattr(args, "resume", False):
+        from mtnas.space import load_space  # the schema: no torch until a registry is read
 
-        read_space_data(space)
+        load_space(args.space, overrides=getattr(args, "overrides", None) or ())
 
 
 def _space_arg(args: argparse.Namespace) -> object:
@@ -115,11 +128,25 @@ def _use_threads(args: argparse.Namespace, workers: int = 1) -> None:
 # --- the pipeline: spaces, search, look, export, retrain ------------------------------------------
 
 
-@command("spaces", "list the built-in search spaces", ("json",))
-def _spaces(args: argparse.Namespace) -> None:
-    from mtnas.space._builtin import list_spaces  # YAML only: no torch
+def _spaces_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", nargs="?", default=None, help="one built-in space (default: all of them)")
+    p.add_argument("--yaml", action="store_true",
+                   help="print the space's YAML file, to copy and edit (e.g. mtnas spaces digit_gratings --yaml > my.yaml)")
 
-    spaces = list_spaces()
+
+@command("spaces", "list the built-in search spaces, or print one's YAML", ("json",))
+@arguments(_spaces_args)
+def _spaces(args: argparse.Namespace) -> None:
+    from mtnas.space._builtin import builtin_yaml, list_spaces  # YAML only: no torch
+
+    if args.yaml:
+        if args.name is None:
+            raise MtnasError("--yaml prints one space: give its name, e.g. mtnas spaces digit_gratings --yaml")
+        sys.stdout.write(builtin_yaml(args.name))
+        return
+    spaces = [s for s in list_spaces() if args.name is None or s[0] == args.name]
+    if not spaces:
+        builtin_yaml(args.name)  # the error: no such space, with the closest name and the list
     _emit([{"space": n, "description": d} for n, d in spaces],
           format_table(["space", "description"], [list(s) for s in spaces]), args.json)
 
@@ -144,7 +171,8 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--artifacts", default=None,
                    help="where trial files go: s3://BUCKET for workers on machines sharing no disk "
                         "(default: the run folder's artifacts/)")
-    p.add_argument("--timeout", type=positive_float, default=None, help="seconds after which no new trial starts")
+    p.add_argument("--timeout", type=positive_float, default=None,
+                   help="seconds after which no new trial starts (in every local worker process)")
     p.add_argument("--runs-dir", default="runs", help="where run folders live")
 
 
@@ -152,7 +180,7 @@ def _search_args(p: argparse.ArgumentParser) -> None:
          ("budget", "set", "seed", "device", "threads", "json", "quiet"))
 @arguments(_search_args)
 def _search(args: argparse.Namespace) -> None:
-    _check_space_file(args.space)
+    _check_space_file(args)
     from mtnas.study import run_search, write_pareto
 
     if not args.resume and not args.space:
@@ -192,6 +220,8 @@ def _front_table(front: list) -> str:
 def _worker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", required=True, help="the study's storage URL (postgresql://..., journal:///...)")
     p.add_argument("--study", required=True, help="the study's name (the run's name)")
+    p.add_argument("--timeout", type=positive_float, default=None,
+                   help="seconds after which this worker starts no new trial")
 
 
 @command("worker", "join a study from any machine and run its trials", ("device", "threads", "quiet"))
@@ -200,7 +230,7 @@ def _worker(args: argparse.Namespace) -> None:
     from mtnas.study import run_worker
 
     _use_threads(args)
-    study = run_worker(args.storage, args.study, device=args.device, progress=not args.quiet)
+    study = run_worker(args.storage, args.study, device=args.device, timeout=args.timeout, progress=not args.quiet)
     print(f"worker done: the study holds {len(study.trials)} trials")
 
 
@@ -372,7 +402,7 @@ def _retrain_args(p: argparse.ArgumentParser) -> None:
                    help="weights for --init inherited (default: weights.safetensors beside the arch.json)")
 
 
-@command("retrain", "retrain an arch.json at full budget: checkpoints, resume, DDP, delta-m",
+@command("retrain", "retrain an arch.json (its training.epochs, or --epochs): delta-m, DDP",
          ("epochs", "seed", "device", "threads", "json", "quiet"))
 @arguments(_retrain_args)
 def _retrain(args: argparse.Namespace) -> None:
@@ -380,10 +410,14 @@ def _retrain(args: argparse.Namespace) -> None:
 
     _use_threads(args, workers=int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))  # torchrun: its processes share
 
+    def budget_note(epochs: int) -> None:  # the arch.json's budget is its search's: say it, not "the full budget"
+        print(f"mtnas: note: training for {epochs} epoch{'s' if epochs != 1 else ''}, the training.epochs of "
+              f"{args.arch} (its search's budget); --epochs N trains for another", file=sys.stderr)
+
     report = retrain(
         args.arch, out_dir=args.out, epochs=args.epochs, device=args.device, precision=args.precision,
         compile=args.compile, resume=args.resume, restart=args.restart, init=args.init, weights=args.weights, seed=args.seed, data=args.data,
-        progress=not args.quiet,
+        progress=not args.quiet, on_start=budget_note if args.epochs is None and not args.resume else None,
     )
     if report is not None:  # None on the ranks other than 0 of a torchrun launch
         _emit(report.to_dict(), report.render(), args.json)
@@ -402,7 +436,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
          ("space", "epochs", "set", "seed", "device", "threads", "json", "quiet"))
 @arguments(_train_args)
 def _train(args: argparse.Namespace) -> None:
-    _check_space_file(args.space)
+    _check_space_file(args)
     from mtnas.train import run_train
 
     _use_threads(args)
@@ -420,7 +454,7 @@ def _baselines_args(p: argparse.ArgumentParser) -> None:
          ("space", "epochs", "set", "seed", "device", "threads", "json", "quiet"))
 @arguments(_baselines_args)
 def _baselines(args: argparse.Namespace) -> None:
-    _check_space_file(args.space)
+    _check_space_file(args)
     from mtnas.train import run_baselines
 
     _use_threads(args)
@@ -495,7 +529,29 @@ def use_plugins(given: str | None) -> list[str]:
     return [*from_env, *extra]
 
 
+@contextlib.contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """While the command runs, mtnas's own warnings print as one line (``mtnas: note: ...``); any
+    other as Python shows it."""
+    python = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+        if issubclass(category, MtnasWarning):
+            print(f"mtnas: {category.label}: {one_line(str(message), 2000)}", file=file or sys.stderr)
+        else:
+            python(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    with _one_line_warnings():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:

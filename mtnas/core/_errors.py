@@ -7,7 +7,7 @@ import reprlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-__all__ = ["MtnasError", "did_you_mean", "first_few", "first_line", "one_line", "short_repr", "short_text"]
+__all__ = ["MtnasError", "MtnasWarning", "did_you_mean", "first_few", "first_line", "one_line", "short_repr", "short_text"]
 
 
 _MAX_SUGGESTED = 100
@@ -18,6 +18,13 @@ class MtnasError(Exception):
 
     The CLI prints it as one line and exits with code 2; anything else is a bug (exit 1).
     """
+
+
+class MtnasWarning(UserWarning):
+    """Something the user should know that does not stop the command (a cache entry not used, a
+    dataset's tensor converted). The CLI prints it as one line, ``mtnas: LABEL: message``."""
+
+    label = "warning"
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

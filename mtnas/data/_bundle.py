@@ -12,18 +12,15 @@ from types import MappingProxyType
 
 import torch
 
-__all__ = ["TASK_KINDS", "DatasetBundle", "TaskData", "TaskInfo"]
+from mtnas.core import MtnasError
+from mtnas.data._kinds import TASK_KINDS
 
-#: Task kinds and the target each one expects, per sample.
-TASK_KINDS: Mapping[str, str] = MappingProxyType(
-    {
-        "classification": "int64 class index, shape ()",
-        "multilabel": "float 0/1, shape (num_outputs,)",
-        "regression": "float, shape (num_outputs,)",
-        "dense_classification": "int64 class index per pixel, shape (H, W)",
-        "dense_regression": "float per pixel, shape (num_outputs, H, W)",
-    }
-)
+__all__ = ["TASK_KINDS", "DatasetBundle", "DatasetError", "TaskData", "TaskInfo"]
+
+
+class DatasetError(MtnasError, ValueError):
+    """A dataset's tasks, splits or tensors are not what mtnas can train on; the message says what
+    to change. A user error (one line from the CLI), and a ``ValueError`` as before."""
 
 
 @dataclass(frozen=True)
@@ -44,10 +41,12 @@ class TaskInfo:
     description: str = ""
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str):
+            raise DatasetError(f"TaskInfo: a task's name is text, got {self.name!r}")
         if self.kind not in TASK_KINDS:
-            raise ValueError(f"task {self.name!r}: unknown kind {self.kind!r}; valid: {sorted(TASK_KINDS)}")
-        if self.num_outputs < 1:
-            raise ValueError(f"task {self.name!r}: num_outputs must be >= 1, got {self.num_outputs}")
+            raise DatasetError(f"task {self.name!r}: unknown kind {self.kind!r}; valid: {', '.join(TASK_KINDS)}")
+        if isinstance(self.num_outputs, bool) or not isinstance(self.num_outputs, int) or self.num_outputs < 1:
+            raise DatasetError(f"task {self.name!r}: num_outputs must be a whole number >= 1, got {self.num_outputs!r}")
 
 
 @dataclass(frozen=True)
@@ -64,15 +63,18 @@ class TaskData:
     masks: Mapping[str, torch.Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        n = len(self.inputs)
+        n = _rows(self.inputs, "inputs")
         for name, t in self.targets.items():
-            if len(t) != n:
-                raise ValueError(f"targets[{name!r}] has {len(t)} rows, inputs have {n}")
+            if _rows(t, f"targets[{name!r}]") != n:
+                raise DatasetError(f"TaskData: targets[{name!r}] has {len(t)} rows, the inputs {n}; give one target "
+                                   "per input sample, in the same order")
         for name, m in self.masks.items():
             if name not in self.targets:
-                raise ValueError(f"masks[{name!r}]: no such task among the targets {sorted(self.targets)}")
-            if m.dtype != torch.bool or m.shape != (n,):
-                raise ValueError(f"masks[{name!r}] must be bool of shape ({n},), got {m.dtype} {tuple(m.shape)}")
+                raise DatasetError(f"TaskData: masks[{name!r}]: no such task among the targets {sorted(self.targets)}")
+            if not isinstance(m, torch.Tensor) or m.dtype != torch.bool or m.shape != (n,):
+                raise DatasetError(f"TaskData: masks[{name!r}] must be bool of shape ({n},) (True where the sample "
+                                   f"is labelled), got {getattr(m, 'dtype', type(m).__name__)} "
+                                   f"{tuple(getattr(m, 'shape', ()))}")
         object.__setattr__(self, "targets", MappingProxyType(dict(self.targets)))
         object.__setattr__(self, "masks", MappingProxyType(dict(self.masks)))
 
@@ -120,6 +122,13 @@ class TaskData:
             yield self.select(idx)
 
 
+def _rows(value: object, what: str) -> int:
+    try:
+        return len(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise DatasetError(f"TaskData: {what} is a {type(value).__name__}, not a tensor of one row per sample") from None
+
+
 @dataclass(frozen=True)
 class DatasetBundle:
     """What every dataset (built-in or a user's factory) returns.
@@ -137,14 +146,19 @@ class DatasetBundle:
     planted_groups: tuple[tuple[str, ...], ...] | None = field(default=None)
 
     def __post_init__(self) -> None:
+        if not all(isinstance(t, TaskInfo) for t in self.tasks):
+            raise DatasetError("DatasetBundle: tasks must be TaskInfo(name, kind, num_outputs) objects, one per task")
         names = [t.name for t in self.tasks]
         if len(set(names)) != len(names):
-            raise ValueError(f"task names repeat: {names}")
+            raise DatasetError(f"DatasetBundle: task names repeat: {names}; give each task one TaskInfo")
         for split_name in ("train", "val", "test"):
             split = getattr(self, split_name)
+            if not isinstance(split, TaskData):
+                raise DatasetError(f"DatasetBundle: the {split_name} split is a {type(split).__name__}; give a "
+                                   "TaskData(inputs, targets)")
             missing = set(names) - set(split.targets)
             if missing:
-                raise ValueError(f"{split_name} split lacks targets for tasks {sorted(missing)}")
+                raise DatasetError(f"DatasetBundle: the {split_name} split lacks targets for tasks {sorted(missing)}")
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -5,9 +5,12 @@ heads, losses, metrics (with their direction) and loss balancers.
 from mtnas.core._lazy import lazy_exports
 
 __all__, __getattr__, __dir__ = lazy_exports(__name__, {
+    "._backbone_types": (
+        "BackboneType", "BlockPlan", "MAX_ACTIVATION", "MAX_BACKBONE_PARAMS", "ModelLibrary", "ModelSource",
+        "check_backbone_size",
+    ),
     "._backbones": (
-        "BACKBONES", "BackboneType", "BlockPlan", "ConvLayer", "MAX_ACTIVATION", "MAX_BACKBONE_PARAMS", "MLPLayer",
-        "ModelLibrary", "ModelSource", "ResNetLayer", "USER_BACKBONES", "backbone_type", "check_backbone_size", "plan_backbone",
+        "BACKBONES", "ConvLayer", "MLPLayer", "ResNetLayer", "USER_BACKBONES", "backbone_type", "plan_backbone",
         "register_backbone",
     ),
     "._balancing": (

@@ -5,14 +5,16 @@ list of ``BlockPlan``: one per layer, with the shapes in and out and a ``make()`
 copy of the block. The supernet calls ``make()`` K times per layer, BranchedNet once per tree node,
 so a derived tree is built from exactly the blocks it was searched with.
 
-A backbone may wrap a library of whole models (the built-in ``timm``): its ``BackboneType`` then
-holds a :class:`ModelLibrary`, the config names a ``model`` (and ``pretrained``), and the planner
-gets them as a :class:`ModelSource`; each plan's ``make()`` copies one piece of that model.
+A backbone may wrap a library of whole models (the built-in ``timm`` and ``torchvision``, defined
+in their own modules on the types of ``mtnas.nn._backbone_types`` and registered here with mtnas's
+own ``conv``, ``resnet`` and ``mlp``): its ``BackboneType`` then holds a ``ModelLibrary``, the
+config names a ``model`` (and ``pretrained``), and the planner gets them as a ``ModelSource``;
+each plan's ``make()`` copies one piece of that model.
 
 A user's backbone is registered with :func:`register_backbone` in a module loaded on purpose
 (``mtnas --plugins MODULE``, ``MTNAS_PLUGINS``, an import) or as a ``mtnas.backbones`` entry
 point; a name a file gives that is not registered is refused, and nothing is imported for it.
-:func:`check_backbone_size` refuses a backbone too large to build (see ``MAX_BACKBONE_PARAMS``).
+``check_backbone_size`` refuses a backbone too large to build (see ``MAX_BACKBONE_PARAMS``).
 """
 
 from __future__ import annotations
@@ -26,84 +28,26 @@ import torch
 from torch import nn
 
 from mtnas.core import MtnasError, PluginRegistry, Registry, bounded, first_line
+from mtnas.nn._backbone_types import (
+    BackboneType,
+    BlockPlan,
+    ModelSource,
+)
+from mtnas.nn._timm import TIMM_BACKBONE
+from mtnas.nn._torchvision import TORCHVISION_BACKBONE
 
 __all__ = [
     "BACKBONES",
-    "MAX_ACTIVATION",
-    "MAX_BACKBONE_PARAMS",
     "USER_BACKBONES",
-    "BackboneType",
-    "BlockPlan",
     "ConvLayer",
     "MLPLayer",
-    "ModelLibrary",
-    "ModelSource",
     "ResNetLayer",
     "backbone_type",
-    "check_backbone_size",
     "plan_backbone",
     "register_backbone",
 ]
 
 F = TypeVar("F")
-
-#: The most parameters one copy of a backbone may have (8 GiB of float32): more is a typo.
-MAX_BACKBONE_PARAMS = 2**31
-#: The most values one sample may have at the input or at any layer's output (1 GiB of float32).
-MAX_ACTIVATION = 2**28
-
-
-@dataclass(frozen=True)
-class BlockPlan:
-    """One backbone layer: shapes (without batch) and a builder of a fresh copy."""
-
-    index: int
-    in_shape: tuple[int, ...]
-    out_shape: tuple[int, ...]
-    make: Callable[[], nn.Module]
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """The whole model a library backbone cuts into layers: its name in the library, whether it
-    starts from the library's pretrained weights, and the library version a space recorded
-    (``None``: not recorded yet)."""
-
-    model: str
-    pretrained: bool = False
-    version: str | None = None
-
-
-@dataclass(frozen=True)
-class ModelLibrary:
-    """What a backbone that wraps a model library adds to its planner.
-
-    Attributes:
-        package: the library's name, as messages and ``arch.json`` give it ("timm").
-        version: the installed library's version (raises ``MtnasError`` with an install hint
-            when it is not installed).
-        layers: ``layers(model, given)``: the cut points of ``model``, the ones given (checked:
-            an unknown model or cut point raises ``MtnasError``) or, for ``()``, the default ones.
-    """
-
-    package: str
-    version: Callable[[], str]
-    layers: Callable[[str, tuple[Any, ...]], tuple[Any, ...]]
-
-
-@dataclass(frozen=True)
-class BackboneType:
-    """A registered backbone: the dataclass its layers are parsed into, and its planner.
-
-    ``plan(layers, input_shape)`` builds the plans; a backbone with a ``library`` is called as
-    ``plan(layers, input_shape, source)`` with the :class:`ModelSource` its config names.
-    """
-
-    layer_config: type
-    plan: Callable[..., list[BlockPlan]]
-    description: str
-    library: ModelLibrary | None = None
-
 
 BACKBONES: Registry[BackboneType] = Registry("backbone")
 
@@ -163,39 +107,6 @@ def plan_backbone(
     if source is None:
         raise MtnasError(f"backbone {name!r} needs a model: the name of a {kind.library.package} model")
     return kind.plan(layers, tuple(input_shape), source)
-
-
-def check_backbone_size(plans: Sequence[BlockPlan], input_shape: tuple[int, ...]) -> int:
-    """The parameters of one copy of the planned backbone, after checking it is sane to build.
-
-    Each block is built on PyTorch's ``meta`` device (no memory is allocated); a block that cannot
-    be built there is not counted.
-
-    Raises:
-        MtnasError: a sample of more than :data:`MAX_ACTIVATION` values at the input or at a layer's
-            output, or more than :data:`MAX_BACKBONE_PARAMS` parameters.
-    """
-    for where, shape in [("the input", tuple(input_shape))] + [(f"layer {p.index}", p.out_shape) for p in plans]:
-        size = math.prod(shape)
-        if size > MAX_ACTIVATION:
-            raise MtnasError(f"{where} holds {size:,} values per sample (shape {shape}), more than mtnas builds "
-                             f"({MAX_ACTIVATION:,}); lower the channels, width or input size")
-    total = 0
-    for plan in plans:
-        total += _meta_params(plan)
-        if total > MAX_BACKBONE_PARAMS:
-            raise MtnasError(f"the backbone has {total:,} parameters by layer {plan.index}, more than mtnas builds "
-                             f"({MAX_BACKBONE_PARAMS:,}); lower the channels or width")
-    return total
-
-
-def _meta_params(plan: BlockPlan) -> int:
-    try:
-        with torch.device("meta"):
-            block = plan.make()
-        return sum(p.numel() for p in block.parameters())
-    except Exception:  # a user block that needs real memory to build: not counted
-        return 0
 
 
 def _conv_out(size: int, stride: int) -> int:
@@ -311,5 +222,5 @@ BACKBONES.add("conv", BackboneType(ConvLayer, _image_planner("conv", ConvBlock),
 BACKBONES.add("resnet", BackboneType(ResNetLayer, _image_planner("resnet", BasicBlock), "ResNet basic-block stages"))
 BACKBONES.add("mlp", BackboneType(MLPLayer, _plan_mlp, "linear-ReLU layers for tabular data"))
 
-
-from mtnas.nn import _timm, _torchvision  # noqa: E402,F401  (register 'timm' and 'torchvision'; imported when used)
+BACKBONES.add("timm", TIMM_BACKBONE)
+BACKBONES.add("torchvision", TORCHVISION_BACKBONE)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtnas.core import MtnasError, Registry
+from mtnas.nn._backbone_types import MAX_ACTIVATION  # one limit for every activation
 
 __all__ = ["DENSE_KINDS", "HEADS", "MAX_HEAD_PARAMS", "RESERVED_TASK_NAMES", "HeadType", "build_head", "check_head_size"]
 
@@ -60,8 +61,6 @@ def check_head_size(
         MtnasError: more than :data:`MAX_HEAD_PARAMS` parameters, or a dense output of more than
             ``MAX_ACTIVATION`` values per sample; the message names the size in bytes.
     """
-    from mtnas.nn._backbones import MAX_ACTIVATION  # one limit for every activation
-
     if out_size is not None and num_outputs * out_size[0] * out_size[1] > MAX_ACTIVATION:
         values = num_outputs * out_size[0] * out_size[1]
         raise MtnasError(f"a dense head of {num_outputs:,} outputs at {out_size[0]}x{out_size[1]} produces {values:,} "

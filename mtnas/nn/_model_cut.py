@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from mtnas.core import MtnasError, did_you_mean, first_few, first_line, short_repr
-from mtnas.nn._backbones import BlockPlan
+from mtnas.nn._backbone_types import BlockPlan
 
 __all__ = ["ModelLayer", "checked_cuts", "cut_model", "default_cuts", "model_units", "piece_plans", "reads_tokens",
            "warn_version"]

@@ -25,11 +25,11 @@ import torch
 from torch import nn
 
 from mtnas.core import MtnasError, did_you_mean, first_line, short_repr
-from mtnas.nn._backbones import BACKBONES, BackboneType, BlockPlan, ModelLibrary, ModelSource
+from mtnas.nn._backbone_types import BackboneType, BlockPlan, ModelLibrary, ModelSource
 from mtnas.nn._model_cut import ModelLayer, checked_cuts, piece_plans, reads_tokens, warn_version
 from mtnas.nn._torchvision import import_torchvision
 
-__all__ = ["TIMM_INSTALL", "import_timm", "timm_version"]
+__all__ = ["TIMM_BACKBONE", "TIMM_INSTALL", "import_timm", "timm_version"]
 
 TIMM_INSTALL = "pip install 'mtnas[timm]'"
 
@@ -119,7 +119,8 @@ def _cached_plan(layers: tuple[ModelLayer, ...], input_shape: tuple[int, ...], m
     return piece_plans(full, [layer.end for layer in layers], input_shape)
 
 
-BACKBONES.add("timm", BackboneType(
+#: The ``timm`` backbone (registered by ``mtnas.nn._backbones``).
+TIMM_BACKBONE = BackboneType(
     ModelLayer, _plan, "a timm model (backbone.model) cut at its stages; needs mtnas[timm]",
     library=ModelLibrary("timm", timm_version, _layers),
-))
+)

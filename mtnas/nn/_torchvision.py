@@ -30,10 +30,10 @@ import torch
 from torch import nn
 
 from mtnas.core import MtnasError, did_you_mean, first_line, short_repr
-from mtnas.nn._backbones import BACKBONES, BackboneType, BlockPlan, ModelLibrary, ModelSource
+from mtnas.nn._backbone_types import BackboneType, BlockPlan, ModelLibrary, ModelSource
 from mtnas.nn._model_cut import ModelLayer, checked_cuts, piece_plans, warn_version
 
-__all__ = ["TORCHVISION_INSTALL", "import_torchvision", "torchvision_version"]
+__all__ = ["TORCHVISION_BACKBONE", "TORCHVISION_INSTALL", "import_torchvision", "torchvision_version"]
 
 TORCHVISION_INSTALL = "pip install 'mtnas[torchvision]'"
 
@@ -152,7 +152,8 @@ def _cached_plan(layers: tuple[ModelLayer, ...], input_shape: tuple[int, ...], m
     return piece_plans(_built(model, pretrained, input_shape[0]), [layer.end for layer in layers], input_shape)
 
 
-BACKBONES.add("torchvision", BackboneType(
+#: The ``torchvision`` backbone (registered by ``mtnas.nn._backbones``).
+TORCHVISION_BACKBONE = BackboneType(
     ModelLayer, _plan, "a torchvision ResNet (backbone.model) cut at its stages; needs torchvision",
     library=ModelLibrary("torchvision", torchvision_version, _layers),
-))
+)

@@ -9,7 +9,7 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "._page": ("write_report",),
     "._plot": ("plot_source", "tree_source",),
     "._study_plots": (
-        "ParetoPlotData", "ParetoPoint", "draw_history", "draw_importances", "draw_pareto", "pareto_plot_data",
-        "short_tree",
+        "ParetoPlotData", "ParetoPoint", "draw_history", "draw_importances", "draw_pareto", "front_label",
+        "pareto_plot_data", "tree_label",
     ),
 })

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import html
+import math
 import tempfile
 import time
 from collections import Counter
@@ -24,7 +25,15 @@ from mtnas.core import MtnasError, __version__, atomic_write_text
 from mtnas.report._retrained import Retrained, find_retrained
 from mtnas.report._study_plots import draw_history, draw_importances, draw_pareto, pareto_plot_data
 from mtnas.study import SearchRun, fail_reason, load_study, trial_file, trial_tree
-from mtnas.viz import candidates_of, draw_candidates, draw_routing, draw_tree, routing_evolution, tree_title
+from mtnas.viz import (
+    SearchCandidates,
+    candidates_of,
+    draw_candidates,
+    draw_routing,
+    draw_tree,
+    routing_evolution,
+    tree_title,
+)
 
 __all__ = ["write_report"]
 
@@ -51,6 +60,7 @@ figure { margin: 12px 0 20px; }
 .pair h2 { margin-top: 24px; }
 th { white-space: nowrap; }
 .badge { display: inline-block; font-size: 0.8em; padding: 0 6px; border-radius: 8px; background: #e0ecf7; }
+.badge.pick { background: #fbe0cf; }
 """
 
 
@@ -113,7 +123,8 @@ def _summary(run: SearchRun, info: dict, study: optuna.Study, trials: list[optun
     return f'<table class="kv">{body}</table>'
 
 
-def _trials_table(study: optuna.Study, trials: list[optuna.trial.FrozenTrial], front: set[int]) -> str:
+def _trials_table(study: optuna.Study, trials: list[optuna.trial.FrozenTrial], front: set[int],
+                  pick: int | None) -> str:
     head = "".join(f"<th>{h}</th>" for h in ("trial", "state", "tree", "delta-m %", "FLOPs", "params", "time", "note"))
     rows = []
     for t in trials:
@@ -129,6 +140,7 @@ def _trials_table(study: optuna.Study, trials: list[optuna.trial.FrozenTrial], f
         seconds = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
         css = "pareto" if t.number in front else "failed" if t.state == optuna.trial.TrialState.FAIL else ""
         badge = ' <span class="badge">Pareto</span>' if t.number in front else ""
+        badge += ' <span class="badge pick">export\'s pick</span>' if t.number == pick else ""
         rows.append(
             f'<tr class="{css}"><td class="num">{t.number}{badge}</td><td>{_e(t.state.name.lower())}</td>'
             f'<td><code>{_e(a.get("tree", "-"))}</code></td><td class="num">{_num(a.get("delta_m"), "+.2f")}</td>'
@@ -141,12 +153,19 @@ def _trials_table(study: optuna.Study, trials: list[optuna.trial.FrozenTrial], f
 # --- the page ----------------------------------------------------------------------------------
 
 
-def _tree_figures(run: SearchRun, study: optuna.Study, front: list, tmp: Path) -> str:
+def _pick_sentence(pick: int | None) -> str:
+    if pick is None:
+        return "absent: no searched trial completed, so 'mtnas export' has no default pick"
+    return (f"trial {pick}, the tree 'mtnas export' writes by default (--pick trade-off: the best delta-m less "
+            "search.gain_per_cost points per all-shared network of extra cost)")
+
+
+def _tree_figures(run: SearchRun, study: optuna.Study, front: list, tmp: Path, pick: int | None) -> str:
     figures = []
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
     for p in front:
-        caption = (f"trial {p.trial}{' (' + p.fixed + ')' if p.fixed else ''}: delta-m {p.delta_m:+.2f}%, "
-                   f"FLOPs {p.flops:,}, params {p.params:,}")
+        mark = f" ({p.fixed})" if p.fixed else " (export's pick)" if p.trial == pick else ""
+        caption = f"trial {p.trial}{mark}: delta-m {p.delta_m:+.2f}%, FLOPs {p.flops:,}, params {p.params:,}"
         tree = trial_tree(study, by_number[p.trial])
         image = draw_tree(tree, tmp / f"tree{p.trial}.png",
                           title=tree_title(f"trial {p.trial}", params=p.params, flops=p.flops, delta_m=p.delta_m))
@@ -202,10 +221,27 @@ def _candidates_section(run: SearchRun, study: optuna.Study, points: tuple, info
     except MtnasError as exc:
         return f"{title}<p class='note'>{_e(exc)}</p>"
     return (f"{title}<p class='note'>{which}. Every tree the search compared (each grouping split at every layer, "
-            "and the all-shared tree), trained with two seeds, delta-m against cost; the ring is the tree chosen, the "
-            f"cheapest whose mean over the two trainings was within {found.noise:.2f} points (one training's noise) of "
-            "the best score.</p>"
-            + _img(draw_candidates(found, tmp / "candidates.png"), f"candidates of trial {best.trial}"))
+            "and the all-shared tree), trained with two seeds, delta-m against cost, numbered as in the table below; "
+            f"the ring is the tree chosen, the cheapest whose mean over the two trainings was within {found.noise:.2f} "
+            "points (one training's noise) of the best score.</p>"
+            + _img(draw_candidates(found, tmp / "candidates.png"), f"candidates of trial {best.trial}")
+            + _candidates_table(found))
+
+
+def _candidates_table(found: SearchCandidates) -> str:
+    """The trees of a candidates picture, by the numbers it shows them with; the chosen one highlighted."""
+    head = "".join(f"<th>{h}</th>" for h in ("#", "tree", "epochs", "delta-m %", "second seed", "cost"))
+    rows = []
+    for i, tree in enumerate(found.trees):
+        chosen = i == found.chosen
+        badge = ' <span class="badge">chosen</span>' if chosen else ""
+        again = found.delta_m_again[i]
+        rows.append(f'<tr class="{"pareto" if chosen else ""}"><td class="num">{i + 1}{badge}</td>'
+                    f"<td><code>{_e(tree)}</code></td><td class='num'>{found.epochs[i]}</td>"
+                    f"<td class='num'>{found.delta_m[i]:+.2f}</td>"
+                    f"<td class='num'>{f'{again:+.2f}' if math.isfinite(again) else '-'}</td>"
+                    f"<td class='num'>{found.cost[i]:.2f}</td></tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
 def _retrained_section(results: list[Retrained]) -> str:
@@ -264,11 +300,12 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         if data.points:
             sections.append(
                 "<h2>Pareto front</h2><p class='note'>delta-m (mean relative gain over single-task networks, "
-                f"validation split) against {_e(data.cost_label)}; grey dots are dominated trials.</p>"
+                f"validation split) against {_e(data.cost_label)}; grey dots are dominated trials; the star is "
+                f"{_pick_sentence(data.pick)}.</p>"
                 + _img(draw_pareto(data, tmp / "pareto.png"), "Pareto front")
             )
             sections.append("<h2>Pareto trees</h2><p class='note'>Best delta-m first; boxes are shared blocks, "
-                            "layers run left to right.</p>" + _tree_figures(run, study, front, tmp))
+                            "layers run left to right.</p>" + _tree_figures(run, study, front, tmp, data.pick))
         else:
             sections.append("<h2>Pareto front</h2><p class='note'>No completed trial yet.</p>")
         if run.remote is None:
@@ -293,7 +330,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         )
         front_numbers = {p.trial for p in data.points if p.pareto}
         sections.append("<h2>Trials</h2><p class='note'>Highlighted: Pareto trials.</p>"
-                        + _trials_table(study, trials, front_numbers))
+                        + _trials_table(study, trials, front_numbers, data.pick))
     page = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'

@@ -11,13 +11,14 @@ from typing import Any, NamedTuple
 
 import optuna
 
-from mtnas.study import QUALITY, cost_objective, objective_names, trial_objectives
+from mtnas.core import MtnasError
+from mtnas.study import QUALITY, choose_trial, cost_objective, objective_names, trial_objectives
 
-__all__ = ["ParetoPlotData", "ParetoPoint", "draw_history", "draw_importances", "draw_pareto", "pareto_plot_data",
-           "short_tree"]
+__all__ = ["ParetoPlotData", "ParetoPoint", "draw_history", "draw_importances", "draw_pareto", "front_label",
+           "pareto_plot_data", "tree_label"]
 
-#: longest label of a Pareto tree in the plot, in characters
-LABEL_CHARS = 60
+#: longest label of a Pareto tree in the plot, in characters (its trial and marks included)
+LABEL_CHARS = 66
 
 #: cost objective -> axis label
 COST_LABELS = {"flops": "FLOPs", "params": "parameters"}
@@ -44,7 +45,9 @@ class ParetoPlotData(NamedTuple):
             step line runs through them.
         cost: the cost key (``flops`` or ``params``).
         cost_label: the cost axis label.
-        tasks: the task names, to shorten tree texts.
+        tasks: the task names.
+        pick: the trial ``mtnas export`` takes by default (its ``--pick trade-off``; None: no
+            searched trial completed).
     """
 
     points: tuple[ParetoPoint, ...]
@@ -52,6 +55,19 @@ class ParetoPlotData(NamedTuple):
     cost: str
     cost_label: str
     tasks: tuple[str, ...]
+    pick: int | None = None
+
+    @property
+    def pick_point(self) -> ParetoPoint | None:
+        return next((p for p in self.points if p.trial == self.pick), None)
+
+    @property
+    def labelled(self) -> tuple[ParetoPoint, ...]:
+        """The points the plot labels: the front, and export's pick when its tree is not on it (the
+        pick is chosen among the searched trees, which a reference may dominate)."""
+        pick = self.pick_point
+        off_front = pick is not None and pick.tree not in {p.tree for p in self.front}
+        return self.front + ((pick,) if off_front else ())
 
 
 def _cost_key(study: optuna.Study) -> str:
@@ -81,32 +97,37 @@ def pareto_plot_data(study: optuna.Study, *, cost: str | None = None) -> ParetoP
             front.append(p)
     space = study.user_attrs.get("mtnas", {}).get("space", {})
     tasks = tuple(t if isinstance(t, str) else t.get("name", "") for t in space.get("tasks", []))
-    return ParetoPlotData(points, tuple(front), cost, COST_LABELS.get(cost, cost), tasks)
+    try:
+        pick = choose_trial(study).number if any(p.fixed is None for p in points) else None
+    except MtnasError:  # no searched front to pick from
+        pick = None
+    return ParetoPlotData(points, tuple(front), cost, COST_LABELS.get(cost, cost), tasks, pick)
 
 
-def _abbreviations(tasks: tuple[str, ...]) -> dict[str, str]:
-    """The shortest prefix of each task name that no other task name starts with."""
-    out = {}
-    for task in tasks:
-        others = [t for t in tasks if t != task]
-        n = 1
-        while n < len(task) and any(o.startswith(task[:n]) for o in others):
-            n += 1
-        out[task] = task[:n]
-    return out
-
-
-def short_tree(tree: str, tasks: tuple[str, ...] = ()) -> str:
-    """A ``describe()`` line with task names cut to their shortest unique prefix."""
-    if not tasks:
+def tree_label(tree: str, limit: int = LABEL_CHARS) -> str:
+    """A ``describe()`` line as it is when it fits in ``limit`` characters; else each group named by
+    its first task and how many more share it (``digit +2``), cut with an ellipsis past ``limit``.
+    Task names stay whole: the reader matches them with the tree pictures and the trials table."""
+    if len(tree) <= limit:
         return tree
-    short = _abbreviations(tasks)
-    parts = []
+    spans = []
     for span in tree.split(" | "):
         layers, _, groups = span.partition(": ")
-        groups = "/".join(",".join(short.get(t, t) for t in g.split(",")) for g in groups.split(" / "))
-        parts.append(f"{layers}: {groups}")
-    return " | ".join(parts)
+        named = [g.split(",") for g in groups.split(" / ")]
+        spans.append(f"{layers}: " + " / ".join(g[0] + (f" +{len(g) - 1}" if len(g) > 1 else "") for g in named))
+    text = " | ".join(spans)
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def front_label(point: ParetoPoint, pick: ParetoPoint | None = None) -> str:
+    """The label of a Pareto tree in the plot: its trial, what it is (a reference; the tree
+    ``mtnas export`` picks, which may be another trial of the same tree) and its tree (the
+    report's tree pictures and trials table give the whole of a long one)."""
+    marks = [point.fixed] if point.fixed else []
+    if pick is not None and pick.tree == point.tree:
+        marks.append("export's pick" + (f": trial {pick.trial}" if pick.trial != point.trial else ""))
+    head = f"trial {point.trial}{' (' + '; '.join(marks) + ')' if marks else ''}: "
+    return head + tree_label(point.tree, max(LABEL_CHARS - len(head), 20))
 
 
 def _spread(wanted: list[float], gap: float, low: float, high: float) -> list[float]:
@@ -151,6 +172,10 @@ def draw_pareto(data: ParetoPlotData, path: str | Path, *, title: str | None = N
     if data.front:
         xs, ys = [p.cost for p in data.front], [p.delta_m for p in data.front]
         ax.step(xs, ys, where="post", color="#0072B2", linewidth=1.2, alpha=0.8, zorder=1, label="Pareto front")
+    pick = data.pick_point
+    if pick is not None:
+        ax.scatter([pick.cost], [pick.delta_m], s=260, marker="*", color="#D55E00", edgecolor="black",
+                   label="mtnas export's pick (trade-off)", zorder=5)
     ax.xaxis.set_major_formatter(EngFormatter())
     ax.set_xlabel(f"{data.cost_label} (lower is better)")
     ax.set_ylabel("delta-m, % (higher is better)")
@@ -166,15 +191,13 @@ def draw_pareto(data: ParetoPlotData, path: str | Path, *, title: str | None = N
     # labels in a column right of the plot, each joined to its point, ordered like the points
     fig.canvas.draw()
     to_axes = ax.transData + ax.transAxes.inverted()
-    order = sorted(data.front, key=lambda p: p.delta_m)
+    order = sorted(data.labelled, key=lambda p: p.delta_m)
     wanted = [to_axes.transform((p.cost, p.delta_m))[1] for p in order]
     gap = 0.075 if len(order) < 13 else 0.9 / len(order)
     for p, y in zip(order, _spread(wanted, gap, 0.02, 0.98)):
-        text = f"#{p.trial}  {short_tree(p.tree, data.tasks)}"
-        if len(text) > LABEL_CHARS:  # the report's tree pictures and table give the whole tree
-            text = text[: LABEL_CHARS - 1] + "\u2026"
-        ax.annotate(text, xy=(p.cost, p.delta_m), xycoords="data", xytext=(1.02, y), textcoords="axes fraction",
-                    fontsize=9, va="center", ha="left", annotation_clip=False,
+        ax.annotate(front_label(p, pick), xy=(p.cost, p.delta_m), xycoords="data", xytext=(1.02, y),
+                    textcoords="axes fraction", fontsize=9, va="center", ha="left", annotation_clip=False,
+                    fontweight="bold" if pick is not None and p.tree == pick.tree else "normal",
                     arrowprops={"arrowstyle": "-", "color": "#999999", "linewidth": 0.7, "shrinkB": 4})
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -11,7 +11,7 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "._evidence": ("EVIDENCE_FORMAT", "Evidence", "Trained", "Unit", "default_store",),
     "._gradients": ("gradient_agreement",),
     "._scores": ("references", "relative_scores", "task_terms",),
-    "._store": ("EvidenceStore", "LocalStore", "process_gone",),
+    "._store": ("EvidenceStore", "LocalStore",),
     "._surrogate": ("PairSurrogate",),
     "._fixed_routing": (
         "EXHAUSTIVE", "FixedTreeMethod", "best_partition", "encode_tree", "relative_cost", "tree_fits",

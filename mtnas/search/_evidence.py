@@ -27,13 +27,13 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from mtnas.core import __version__
+from mtnas.core import MtnasError, __version__
 from mtnas.data import DatasetBundle, data_digest
 from mtnas.model import BranchedNet
 from mtnas.search._gradients import gradient_agreement
 from mtnas.search._store import EvidenceStore, LocalStore
 from mtnas.space import SearchSpace
-from mtnas.train import Baselines, TreeResult, cache_dir, compute_baselines, train_trees
+from mtnas.train import Baselines, TreeResult, cache_dir, checked_result, compute_baselines, train_trees
 from mtnas.tree import BranchingTree
 
 __all__ = ["EVIDENCE_FORMAT", "Evidence", "Trained", "Unit", "default_store"]
@@ -78,21 +78,19 @@ class Trained:
                 "agreement": None if self.agreement is None else self.agreement.tolist()}
 
     @classmethod
-    def from_entry(cls, unit: Unit, entry: dict) -> Trained | None:
-        """The unit's result from a store entry; None when the entry does not hold it (damaged, or of
-        another tree or task set): such a unit is trained again."""
+    def from_entry(cls, unit: Unit, entry: dict, space: SearchSpace) -> Trained | None:
+        """The unit's result from a store entry; None when the entry does not hold a sound result
+        of this unit (another tree or task set, a missing metric, a number that is not finite):
+        such a unit is trained again."""
         try:
-            result = TreeResult.from_dict(entry["result"])
+            result = checked_result(entry["result"], space, tasks=unit.tree.tasks)
             agreement = None if entry.get("agreement") is None else np.asarray(entry["agreement"], dtype=float)
-        except (KeyError, TypeError, ValueError):
+        except (MtnasError, KeyError, TypeError, ValueError):
             return None
-        tasks = set(unit.tree.tasks)
-        if result.tree != unit.tree or set(result.val) != tasks or set(result.test) != tasks:
+        if result.tree != unit.tree:
             return None
-        values = [v for split in (result.val, result.test) for m in split.values() for v in m.values()]
-        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
-            return None
-        if unit.probe and (agreement is None or agreement.shape != (len(tasks),) * 2 or not np.isfinite(agreement).all()):
+        if unit.probe and (agreement is None or agreement.shape != (len(unit.tree.tasks),) * 2
+                           or not np.isfinite(agreement).all()):
             return None
         return cls(unit, result, agreement)
 
@@ -155,7 +153,7 @@ class Evidence:
         if key in self._known:
             return True
         entry = self.store.get(key)
-        found = Trained.from_entry(unit, entry) if entry is not None else None
+        found = Trained.from_entry(unit, entry, self.space) if entry is not None else None
         if found is None:
             return False
         self._remember(key, found)
@@ -203,9 +201,9 @@ class Evidence:
             entry = self.store.get(key)
             if entry is not None:
                 try:
-                    return Baselines.from_dict(entry["baselines"])
-                except (KeyError, TypeError, ValueError):
-                    pass  # damaged: computed again below
+                    return Baselines.checked(entry["baselines"], self.space, seed)
+                except (MtnasError, KeyError, TypeError, ValueError):
+                    pass  # not sound: computed again below
             if entry is not None or self.store.claim(key):
                 try:
                     found = compute_baselines(self.space, self.bundle, device=self.device, seed=seed,

@@ -29,10 +29,10 @@ from typing import Any, Protocol
 
 import torch
 
-from mtnas.core import MtnasError, atomic_write_text
+from mtnas.core import MtnasError, process_gone_on, read_checked, write_checked
 from mtnas.model import load_weights, save_weights
 
-__all__ = ["EvidenceStore", "LocalStore", "process_gone"]
+__all__ = ["EvidenceStore", "LocalStore"]
 
 
 class EvidenceStore(Protocol):
@@ -59,22 +59,6 @@ class EvidenceStore(Protocol):
         """Keep a unit's trained weights."""
 
 
-def process_gone(host: object, pid: object) -> bool:
-    """Whether ``pid`` on ``host`` is known to have ended (only this host's processes can be seen)."""
-    if host != socket.gethostname() or not isinstance(pid, int) or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    try:  # a zombie still answers signal 0; its state in /proc says it is dead
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[:1] == ["Z"]
-    except OSError:
-        return False
-
-
 class LocalStore:
     """Evidence in a folder of this machine (``$MTNAS_CACHE_DIR/evidence`` by default).
 
@@ -93,11 +77,13 @@ class LocalStore:
         return self.root / key[:2] / f"{key}{suffix}"
 
     def get(self, key: str) -> dict[str, Any] | None:
-        try:
-            entry = json.loads(self._path(key, ".json").read_text())
-        except (OSError, ValueError):
-            return None  # missing or damaged: trained again
-        return entry if isinstance(entry, dict) and entry.get("key") == key else None
+        def parse(content: Any) -> dict[str, Any]:
+            if not isinstance(content, dict) or content.get("key") != key:
+                raise ValueError(f"not the entry of unit {key[:12]}")
+            return content
+
+        # missing: None; damaged or edited (its checksum): None with a warning naming the file
+        return read_checked(self._path(key, ".json"), parse, "unit of trained evidence")
 
     def claim(self, key: str) -> bool:
         if self.get(key) is not None:
@@ -128,12 +114,12 @@ class LocalStore:
             return True
         if not isinstance(holder, dict):
             return True
-        return process_gone(holder.get("host"), holder.get("pid")) or age > self.stale_after
+        return process_gone_on(holder.get("host"), holder.get("pid")) or age > self.stale_after
 
     def put(self, key: str, entry: Mapping[str, Any]) -> None:
         path = self._path(key, ".json")
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps({**entry, "key": key}))
+        write_checked(path, {**entry, "key": key})
         self.release(key)
 
     def release(self, key: str) -> None:

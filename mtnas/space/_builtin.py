@@ -18,7 +18,7 @@ import yaml
 
 from mtnas.core import MtnasError, did_you_mean, read_yaml_file, short_repr
 
-__all__ = ["BUILTIN_DIR", "builtin_paths", "list_spaces", "read_space_data"]
+__all__ = ["BUILTIN_DIR", "builtin_paths", "builtin_yaml", "list_spaces", "read_space_data"]
 
 _PACKAGED = Path(__file__).resolve().parent / "builtin"  # the wheel's copy
 _CHECKOUT = Path(__file__).resolve().parents[2] / "search_spaces"  # the source, beside mtnas/ in a checkout
@@ -38,6 +38,16 @@ def list_spaces() -> list[tuple[str, str]]:
         description = str((yaml.safe_load(path.read_text()) or {}).get("description", "")).strip()
         out.append((name, description.splitlines()[0] if description else ""))
     return out
+
+
+def builtin_yaml(name: str) -> str:
+    """The YAML file of the built-in space ``name``, as it ships (comments included): what a user
+    of the wheel copies to write a space of their own."""
+    builtins = builtin_paths()
+    if name not in builtins:
+        raise MtnasError(f"no built-in search space {short_repr(name)}{did_you_mean(name, builtins)}; "
+                         f"built-ins: {', '.join(builtins)}")
+    return builtins[name].read_text()
 
 
 def read_space_data(name_or_path: str | Path) -> tuple[str, Path, Mapping[str, Any]]:

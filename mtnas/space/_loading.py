@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mtnas.core import (
     SPACE_MAX_BYTES,
@@ -23,11 +23,12 @@ from mtnas.core import (
     load_yaml_text,
     parse,
 )
-from mtnas.data import DatasetBundle
-from mtnas.data.datasets import build_dataset
 from mtnas.space._builtin import read_space_data
 from mtnas.space._overrides import apply_overrides, override_note
 from mtnas.space._schema import SearchSpace
+
+if TYPE_CHECKING:
+    from mtnas.data import DatasetBundle
 
 __all__ = [
     "SPACE_MAX_BYTES",
@@ -63,6 +64,7 @@ def load_space(name_or_path: str | Path, overrides: Sequence[str] = ()) -> Searc
 
 def build_space_dataset(space: SearchSpace) -> DatasetBundle:
     """Build the dataset a space names; the space's seed is the default dataset seed."""
+    from mtnas.data.datasets import build_dataset  # the datasets, and torch, once a space is parsed
     args = {"seed": space.seed, **space.dataset.args}
     return build_dataset(space.dataset.name, args, factory=space.dataset.factory)
 

@@ -18,8 +18,9 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from mtnas import nn as components  # read when a value is checked: parsing a space's keys imports no torch
 from mtnas.core import (
     MAX_SEED,
     ConfigError,
@@ -34,22 +35,11 @@ from mtnas.core import (
     short_text,
     to_data,
 )
-from mtnas.data import TASK_KINDS, DatasetBundle
-from mtnas.nn import (
-    BALANCERS,
-    DENSE_KINDS,
-    HEADS,
-    RESERVED_TASK_NAMES,
-    BlockPlan,
-    ModelLibrary,
-    ModelSource,
-    backbone_type,
-    check_backbone_size,
-    check_head_size,
-    get_loss,
-    get_metric,
-    plan_backbone,
-)
+from mtnas.data import TASK_KINDS
+
+if TYPE_CHECKING:
+    from mtnas.data import DatasetBundle
+    from mtnas.nn import BlockPlan, ModelLibrary, ModelSource
 
 __all__ = [
     "KIND_DEFAULTS",
@@ -126,7 +116,7 @@ class BackboneConfig:
 
     def _validate(self) -> None:
         try:
-            kind = backbone_type(self.name)  # registered: a built-in, or a user's (never imported from here)
+            kind = components.backbone_type(self.name)  # registered: a built-in, or a user's (never imported from here)
         except MtnasError as exc:
             raise ConfigError(f"name: {exc}") from None
         if len(self.layers) > MAX_LAYERS:
@@ -183,7 +173,7 @@ class BackboneConfig:
         """The model a library backbone cuts (``None`` for a backbone that builds its own blocks)."""
         if self.model is None:
             return None
-        return ModelSource(self.model, self.pretrained, self.library_version)
+        return components.ModelSource(self.model, self.pretrained, self.library_version)
 
     def plan(self, input_shape: tuple[int, ...], *, pretrained: bool = True) -> list[BlockPlan]:
         """The block plans of this backbone on inputs of ``input_shape``. ``pretrained=False``
@@ -192,11 +182,11 @@ class BackboneConfig:
         source = self.source
         if source is not None and not pretrained:
             source = replace(source, pretrained=False)
-        return plan_backbone(self.name, self.layers, tuple(input_shape), source)
+        return components.plan_backbone(self.name, self.layers, tuple(input_shape), source)
 
     def with_library_version(self) -> BackboneConfig:
         """This config with the model library's installed version recorded (when it has one)."""
-        kind = backbone_type(self.name)
+        kind = components.backbone_type(self.name)
         if kind.library is None or self.library_version is not None:
             return self
         return replace(self, library_version=kind.library.version())
@@ -242,16 +232,17 @@ class TaskConfig:
             check_name(self.name, "name")
         except MtnasError as exc:
             raise ConfigError(str(exc)) from None
-        if self.name in RESERVED_TASK_NAMES:
+        if self.name in components.RESERVED_TASK_NAMES:
             raise ConfigError(f"name: {self.name!r} cannot be a task name (the heads' module dict uses it); rename it")
         if self.kind is not None and self.kind not in TASK_KINDS:
             raise ConfigError(
                 f"kind: unknown task kind {short_repr(self.kind)}{did_you_mean(self.kind, TASK_KINDS)}; "
                 f"valid: {', '.join(TASK_KINDS)}"
             )
-        if self.head is not None and self.head not in HEADS:
-            raise ConfigError(f"head: unknown head {short_repr(self.head)}{did_you_mean(self.head, HEADS.names())}; "
-                              f"valid: {', '.join(HEADS.names())}")
+        if self.head is not None and self.head not in components.HEADS:
+            valid = components.HEADS.names()
+            raise ConfigError(f"head: unknown head {short_repr(self.head)}{did_you_mean(self.head, valid)}; "
+                              f"valid: {', '.join(valid)}")
 
     @property
     def resolved(self) -> bool:
@@ -330,10 +321,10 @@ def _check_range(name: str, spec: tuple[Any, ...]) -> None:
 
 def _check_balancing(key: str, names: tuple[str, ...]) -> None:
     for name in names:
-        if name not in BALANCERS:
+        if name not in components.BALANCERS:
             raise ConfigError(
-                f"{key}: unknown loss balancing {short_repr(name)}{did_you_mean(name, BALANCERS.names())}; "
-                f"valid: {', '.join(BALANCERS.names())}"
+                f"{key}: unknown loss balancing {short_repr(name)}{did_you_mean(name, components.BALANCERS.names())}; "
+                f"valid: {', '.join(components.BALANCERS.names())}"
             )
 
 
@@ -411,7 +402,7 @@ class SearchSpace:
         if not input_shape or len(input_shape) > 8:
             raise MtnasError(f"an input shape has 1 to 8 dimensions, got {short_repr(input_shape)}")
         plans = self.backbone.plan(tuple(input_shape), pretrained=pretrained)
-        check_backbone_size(plans, tuple(input_shape))
+        components.check_backbone_size(plans, tuple(input_shape))
         return plans
 
     def _check_heads(self, features: tuple[int, ...], error: type[MtnasError] = MtnasError) -> None:
@@ -422,8 +413,8 @@ class SearchSpace:
                 continue
             head = task.head or KIND_DEFAULTS[task.kind][0]
             try:
-                check_head_size(head, task.kind, tuple(features), task.num_outputs,
-                                out_size if task.kind in DENSE_KINDS else None)
+                components.check_head_size(head, task.kind, tuple(features), task.num_outputs,
+                                           out_size if task.kind in components.DENSE_KINDS else None)
             except MtnasError as exc:
                 raise error(f"tasks[{i}] ({short_text(task.name)}).num_outputs: {exc}") from None
 
@@ -548,12 +539,12 @@ class SearchSpace:
 
 def _check_components(task: TaskConfig, where: str) -> None:
     try:
-        HEADS.get_for_kind(task.head, task.kind, verb="serve")
+        components.HEADS.get_for_kind(task.head, task.kind, verb="serve")
     except MtnasError as exc:
         raise MtnasError(f"{where}: {exc}") from None
     try:
-        get_loss(task.loss, task.kind)
+        components.get_loss(task.loss, task.kind)
         for m in task.metrics:
-            get_metric(m, task.kind)
+            components.get_metric(m, task.kind)
     except MtnasError as exc:
         raise MtnasError(f"{where}: {exc}") from None

@@ -22,13 +22,16 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
         "OBJECTIVES", "Objective", "QUALITY", "cost_objective", "objective_names", "parse_objectives",
         "trial_objectives",
     ),
-    "._optimize": ("MAX_LOCAL_WORKERS", "run_search", "run_worker", "space_digest", "worker_command",),
+    "._optimize": ("run_search", "run_worker", "space_digest", "worker_command",),
     "._progress": ("StudyProgress", "format_seconds", "study_eta",),
     "._pruning": ("FRONT_MARGIN", "PRUNERS", "PrunerType", "check_pruner", "epoch_monitor",),
     "._records": ("check_settings", "check_study", "check_trial",),
     "._run": (
         "INHERITED", "RUN_NAME", "SearchRun", "check_run_name", "fail_reason", "load_study", "trial_file", "trial_tree",
     ),
-    "._storage": ("FILE_SCHEMES", "HEARTBEAT", "heartbeat_settings", "mask_url", "open_storage",),
+    "._storage": (
+        "FILE_SCHEMES", "HEARTBEAT", "MAX_LOCAL_WORKERS", "absolute_url", "file_path", "heartbeat_settings", "mask_url",
+        "open_storage",
+    ),
     "._strategies": ("SAMPLERS", "STRATEGIES", "Strategy", "TrialContext", "trial_space",),
 })

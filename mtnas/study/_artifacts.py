@@ -5,8 +5,9 @@ search trials, ``routing.npz`` or ``candidates.json`` and ``inherited.safetensor
 store and records their ids in its ``artifacts`` user attribute. The store is named by URL in the
 study's settings:
 
-- a folder (``file:///abs/path`` or a plain path): the creator's ``runs/NAME/artifacts/`` by
-  default, which optuna-dashboard reads with ``--artifact-dir``;
+- a folder (``file:///abs/path`` or a plain path, recorded absolute: :func:`absolute_store`):
+  the creator's ``runs/NAME/artifacts/`` by default, which optuna-dashboard reads with
+  ``--artifact-dir``;
 - ``s3://BUCKET``: an S3-compatible bucket for clusters (Optuna's ``Boto3ArtifactStore``; the
   endpoint and credentials come from boto3's usual settings, e.g. ``AWS_ENDPOINT_URL``,
   ``AWS_ACCESS_KEY_ID``), so workers on machines that share no disk, and the commands that read
@@ -35,15 +36,17 @@ from typing import Any
 
 import optuna
 
-from mtnas.core import MtnasError, first_line, inside, is_folder_name, short_repr
+from mtnas.core import MtnasError, cache_dir, first_line, inside, is_folder_name, short_repr
 
 __all__ = [
     "ARTIFACT_ID",
     "TRIAL_FILES",
+    "absolute_store",
     "artifact_cache",
     "check_artifact_store",
     "fetch_trial_file",
     "open_artifact_store",
+    "store_folder",
     "upload_trial_files",
 ]
 
@@ -81,6 +84,20 @@ def _s3_client() -> Any:
         raise MtnasError("an s3:// artifact store needs boto3: pip install 'mtnas[s3]'") from None
     # seconds, not minutes, to find out that an endpoint does not answer
     return boto3.client("s3", config=Config(connect_timeout=5, read_timeout=60, retries={"max_attempts": 3}))
+
+
+def store_folder(url: str) -> str | None:
+    """The folder of a folder store (a plain path or ``file:///...``); None for a bucket or another scheme."""
+    if url.startswith("file://"):
+        return url[len("file://"):]
+    return None if _SCHEME.match(url) else url
+
+
+def absolute_store(url: str) -> str:
+    """``url`` with a folder store's path made absolute against the current folder, so every
+    command and worker finds it from any folder (``./af`` -> ``/here/af``); a bucket as it is."""
+    folder = store_folder(url)
+    return url if folder is None or url.startswith("file://") or not folder else os.path.abspath(folder)
 
 
 def open_artifact_store(url: str, *, create: bool = False) -> Any:
@@ -159,7 +176,7 @@ def upload_trial_files(trial: optuna.Trial, folder: Path, store: Any) -> dict[st
 
 def artifact_cache() -> Path:
     """Where downloaded trial files are kept (``$MTNAS_CACHE_DIR/artifacts``)."""
-    return Path(os.environ.get("MTNAS_CACHE_DIR", Path.home() / ".cache" / "mtnas")) / "artifacts"
+    return cache_dir() / "artifacts"
 
 
 def _cache_folder(study_name: str) -> str:

@@ -34,9 +34,8 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from mtnas.core import MtnasError
+from mtnas.core import MtnasError, process_gone_on
 from mtnas.model import load_weights, save_weights
-from mtnas.search import process_gone
 from mtnas.study._artifacts import open_artifact_store
 
 __all__ = ["StudyEvidence", "evidence_study_name"]
@@ -90,7 +89,7 @@ class StudyEvidence:
 
     def _stale(self, trial: optuna.trial.FrozenTrial) -> bool:
         attrs = trial.system_attrs
-        if process_gone(attrs.get("host"), attrs.get("pid")):
+        if process_gone_on(attrs.get("host"), attrs.get("pid")):
             return True
         beat = attrs.get("beat")
         return isinstance(beat, (int, float)) and time.time() - beat > self.stale_after

@@ -20,10 +20,10 @@ import os
 import socket
 import time
 import warnings
-from pathlib import Path
 
 import optuna
 
+from mtnas.core import process_gone
 from mtnas.study._storage import heartbeat_settings
 
 __all__ = ["mark_alive", "reap_dead_trials", "settle", "wait_for_turn"]
@@ -35,21 +35,6 @@ def mark_alive(trial: optuna.Trial) -> None:
     """Record the host and process that run ``trial``."""
     trial.set_user_attr("host", socket.gethostname())
     trial.set_user_attr("pid", os.getpid())
-
-
-def _gone(pid: int) -> bool:
-    """Whether process ``pid`` has ended (a zombie, killed but not yet waited for, has too)."""
-    try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # it exists, as another user's process
-        return False
-    try:  # Linux: a zombie still answers signal 0; its state in /proc says it is dead
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def _orphan(trial: optuna.trial.FrozenTrial, grace: float) -> bool:
@@ -72,7 +57,7 @@ def reap_dead_trials(study: optuna.Study, reason: str = "its process {pid} is go
         pid = t.user_attrs.get("pid")
         if _orphan(t, grace):
             why = f"its process died before it recorded itself (no heartbeat for {grace} s)"
-        elif t.user_attrs.get("host") == host and isinstance(pid, int) and pid != os.getpid() and _gone(pid):
+        elif t.user_attrs.get("host") == host and isinstance(pid, int) and pid != os.getpid() and process_gone(pid):
             why = reason.format(pid=pid)
         else:
             continue

@@ -11,6 +11,7 @@ with exactly the requested number of completed trials.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import subprocess
@@ -29,7 +30,8 @@ from mtnas.core._version import __version__
 from mtnas.data import DatasetBundle
 from mtnas.search import Evidence, check_search_space
 from mtnas.space import SearchSpace, load_resolved, space_from_dict
-from mtnas.study._artifacts import check_artifact_store
+from mtnas.study._artifacts import absolute_store, check_artifact_store
+from mtnas.study._claim import check_not_starting, claim_new_run
 from mtnas.study._evidence import StudyEvidence
 from mtnas.study._front import write_pareto
 from mtnas.study._liveness import reap_dead_trials, settle
@@ -39,15 +41,11 @@ from mtnas.study._progress import StudyProgress
 from mtnas.study._pruning import check_pruner
 from mtnas.study._records import check_settings
 from mtnas.study._run import SearchRun, check_run_name
-from mtnas.study._storage import mask_url, open_storage
+from mtnas.study._storage import MAX_LOCAL_WORKERS, absolute_url, mask_url, open_storage
 from mtnas.study._strategies import SAMPLERS, STRATEGIES, TrialContext
 from mtnas.train import Baselines, NonFiniteLossError, select_device, use_cpu_threads
 
-__all__ = ["MAX_LOCAL_WORKERS", "run_search", "run_worker", "space_digest", "worker_command"]
-
-#: The most local worker processes ``--workers`` starts (each trains networks: more than the cores
-#: only queue up; this bound stops a typo such as 100000 from forking a machine to a halt).
-MAX_LOCAL_WORKERS = 64
+__all__ = ["run_search", "run_worker", "space_digest", "worker_command"]
 
 
 def _run_folder(runs_dir: str | Path, name: str) -> SearchRun:
@@ -89,9 +87,10 @@ def run_search(
     the study and returns, for ``mtnas worker`` processes to run);
     ``storage`` (an RDB URL such as ``postgresql://...``) keeps the study elsewhere, where
     ``mtnas worker`` processes on any machine can join it; ``artifacts`` (``s3://BUCKET``, or a
-    folder; default ``runs/NAME/artifacts``) is where every trial's files go. ``timeout``
-    (seconds) stops starting new trials after that wall time, so strategies can be compared at an
-    equal budget. ``threads``: torch's CPU threads in each local process (None: ``MTNAS_THREADS``,
+    folder; default ``runs/NAME/artifacts``) is where every trial's files go; a relative storage
+    file or store folder is recorded as an absolute one. ``timeout`` (seconds) stops starting new
+    trials after that wall time, in this process and in every local worker, so strategies can be
+    compared at an equal budget. ``threads``: torch's CPU threads in each local process (None: ``MTNAS_THREADS``,
     ``OMP_NUM_THREADS``, else the physical cores divided among the ``workers``; see
     ``mtnas.train.cpu_threads``), recorded in ``run.json``.
     """
@@ -107,70 +106,75 @@ def run_search(
     run = _run_folder(runs_dir, default_name if name is None else name)
     study_name = run.root.name
     if resume:  # everything as run.json records it: a copied or renamed folder resumes its own study
+        check_not_starting(run.root)
         info = run.resume_info()
-        if storage is not None and storage != info["storage"]:
+        if storage is not None and absolute_url(storage) != info["storage"]:
             raise MtnasError(f"--storage {mask_url(storage)!r} is not the storage {mask_url(info['storage'])!r} "
                              f"that {run.root / 'run.json'} records; resume without --storage")
         space_arg, strategy, seed = str(run.root / "space.yaml"), info["strategy"], info["seed"]
         objectives, trials = ",".join(info["objectives"]), trials or info["trials"]
         storage = info["storage"] if storage is not None else run.storage()
-        artifacts, study_name = info.get("artifacts", str((run.root / "artifacts").resolve())), info["study"]
-    elif (run.root / "run.json").exists():
-        raise MtnasError(f"{run.root} exists already: use --resume to continue it, or another --name")
-    STRATEGIES.get(strategy)
-    names = parse_objectives(objectives)
-    space, bundle = load_resolved(space_arg)
-    check_search_space(space)
-    pruner = check_pruner(space.search.pruner, names)
-    seed = space.seed if seed is None else seed
-    trials = trials or space.search.trials
-    dev = select_device(device)
-    cpu = use_cpu_threads(threads, workers=max(workers, 1))
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are in the trials' records, not on stderr
-    if storage is None:
-        storage = run.journal_url if workers > 1 else run.storage_url
-    artifacts = artifacts or str((run.root / "artifacts").resolve())
-    settings = {"seed": seed, "strategy": strategy, "objectives": names, "trials": trials, "artifacts": artifacts,
-                "space": space.to_dict(), "space_name": space.name, "space_digest": space_digest(space.to_dict())}
-    if not resume:
-        try:
-            run.root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise MtnasError(f"cannot create the run folder {run.root}: {exc.strerror}") from None
-        check_artifact_store(artifacts, create=True)  # an unusable store is an error before any trial runs
-        atomic_write_text(run.root / "space.yaml", yaml.safe_dump(space.to_dict(), sort_keys=False))
-        # run.json first: a crash after it leaves a folder --resume can finish (it creates the study)
-        atomic_write_text(run.root / "run.json", json.dumps({
-            "mtnas_version": __version__, "space": space.name, "seed": seed, "strategy": strategy,
-            "objectives": names, "sampler": sampler, "trials": trials, "storage": storage, "artifacts": artifacts,
-            "study": study_name, "command": sys.argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            **cpu.to_dict(),
-        }, indent=1))
-    else:
-        check_artifact_store(artifacts)
-    study = optuna.create_study(
-        study_name=study_name,
-        storage=open_storage(storage),
-        load_if_exists=True,  # a resumed run, or one whose first process died before its first trial
-        directions=[OBJECTIVES.get(o).direction for o in names],
-        sampler=SAMPLERS.get(sampler)(seed),
-        pruner=pruner.optuna() if pruner is not None and pruner.optuna is not None else None,
-    )
-    if "mtnas" in study.user_attrs:
-        _check_same_search(study, settings, storage)
-    else:
-        if study.get_trials(deepcopy=False):
-            raise MtnasError(f"study {study_name!r} in {mask_url(storage)} holds trials but was not made by "
-                             "'mtnas search'; choose another --name")
-        study.set_user_attr("mtnas", settings)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names(names)  # optuna-dashboard shows "delta_m", "flops", not "Objective 0"
-    _enqueue_fixed_trees(study)
+        study_name = info["study"]
+        setting_up: contextlib.AbstractContextManager = contextlib.nullcontext()
+    else:  # paths as absolute ones: every command and worker reads them from any folder
+        storage = absolute_url(storage) if storage is not None else None
+        artifacts = absolute_store(artifacts) if artifacts else str((run.root / "artifacts").resolve())
+        setting_up = claim_new_run(run.root)  # before anything is read: one search per name
+    with setting_up:  # a new run that fails to set up leaves nothing behind
+        STRATEGIES.get(strategy)
+        names = parse_objectives(objectives)
+        space, bundle = load_resolved(space_arg)
+        check_search_space(space)
+        pruner = check_pruner(space.search.pruner, names)
+        seed = space.seed if seed is None else seed
+        trials = trials or space.search.trials
+        dev = select_device(device)
+        cpu = use_cpu_threads(threads, workers=max(workers, 1))
+        optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are in the trials' records, not on stderr
+        if storage is None:
+            storage = run.journal_url if workers > 1 else run.storage_url
+        if not resume:
+            check_artifact_store(artifacts, create=True)  # an unusable store is an error before any trial runs
+            atomic_write_text(run.root / "space.yaml", yaml.safe_dump(space.to_dict(), sort_keys=False))
+            # run.json before the study: a crash after it leaves a folder --resume can finish (it creates the study)
+            atomic_write_text(run.root / "run.json", json.dumps({
+                "mtnas_version": __version__, "space": space.name, "seed": seed, "strategy": strategy,
+                "objectives": names, "sampler": sampler, "trials": trials, "storage": storage, "artifacts": artifacts,
+                "study": study_name, "command": sys.argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                **cpu.to_dict(),
+            }, indent=1))
+        study = optuna.create_study(
+            study_name=study_name,
+            storage=open_storage(storage),
+            load_if_exists=True,  # a resumed run, or one whose first process died before its first trial
+            directions=[OBJECTIVES.get(o).direction for o in names],
+            sampler=SAMPLERS.get(sampler)(seed),
+            pruner=pruner.optuna() if pruner is not None and pruner.optuna is not None else None,
+        )
+        stored = check_settings(study) if "mtnas" in study.user_attrs else None
+        if resume:  # the store run.json names, if it is the folder's own or the study's
+            artifacts = run.artifact_store(stored.get("artifacts") if stored is not None else None)
+            check_artifact_store(artifacts)
+        settings = {"seed": seed, "strategy": strategy, "objectives": names, "trials": trials, "artifacts": artifacts,
+                    "space": space.to_dict(), "space_name": space.name, "space_digest": space_digest(space.to_dict())}
+        if stored is not None:
+            _check_same_search(study, settings, storage)
+            if resume and stored.get("artifacts") != artifacts:  # a copied folder: its trials' files stay in it
+                study.set_user_attr("mtnas", {**stored, "artifacts": artifacts})
+        else:
+            if study.get_trials(deepcopy=False):
+                raise MtnasError(f"study {study_name!r} in {mask_url(storage)} holds trials but was not made by "
+                                 "'mtnas search'; choose another --name")
+            study.set_user_attr("mtnas", settings)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names(names)  # optuna-dashboard shows "delta_m", "flops", not "Objective 0"
+        _enqueue_fixed_trees(study)
     store = StudyEvidence(study._storage, study_name, artifacts)
     baselines = Evidence(proxy_space(space), bundle, device=dev, store=store, progress=progress).baselines(seed)
     atomic_write_text(run.root / "baselines.json", json.dumps(baselines.to_dict(), indent=1))
-    helpers = [subprocess.Popen(worker_command(storage, study_name, device, threads=cpu.count))
+    deadline = None if timeout is None else time.monotonic() + timeout  # one for every local process
+    helpers = [subprocess.Popen(worker_command(storage, study_name, device, threads=cpu.count, timeout=timeout))
                for _ in range(workers - 1)]
     ctx = TrialContext(run=run, seed=seed, device=dev, strategy=strategy, objectives=tuple(names),
                        artifacts=artifacts, trials=trials, store=store)
@@ -178,25 +182,31 @@ def run_search(
         print(f"note: {trials} trial{'s' if trials != 1 else ''} hold only the enqueued reference trees "
               f"({', '.join(FIXED)}): no tree is searched; give --trials {len(FIXED) + 1} or more", file=sys.stderr)
     if workers > 0:  # 0: only create the study, for `mtnas worker` processes to run
-        _optimize(study, space, bundle, baselines, ctx, progress, timeout)
+        _optimize(study, space, bundle, baselines, ctx, progress, deadline)
     dead = {p.pid: code for p in helpers if (code := p.wait())}
     if dead:
         # A local worker that died left its trial RUNNING: fail and re-enqueue it now (no need to
         # wait for its heartbeat to go stale), then finish the count here.
         reap_dead_trials(study, reason="worker process {pid} died")
         if workers > 0:
-            _optimize(study, space, bundle, baselines, ctx, progress, timeout)
+            _optimize(study, space, bundle, baselines, ctx, progress, deadline)
         done = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
         if done < trials:
             raise MtnasError(f"{len(dead)} of the worker processes failed; see their output above")
         print(f"warning: {len(dead)} worker process(es) ended with an error (exit {sorted(dead.values())}); "
-              f"their trials were retried and the study holds {done} completed trials", file=sys.stderr)
+              f"their trials were failed, and retried while the study needed them; it holds {done} completed "
+              "trials", file=sys.stderr)
     done = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
     if timeout is not None and workers > 0 and done < trials:
         print(f"note: --timeout {timeout:g}s stopped the search after {done} of {trials} trials; "
               f"'mtnas search --resume --name {run.root.name}' runs the rest", file=sys.stderr)
     write_pareto(run, study)
     return run, study
+
+
+def _seconds_left(deadline: float | None) -> float | None:
+    """Seconds until ``deadline`` (``time.monotonic``; 0 once past), None without one."""
+    return None if deadline is None else max(deadline - time.monotonic(), 0.0)
 
 
 def space_digest(space: dict) -> str:
@@ -227,8 +237,10 @@ def _check_same_search(study: optuna.Study, settings: dict, storage: str) -> Non
                              f"{detail}; choose another --name, or join it with 'mtnas worker'")
 
 
-def worker_command(storage: str, study: str, device: str = "auto", threads: int | None = None) -> list[str]:
-    """The command line of a local worker process (``mtnas worker``), with ``threads`` CPU threads.
+def worker_command(storage: str, study: str, device: str = "auto", threads: int | None = None,
+                   timeout: float | None = None) -> list[str]:
+    """The command line of a local worker process (``mtnas worker``), with ``threads`` CPU threads,
+    starting no trial after ``timeout`` seconds (the search's ``--timeout``, which binds every process).
 
     The current directory is not on its import path (``python -P``; on Python 3.10, a bootstrap
     that removes it first), as it is not for the ``mtnas`` command: a ``yaml.py`` or ``optuna.py``
@@ -238,6 +250,8 @@ def worker_command(storage: str, study: str, device: str = "auto", threads: int 
     args = ["worker", "--storage", storage, "--study", study, "--device", device, "--quiet"]
     if threads is not None:
         args += ["--threads", str(threads)]
+    if timeout is not None:
+        args += ["--timeout", repr(float(timeout))]
     if sys.version_info >= (3, 11):
         return [sys.executable, "-P", "-m", "mtnas", *args]
     bootstrap = "import sys; sys.path.pop(0); from mtnas.cli import main; sys.exit(main(sys.argv[1:]))"
@@ -255,8 +269,9 @@ def _enqueue_fixed_trees(study: optuna.Study) -> None:
 
 
 def _optimize(study: optuna.Study, space: SearchSpace, bundle: DatasetBundle, baselines: Baselines,
-              ctx: TrialContext, progress: bool, timeout: float | None = None) -> None:
-    """Run trials until the study holds ``ctx.trials`` completed ones (failed ones do not count)."""
+              ctx: TrialContext, progress: bool, deadline: float | None = None) -> None:
+    """Run trials until the study holds ``ctx.trials`` completed ones (failed ones do not count),
+    starting none after ``deadline`` (``time.monotonic``)."""
     complete = (optuna.trial.TrialState.COMPLETE,)
     done = len(study.get_trials(deepcopy=False, states=complete))
     if done >= ctx.trials:
@@ -272,7 +287,7 @@ def _optimize(study: optuna.Study, space: SearchSpace, bundle: DatasetBundle, ba
                     callbacks=[optuna.study.MaxTrialsCallback(ctx.trials, states=complete), bar.trial_done],
                     catch=(NonFiniteLossError,),
                     n_trials=ctx.trials - done + 2 * ctx.trials,  # room for failed trials; the callback stops at `trials`
-                    timeout=timeout,
+                    timeout=_seconds_left(deadline),
                 )
                 break
             except ValueError as exc:  # Optuna's "Cannot tell a FAIL trial."
@@ -283,12 +298,15 @@ def _optimize(study: optuna.Study, space: SearchSpace, bundle: DatasetBundle, ba
     settle(study, ctx.trials)
 
 
-def run_worker(storage: str, study_name: str, *, device: str = "auto", progress: bool = False) -> optuna.Study:
-    """Join the study ``study_name`` in ``storage`` and run trials until it holds enough.
+def run_worker(storage: str, study_name: str, *, device: str = "auto", timeout: float | None = None,
+               progress: bool = False) -> optuna.Study:
+    """Join the study ``study_name`` in ``storage`` and run trials until it holds enough, starting
+    none after ``timeout`` seconds from now.
 
     Nothing is written outside a temporary folder: each trial's files go to the study's artifact
     store, so a worker needs no disk shared with the machine that created the study.
     """
+    deadline = None if timeout is None else time.monotonic() + timeout
     check_run_name(study_name, "--study")  # it names the worker's scratch folder too
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
@@ -313,5 +331,5 @@ def run_worker(storage: str, study_name: str, *, device: str = "auto", progress:
         ctx = TrialContext(run=SearchRun(Path(scratch)), seed=config["seed"], device=dev, strategy=config["strategy"],
                            objectives=tuple(config["objectives"]), artifacts=artifacts, trials=int(config["trials"]),
                            store=store)
-        _optimize(study, space, bundle, baselines, ctx, progress)
+        _optimize(study, space, bundle, baselines, ctx, progress, deadline)
     return study

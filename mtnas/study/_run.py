@@ -14,6 +14,7 @@ Only Optuna and the standard library are imported here, so the commands that rea
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,9 +32,9 @@ from mtnas.core import (
     short_repr,
     short_text,
 )
-from mtnas.study._artifacts import fetch_trial_file
+from mtnas.study._artifacts import fetch_trial_file, store_folder
 from mtnas.study._records import check_settings, check_study
-from mtnas.study._storage import FILE_SCHEMES, mask_url, open_storage
+from mtnas.study._storage import file_path, mask_url, open_storage
 from mtnas.tree import BranchingTree
 
 __all__ = ["INHERITED", "RUN_NAME", "SearchRun", "check_run_name", "fail_reason", "load_study", "trial_file",
@@ -142,11 +143,11 @@ class SearchRun:
         url = str(self.info()["storage"])
         if self.remote is not None:
             return url
-        scheme = next((s for s in FILE_SCHEMES if url.startswith(s)), None)
-        if scheme is None:
+        path = file_path(url)
+        if path is None:
             return url
-        own = self.root / ("journal.log" if scheme.startswith("journal") else "study.db")
-        recorded = Path(url[len(scheme):])
+        own = self.root / ("journal.log" if url.startswith("journal") else "study.db")
+        recorded = Path(path)
         if own.is_file() or _same_file(recorded, own):
             return self.storage_url if own.name == "study.db" else self.journal_url
         raise MtnasError(
@@ -180,6 +181,35 @@ class SearchRun:
                 raise MtnasError(f"{path}: damaged run file: {key} is {short_repr(info[key], 40)}, expected {expected}; "
                                  "restore it or start a new run")
         return info
+
+    def artifact_store(self, in_study: str | None) -> str:
+        """The artifact store a resumed search of this folder uploads its trials' files to.
+
+        A folder store is this folder's own ``artifacts/`` when ``run.json`` names it, or names
+        the ``artifacts/`` beside the study file of the folder this one was copied from; another
+        folder, or a bucket, only when it is the store the study itself records (``in_study``;
+        None: the study is not created yet, which a bucket may be used for). An edited
+        ``run.json`` never sends a trial's files anywhere else.
+        """
+        info, own = self.info(), str((self.root / "artifacts").resolve())
+        recorded = str(info.get("artifacts", own))
+        folder = store_folder(recorded)
+        origin = file_path(str(info["storage"]))  # the study file of the folder run.json was written in
+        if folder and os.path.isabs(folder) and (
+                _same_file(Path(folder), Path(own)) or (origin and Path(folder) == Path(origin).parent / "artifacts")):
+            return own  # its own, or the default one of the folder it was copied from
+        studied = store_folder(in_study) if in_study is not None else None
+        if folder is None:  # a bucket
+            agrees = in_study in (None, recorded)
+        else:
+            agrees = studied is not None and _same_file(Path(folder), Path(studied))
+        if agrees:
+            return recorded
+        raise MtnasError(
+            f"{self.root / 'run.json'}: artifacts {short_repr(recorded, 80)} is neither this folder's artifacts/ nor "
+            f"the store the study records ({short_repr(in_study, 80)}); a resumed run writes its trial files only "
+            "there: restore run.json's artifacts"
+        )
 
     def resume_info(self) -> dict[str, Any]:
         """``run.json`` with everything ``--resume`` needs (strategy, seed, objectives, trials)."""

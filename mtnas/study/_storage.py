@@ -2,7 +2,11 @@
 
 Storage URLs are written as users write them: ``sqlite:///runs/dg1/study.db``,
 ``postgresql://user@host/db`` (the driver is psycopg 3, SQLAlchemy's default for that scheme,
-installed by ``pip install 'mtnas[postgres]'``) or ``journal:///abs/path/journal.log``.
+installed by ``pip install 'mtnas[postgres]'``) or ``journal:///runs/dg1/journal.log``. A file's
+path is read as SQLAlchemy reads it: what follows the third slash, relative to the current folder
+(``sqlite:///rel.db``) unless it starts with a slash itself (``sqlite:////abs/study.db``). A run
+records its storage with the path made absolute (:func:`absolute_url`), so every command and
+worker reads the same file from any folder.
 
 On an RDB storage every running trial sends Optuna heartbeats; a trial silent for the grace period
 (its machine died, say) is failed and retried by the next trial to start anywhere
@@ -27,7 +31,8 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 
 from mtnas.core import MtnasError, first_line
 
-__all__ = ["FILE_SCHEMES", "HEARTBEAT", "heartbeat_settings", "mask_url", "open_storage"]
+__all__ = ["FILE_SCHEMES", "HEARTBEAT", "MAX_LOCAL_WORKERS", "absolute_url", "file_path", "heartbeat_settings",
+           "mask_url", "open_storage"]
 
 #: Seconds between a running trial's heartbeats, and of silence after which it counts as dead
 #: (``MTNAS_HEARTBEAT=interval,grace`` overrides them).
@@ -36,12 +41,34 @@ MAX_RETRY = 2
 #: The URL prefixes of storages that are a file on this machine (the path follows).
 FILE_SCHEMES = ("sqlite:///", "journal:///")
 
+#: The most local worker processes ``--workers`` starts, on one journal file (each trains networks:
+#: more than the cores only queue up; this bound stops a typo such as 100000 from forking a machine
+#: to a halt).
+MAX_LOCAL_WORKERS = 64
+
 _PASSWORD = re.compile(r"(://[^:/@#]*:)[^@/#]*@")
 
 
 def mask_url(url: str) -> str:
     """``url`` with its password (``user:PASSWORD@host``) shown as ``***``, for messages."""
     return _PASSWORD.sub(r"\1***@", url)
+
+
+def file_path(url: str) -> str | None:
+    """The file of a ``sqlite:///`` or ``journal:///`` URL as SQLAlchemy reads it (what follows the
+    third slash, relative unless it starts with ``/``; a query string aside); None for a server's URL."""
+    scheme = next((s for s in FILE_SCHEMES if url.startswith(s)), None)
+    return None if scheme is None else url[len(scheme):].partition("?")[0]
+
+
+def absolute_url(url: str) -> str:
+    """``url`` with the path of a file storage made absolute against the current folder (a server's
+    URL as it is): ``sqlite:///rel.db`` -> ``sqlite:////here/rel.db``."""
+    path = file_path(url)
+    if path is None or not path:
+        return url
+    scheme = next(s for s in FILE_SCHEMES if url.startswith(s))
+    return scheme + os.path.abspath(path) + url[len(scheme) + len(path):]
 
 
 def heartbeat_settings() -> tuple[int, int]:
@@ -66,15 +93,16 @@ def open_storage(url: str, *, create: bool = True) -> BaseStorage:
             exist (the commands that read a run).
     """
     shown = mask_url(url)
-    file_scheme = next((s for s in FILE_SCHEMES if url.startswith(s)), None)
-    if file_scheme is not None:
-        path = url[len(file_scheme) - 1:]  # keep the root slash: sqlite:////abs -> /abs
+    path = file_path(url)
+    if path is not None:
+        if not path:
+            raise MtnasError(f"cannot open the study storage {shown!r}: it names no file; e.g. sqlite:///study.db")
         if not create and not os.path.isfile(path):
             raise MtnasError(f"cannot open the study storage {shown!r}: no such file {path!r} (nothing was created)")
         if not os.path.isdir(os.path.dirname(path) or "."):
             raise MtnasError(f"cannot open the study storage {shown!r}: no folder {os.path.dirname(path)!r}")
     if url.startswith("journal:///"):
-        return JournalStorage(JournalFileBackend(url[len("journal://"):]))
+        return JournalStorage(JournalFileBackend(path))
     interval, grace = heartbeat_settings()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

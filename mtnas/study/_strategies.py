@@ -4,24 +4,29 @@
 ``search.ranges`` and runs one search (``mtnas.search.search_tree``: the trained default, or a
 supernet method). ``sampled``: the trial samples the tree itself,
 define-by-run: per layer, per current group, a split label per task (the black-box baseline).
+
+The search code (and torch) is imported when a trial runs, not with this module: ``mtnas search
+--help`` lists the strategies and samplers in a blink.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import optuna
-import torch
 
 from mtnas.core import Registry
-from mtnas.data import DatasetBundle
-from mtnas.model import save_weights
-from mtnas.search import METHODS, EvidenceStore, check_method, search_tree
-from mtnas.space import SearchSpace
 from mtnas.study._run import INHERITED, SearchRun
 from mtnas.tree import BranchingTree
+
+if TYPE_CHECKING:
+    import torch
+
+    from mtnas.data import DatasetBundle
+    from mtnas.search import EvidenceStore
+    from mtnas.space import SearchSpace
 
 __all__ = ["SAMPLERS", "STRATEGIES", "Strategy", "TrialContext", "trial_space"]
 
@@ -45,8 +50,8 @@ class TrialContext:
     artifacts: str
     trials: int  # completed trials the study is to hold
     progress: bool = False  # bars for each trial's phases (the search's and the proxy training's epochs)
-    store: EvidenceStore | None = None  # where trained evidence is kept and claimed (None: this machine's cache)
     on_phase: Callable[[int, str], None] | None = None  # told (trial number, phase) as a trial moves on
+    store: EvidenceStore | None = None  # where trained evidence is kept and claimed (None: this machine's cache)
 
 
 class Strategy(Protocol):
@@ -82,6 +87,9 @@ def differentiable(trial: optuna.Trial, space: SearchSpace, bundle: DatasetBundl
     """One search with the space's method (``search.method``), with the hyperparameters that method
     reads sampled from ``search.ranges``. Trained methods train their trees with the study's seed, so
     every trial's trees compare like for like and a tree trained once is not trained again."""
+    from mtnas.model import save_weights
+    from mtnas.search import METHODS, check_method, search_tree
+
     ranges = space.search.ranges
     method = METHODS.get(check_method(space.search))
     values = {name: _suggest(trial, name, spec) for name, spec in vars(ranges).items()

@@ -3,7 +3,9 @@
 Delta-m compares every multi-task tree against one network per task trained with the same
 backbone and budget. Those runs depend only on the space's content (but its search settings:
 ``SearchSpace.training_hash``), the seed and the budget, so their results are cached under
-``$MTNAS_CACHE_DIR`` (default ``~/.cache/mtnas``) and reused.
+``$MTNAS_CACHE_DIR`` (default ``~/.cache/mtnas``) and reused, as a checked entry: a damaged or
+edited one (its checksum, its tasks, a number that is not finite) is trained again, with a
+warning naming the file (``mtnas.train._cached``).
 The T networks train as one stacked model (``mtnas.train._batched``). Together they are the
 independent tree (one network per task): :meth:`Baselines.independent` gives its result, so a
 study need not train that tree again.
@@ -11,20 +13,18 @@ study need not train that tree again.
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from mtnas.core import atomic_write_text
+from mtnas.core import cache_dir, read_checked, short_repr, write_checked
 from mtnas.data import DatasetBundle
 from mtnas.model import tree_cost
 from mtnas.space import SearchSpace
 from mtnas.train._batched import train_single_tasks
+from mtnas.train._cached import checked_result, mapping
 from mtnas.train._delta_m import delta_m
 from mtnas.train._engine import TaskMetrics
 from mtnas.train._fixed_tree import TreeResult, train_tree
@@ -46,10 +46,6 @@ def proxy_space(space: SearchSpace) -> SearchSpace:
     are all trained on it, so delta-m compares like with like.
     """
     return replace(space, training=replace(space.training, epochs=space.proxy_epochs))
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("MTNAS_CACHE_DIR", Path.home() / ".cache" / "mtnas"))
 
 
 @dataclass(frozen=True)
@@ -107,6 +103,28 @@ class Baselines:
             space_hash=str(data["space_hash"]),
         )
 
+    @classmethod
+    def checked(cls, data: Any, space: SearchSpace, seed: int) -> Baselines:
+        """Stored baselines (``to_dict``), checked to be those of ``space`` and ``seed``: one
+        single-task result per task of the space, the all-shared tree, every metric finite.
+
+        Raises:
+            ValueError, KeyError, TypeError, MtnasError: with the reason, when they are not.
+        """
+        data = mapping(data, "the entry")
+        if data.get("seed") != seed or data.get("space_hash") != space.training_hash:
+            raise ValueError(f"baselines of seed {short_repr(data.get('seed'))} and space "
+                             f"{short_repr(data.get('space_hash'))}, expected {seed} and {space.training_hash}")
+        single = mapping(data["single_task"], "single_task")
+        if set(single) != set(space.task_names):
+            raise ValueError(f"single_task holds tasks {short_repr(sorted(single))}, expected "
+                             f"{short_repr(sorted(space.task_names))}")
+        shared = checked_result(data["all_shared"], space)
+        if shared.tree != BranchingTree.all_shared(space.task_names, space.num_layers):
+            raise ValueError(f"all_shared holds the tree {shared.tree.describe()!r}, not the all-shared one")
+        return cls({t: checked_result(single[t], space, tasks=(t,)) for t in space.task_names}, shared, seed,
+                   space.training_hash)
+
 
 def compute_baselines(
     space: SearchSpace,
@@ -125,11 +143,9 @@ def compute_baselines(
     at a time. The cache entry (per ``training_hash`` and seed) serves both.
     """
     path = cache_dir() / "baselines" / f"{space.training_hash}-seed{seed}.json"
-    if use_cache and path.is_file():
-        try:
-            return Baselines.from_dict(json.loads(path.read_text()))
-        except (ValueError, KeyError, TypeError):
-            pass  # a stale or damaged cache entry is recomputed
+    cached = read_checked(path, lambda data: Baselines.checked(data, space, seed), "baselines") if use_cache else None
+    if cached is not None:
+        return cached
     single = train_single_tasks(space, bundle, device=device, seed=seed, batched=batched, progress=progress)
     shared = train_tree(
         BranchingTree.all_shared(space.task_names, space.num_layers), space, bundle,
@@ -137,5 +153,5 @@ def compute_baselines(
     )
     baselines = Baselines(single, shared, seed, space.training_hash)
     if use_cache:
-        atomic_write_text(path, json.dumps(baselines.to_dict(), indent=1))
+        write_checked(path, baselines.to_dict())
     return baselines

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -187,8 +187,9 @@ def retrain(
     seed: int | None = None,
     data: str = "auto",
     progress: bool = True,
+    on_start: Callable[[int], None] | None = None,
 ) -> RetrainReport | None:
-    """Train the architecture of ``arch_path`` at the space's full budget and write its results.
+    """Train the architecture of ``arch_path`` for its space's ``training.epochs`` (or ``epochs``) and write its results.
 
     Args:
         arch_path: an ``arch.json``.
@@ -211,6 +212,8 @@ def retrain(
             (CPU memory, pinned on CUDA, each batch copied over), or ``auto``: device when the
             splits take at most ``RESIDENT_MAX_BYTES``.
         progress: show a tqdm bar over epochs.
+        on_start: told the number of epochs once everything is checked, just before training
+            starts (on rank 0): ``mtnas retrain`` says there how long it trains.
 
     Returns:
         The report on rank 0; None on the other ranks of a ``torchrun`` launch.
@@ -262,6 +265,8 @@ def retrain(
                    epochs=epochs, seed=seed, init=init, out=out, progress=progress, data=data)
         if resumed is not None:
             run.restore(resumed[1], checkpoint)
+        if on_start is not None and dist.main:
+            on_start(epochs)
         run.fit()
         dist.barrier()
     if not dist.main:

@@ -54,8 +54,8 @@ def candidates_of(path: str | Path) -> SearchCandidates:
 
 def draw_candidates(candidates: SearchCandidates, path: str | Path) -> Path:
     """Delta-m against relative cost of every tree the choice compared, each training seed a
-    marker and the two joined; the chosen tree ringed, with one training's noise as an error bar.
-    Written atomically to ``path``."""
+    marker and the two joined, each tree numbered by its place in ``candidates.trees`` (from 1);
+    the chosen tree ringed, with one training's noise as an error bar. Written atomically to ``path``."""
     try:
         from matplotlib.figure import Figure
     except ImportError:  # pragma: no cover - matplotlib is a dependency
@@ -70,6 +70,8 @@ def draw_candidates(candidates: SearchCandidates, path: str | Path) -> Path:
                label="second seed")
     for i in twice:
         ax.plot([c.cost[i]] * 2, [c.delta_m[i], c.delta_m_again[i]], color="0.7", lw=1)
+    for i, (x, y) in enumerate(zip(c.cost, c.delta_m)):  # numbered as the report's table lists them
+        ax.annotate(str(i + 1), (x, y), xytext=(4, 3), textcoords="offset points", fontsize=7, color="0.25")
     if c.chosen is not None:
         ax.errorbar([c.cost[c.chosen]], [c.delta_m[c.chosen]], yerr=[c.noise], fmt="o", ms=12, mfc="none",
                     color="tab:red", label="chosen (noise of one training)")

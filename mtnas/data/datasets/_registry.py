@@ -14,7 +14,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from mtnas.core import MtnasError, PluginRegistry, Registry, did_you_mean, short_repr
-from mtnas.data._bundle import DatasetBundle
+from mtnas.data._bundle import DatasetBundle, DatasetError
+from mtnas.data._checks import check_bundle
 
 __all__ = [
     "DATASETS",
@@ -88,21 +89,25 @@ def build_dataset(name: str | None, args: Mapping[str, Any], factory: str | None
 
     Raises:
         MtnasError: both or neither of ``name`` and ``factory``, a name not registered, an
-            argument the dataset does not take, a bad value, or a function that returns something
-            other than a ``DatasetBundle``.
+            argument the dataset does not take, a bad value, a function that returns something
+            other than a ``DatasetBundle``, or one whose tensors cannot be trained on
+            (``mtnas.data.check_bundle``: one line naming the split, the task and what to do).
     """
     fn = dataset_function(name, factory)
     what = f"dataset factory {short_repr(factory)}" if factory is not None else f"dataset {short_repr(name)}"
     if not isinstance(args, Mapping):
         raise MtnasError(f"dataset args must be a mapping of keyword arguments, got {type(args).__name__}")
     check_arguments(fn, args, what)
-    bundle = fn(**args)
+    try:
+        bundle = fn(**args)
+    except DatasetError as exc:  # a TaskData or DatasetBundle the function could not build
+        raise DatasetError(f"{what}: {exc}") from None
     if not isinstance(bundle, DatasetBundle):
         raise MtnasError(
             f"{what} returned {type(bundle).__module__}.{type(bundle).__qualname__}; "
             "it must return an mtnas.data.DatasetBundle (train, val, test TaskData and the TaskInfo tuple)"
         )
-    return bundle
+    return check_bundle(bundle, what)
 
 
 def check_arguments(fn: Callable[..., Any], args: Mapping[str, Any], what: str) -> None:
