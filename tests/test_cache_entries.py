@@ -22,7 +22,7 @@ import torch
 from mtnas.core import DamagedEntryWarning, cache_dir, read_checked, write_checked
 from mtnas.model import Cost
 from mtnas.space import load_resolved
-from mtnas.train import TreeResult, compute_baselines, proxy_space, read_result, read_task_deltas, write_result
+from mtnas.train import TreeResult, compute_baselines, proxy_space, read_result, write_result
 from mtnas.tree import BranchingTree
 from tests.conftest import write_tiny_space
 
@@ -121,29 +121,6 @@ def test_a_missing_entry_or_one_of_an_older_mtnas_is_made_again_quietly(stored: 
         assert read_result(path, space) is None
 
 
-#: pairs' deltas: content -> a fragment of the warning
-BAD_DELTAS: dict[str, tuple[Any, str]] = {
-    "a delta that is text": ({"digit,parity": {"digit": "1", "parity": 2.0}}, "not a finite number"),
-    "a delta NaN": ({"digit,parity": {"digit": math.nan, "parity": 2.0}}, "not a finite number"),
-    "a renamed task": ({"digit,parity": {"digits": 1.0, "parity": 2.0}}, "holds tasks"),
-    "a subset of unknown tasks": ({"digit,nope": {"digit": 1.0, "nope": 2.0}}, "not tasks of this space"),
-    "a list for a subset": ({"digit,parity": [1.0, 2.0]}, "expected a mapping"),
-}
-
-
-@pytest.mark.parametrize("kind", list(BAD_DELTAS))
-def test_damaged_pair_deltas_are_not_used(kind: str, resolved: tuple, tmp_path: Path) -> None:
-    space, _ = resolved
-    path = tmp_path / "subsets.json"
-    sound = {"digit,parity": {"digit": -1.5, "parity": 0.25}}
-    write_checked(path, sound)
-    assert read_task_deltas(path, space) == sound
-    content, reason = BAD_DELTAS[kind]
-    write_checked(path, content)
-    with pytest.warns(DamagedEntryWarning, match=reason):
-        assert read_task_deltas(path, space) is None
-
-
 def test_read_checked_hands_the_parser_the_content_and_names_its_reason(tmp_path: Path) -> None:
     path = tmp_path / "x.json"
     write_checked(path, {"a": [1, 2]})
@@ -203,18 +180,18 @@ def test_baselines_of_other_tasks_seeds_or_trees_are_not_used(edit: Callable[[di
 
 
 def test_an_edited_trained_tree_is_trained_again_not_the_fronts_pick(resolved: tuple) -> None:
-    """The edit that made a trial +243%: the trained search reads the tree's result from the cache."""
-    from mtnas.search import Evidence
+    """The edit that made a trial +243%: a search or trial reads the tree's result from the evidence."""
+    from mtnas.search import Evidence, Unit
 
     space, bundle = resolved
-    tree = BranchingTree.independent(space.task_names, space.num_layers)
-    first = Evidence(space, bundle, seed=0).evaluate(tree)
-    (path,) = (cache_dir() / "trees").rglob(f"{tree.key}.json")
+    unit = Unit(BranchingTree.independent(space.task_names, space.num_layers), space.training.epochs, 0)
+    (first,) = Evidence(space, bundle).obtain([unit])
+    (path,) = (cache_dir() / "evidence").rglob("*.json")
     stored = json.loads(path.read_text())
-    for metrics in stored["content"]["val"].values():
+    for metrics in stored["content"]["result"]["val"].values():
         metrics.update({m: 1.0 for m in metrics})
     path.write_text(json.dumps(stored))
-    evidence = Evidence(space, bundle, seed=0)
+    evidence = Evidence(space, bundle)
     with pytest.warns(DamagedEntryWarning, match=str(path)):
-        again = evidence.evaluate(tree)
-    assert evidence.trained == 1 and again.delta_m == pytest.approx(first.delta_m)
+        (again,) = evidence.obtain([unit])
+    assert evidence.trained == 1 and again.result.val == first.result.val

@@ -171,7 +171,7 @@ def test_resuming_a_copied_run_continues_its_study_and_never_reruns_trials(run: 
     assert main(["search", "--resume", "--name", "t0copy", "--runs-dir", str(run.parent), "--trials", "4",
                  "--quiet"]) == 0, capfd.readouterr().err
     studies = optuna.get_all_study_names(f"sqlite:///{copy / 'study.db'}")
-    assert studies == ["r"]  # no new study named after the folder
+    assert studies == ["r", "r:evidence"]  # the study and its evidence: no new study named after the folder
     copied = optuna.load_study(study_name="r", storage=f"sqlite:///{copy / 'study.db'}")
     states = [t.state for t in copied.trials]
     assert states.count(optuna.trial.TrialState.COMPLETE) == 4 and len(states) == 4  # one more, none again

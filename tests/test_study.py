@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from mtnas.cli import main
-from mtnas.study import _objective as objective_module
+from mtnas.search import _evidence as evidence_module
 from mtnas.study import _optimize as study_module
 from mtnas.study import fail_reason
 from mtnas.train import NonFiniteLossError
@@ -84,8 +84,9 @@ def test_timeout_stops_starting_trials_and_a_space_object_is_accepted(tmp_path: 
 
 def test_an_evaluated_tree_is_reused_not_retrained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     trained = []
-    real = objective_module.train_tree
-    monkeypatch.setattr(objective_module, "train_tree", lambda tree, *a, **k: trained.append(tree) or real(tree, *a, **k))
+    real = evidence_module.train_trees
+    monkeypatch.setattr(evidence_module, "train_trees", lambda space, bundle, trees, **k: trained.extend(trees)
+                        or real(space, bundle, trees, **k))
     space = _space(tmp_path)
     data = yaml.safe_load(space.read_text())
     data["tasks"] = ["digit", "orientation"]
@@ -108,14 +109,14 @@ def test_an_evaluated_tree_is_reused_not_retrained(tmp_path: Path, monkeypatch: 
 
 
 def test_a_non_finite_loss_fails_that_trial_with_its_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = objective_module.train_tree
+    real = evidence_module.train_trees
 
-    def exploding(tree: BranchingTree, *args, **kwargs):
-        if tree.num_nodes == tree.num_layers:  # the all-shared tree
+    def exploding(space, bundle, trees: list[BranchingTree], **kwargs):
+        if any(tree.num_nodes == tree.num_layers for tree in trees):  # the all-shared tree
             raise NonFiniteLossError("loss of task 'digit' is nan at epoch 0, step 3")
-        return real(tree, *args, **kwargs)
+        return real(space, bundle, trees, **kwargs)
 
-    monkeypatch.setattr(objective_module, "train_tree", exploding)
+    monkeypatch.setattr(evidence_module, "train_trees", exploding)
     _, study = study_module.run_search(
         str(_space(tmp_path)), name="r", trials=2, strategy="sampled", runs_dir=tmp_path, progress=False
     )
@@ -140,7 +141,7 @@ def test_an_interrupted_trial_keeps_its_reason(tmp_path: Path, monkeypatch: pyte
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(objective_module, "train_tree", interrupted)
+    monkeypatch.setattr(evidence_module, "train_trees", interrupted)
     with pytest.raises(KeyboardInterrupt):
         study_module.run_search(str(_space(tmp_path)), name="r", trials=3, runs_dir=tmp_path, progress=False)
     failed = optuna.load_study(study_name="r", storage=f"sqlite:///{tmp_path / 'r' / 'study.db'}").trials[0]

@@ -37,11 +37,12 @@ class SearchResult:
         seconds: wall time of the search.
         stopped_epoch: the (0-based) epoch after which ``search.stable_epochs`` stopped the search
             early, or None when it ran every epoch.
-        candidates: for the trained methods, every tree the choice compared: ``trees`` (N,) their
-            descriptions, ``epochs`` (the budget they were trained for), ``delta_m``,
-            ``delta_m_again`` (at the second seed), ``cost`` (relative to all-shared), ``score``,
-            ``noise`` (one training's noise the choice allowed for) and ``pairs`` (the pair
-            networks the grouping estimate trained).
+        candidates: for the trained methods, every tree the search trained: ``trees`` (N,) their
+            descriptions, ``epochs`` (how many it was trained for), ``delta_m`` (its mean task term
+            against the best its budget's trees reached), ``cost`` (relative to all-shared),
+            ``score``; and, repeated per row, ``noise`` (one training's noise the choice allowed
+            for), ``scale`` (of short terms to whole ones), ``units`` and ``unit_cost`` (the units of
+            training the search obtained, and their epochs times relative cost).
     """
 
     tree: BranchingTree
@@ -68,18 +69,16 @@ class SearchResult:
         return Path(path)
 
     def save_candidates(self, path: str | Path) -> Path | None:
-        """Write the trained candidates as ``candidates.json``: ``{"chosen", "noise", "pairs",
-        "trees"}``, the trees a list of {tree, epochs, delta_m, delta_m_again, cost, score}, best
-        score first; None when the search trained no candidate."""
+        """Write the trained candidates as ``candidates.json``: ``{"chosen", "noise", "scale",
+        "units", "unit_cost", "trees"}``, the trees a list of {tree, epochs, delta_m, cost, score},
+        best score first; None when the search trained no candidate."""
         if not self.candidates:
             return None
         c = self.candidates
-        rows = [{"tree": str(t), "epochs": int(e), "delta_m": float(d),
-                 "delta_m_again": None if np.isnan(a) else float(a), "cost": float(k), "score": float(s)}
-                for t, e, d, a, k, s in zip(c["trees"], c["epochs"], c["delta_m"], c["delta_m_again"], c["cost"],
-                                            c["score"])]
-        noise, pairs = (float(c[name][0]) if len(c[name]) else 0.0 for name in ("noise", "pairs"))
-        data = {"chosen": self.tree.describe(), "noise": noise, "pairs": int(pairs),
-                "trees": sorted(rows, key=lambda r: -r["score"])}
+        rows = [{"tree": str(t), "epochs": int(e), "delta_m": float(d), "cost": float(k), "score": float(s)}
+                for t, e, d, k, s in zip(c["trees"], c["epochs"], c["delta_m"], c["cost"], c["score"])]
+        extra = {name: float(c[name][0]) for name in ("noise", "scale", "units", "unit_cost")
+                 if name in c and len(c[name])}
+        data = {"chosen": self.tree.describe(), **extra, "trees": sorted(rows, key=lambda r: (-r["epochs"], -r["score"]))}
         atomic_write_text(path, json.dumps(data, indent=1))
         return Path(path)

@@ -12,7 +12,8 @@ the training. This store keeps them where every worker of the study looks, whate
   handed out by the storage in order, so every process agrees on the owner, and a claimant that
   finds an older trial of its key fails its own and waits (no lock, nothing but the storage);
 * the owner writes the result into its trial (``user_attrs["entry"]``) and completes it; weights,
-  when asked for, go to the study's artifact store attached to that trial;
+  when asked for, go to the study's artifact store (the evidence study's ``weights:<key>``
+  attribute names the artifact);
 * an owner that dies (its process gone from this host, or no heartbeat for ``stale_after``
   seconds) has its trial failed by the next claimant, which takes the unit over.
 
@@ -36,7 +37,7 @@ from optuna.trial import TrialState
 
 from mtnas.core import MtnasError, process_gone_on
 from mtnas.model import load_weights, save_weights
-from mtnas.study._artifacts import open_artifact_store
+from mtnas.study._artifacts import ARTIFACT_ID, open_artifact_store
 
 __all__ = ["StudyEvidence", "evidence_study_name"]
 
@@ -161,29 +162,24 @@ class StudyEvidence:
     # -- weights ---------------------------------------------------------------------------------
 
     def get_weights(self, key: str, tree_key: str) -> dict[str, torch.Tensor] | None:
-        done = self._trials(key, (TrialState.COMPLETE,))
-        ids = [v for t in done for k, v in t.system_attrs.items() if k.startswith("artifacts:")]
-        if not ids:
+        artifact_id = self._storage.get_study_system_attrs(self._study_id).get(f"weights:{key}")
+        if not isinstance(artifact_id, str) or not ARTIFACT_ID.fullmatch(artifact_id):
             return None
-        store = open_artifact_store(self._artifacts)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "weights.safetensors"
-            artifact_id = ids[0]["artifact_id"] if isinstance(ids[0], dict) else None
-            if not isinstance(artifact_id, str):
-                return None
             try:
-                with store.open_reader(artifact_id) as reader:
+                with open_artifact_store(self._artifacts).open_reader(artifact_id) as reader:
                     path.write_bytes(reader.read())
                 return load_weights(path, tree_key=tree_key)
             except Exception:  # noqa: BLE001 - a missing or damaged artifact: the weights are trained again
                 return None
 
     def put_weights(self, key: str, tree_key: str, state: Mapping[str, torch.Tensor]) -> None:
-        done = self._trials(key, (TrialState.COMPLETE,))
-        if not done or any(k.startswith("artifacts:") for k in done[0].system_attrs):
-            return  # not trained, or its weights are there already
+        if f"weights:{key}" in self._storage.get_study_system_attrs(self._study_id):
+            return  # kept already
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / f"{key[:16]}.safetensors"
             save_weights(path, state, tree_key=tree_key)
-            optuna.artifacts.upload_artifact(artifact_store=open_artifact_store(self._artifacts), file_path=str(path),
-                                             study_or_trial=done[0], storage=self._storage)
+            artifact_id = optuna.artifacts.upload_artifact(artifact_store=open_artifact_store(self._artifacts),
+                                                           file_path=str(path), study_or_trial=self._study)
+        self._storage.set_study_system_attr(self._study_id, f"weights:{key}", artifact_id)

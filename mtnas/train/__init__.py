@@ -10,7 +10,7 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
         "SingleTaskStack", "TreeStack", "single_task_space", "subset_space", "train_single_tasks",
         "train_subset_networks", "train_trees",
     ),
-    "._cached": ("checked_result", "read_result", "read_task_deltas", "write_result",),
+    "._cached": ("checked_result", "read_result", "write_result",),
     "._delta_m": ("delta_m", "per_task_delta",),
     "._device": (
         "DTYPES", "Dist", "PRECISIONS", "autocast", "pick_device", "process_group", "resolve_precision",

@@ -21,7 +21,7 @@ from mtnas.train._fixed_tree import TreeResult
 from mtnas.train._tasks import TaskMetrics
 from mtnas.tree import BranchingTree
 
-__all__ = ["checked_result", "finite", "mapping", "read_result", "read_task_deltas", "write_result"]
+__all__ = ["checked_result", "finite", "mapping", "read_result", "write_result"]
 
 
 def mapping(value: Any, where: str) -> dict:
@@ -91,22 +91,3 @@ def read_result(path: str | Path, space: SearchSpace) -> TreeResult | None:
     """The result at ``path`` when it is a sound result of ``space``'s tasks; None when it is
     missing, or (with a warning naming the file) damaged or edited."""
     return read_checked(path, lambda data: checked_result(data, space), "trained tree result")
-
-
-def read_task_deltas(path: str | Path, space: SearchSpace) -> dict[str, dict[str, float]] | None:
-    """Per-task delta-m of networks of task subsets (``{"a,b": {"a": d, "b": d}}``) at ``path``,
-    each subset's tasks among the space's and each value finite; None as :func:`read_result`."""
-
-    def parse(data: Any) -> dict[str, dict[str, float]]:
-        out = {}
-        for key, deltas in mapping(data, "the entry").items():
-            members = key.split(",")
-            unknown = [t for t in members if t not in space.task_names]
-            if unknown:
-                raise ValueError(f"the subset {short_repr(key)} names {short_repr(unknown)}, not tasks of this space")
-            deltas = mapping(deltas, key)
-            _same_tasks(deltas, members, key)
-            out[key] = {t: finite(v, f"{key}.{t}") for t, v in deltas.items()}
-        return out
-
-    return read_checked(path, parse, "pair deltas")
