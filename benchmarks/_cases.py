@@ -175,31 +175,36 @@ def _null_refs(space, bundle) -> dict[str, BranchingTree]:
 #
 # The data plant digit | grating, but what training says is best is another tree: under the
 # space's equal loss balancing ``ink`` (a count regression, MSE ~1000 against ~1 for the others)
-# takes every layer it shares (each partner loses 70-90% beside it, ``phase`` several hundred),
-# so it needs a branch of its own; and ``phase`` (a regression, whose relative error swings
-# widely) loses less beside the grating map than beside the digit tasks or ``orientation``,
-# which is solved on any path. ``--truth`` checks each step against the tree it replaces.
+# takes every layer it shares (each partner loses 70-90% beside it), and ``phase`` (a regression
+# whose relative error swings widely) does best alone. Every grouping of the six tasks into at most
+# three groups at the input was trained (``benchmarks/exhaustive.py --space digit_grating_kinds
+# --layer 0``, 2 seeds) and the ten best again on six seeds: ``best`` (the classification and dense
+# tasks together, ``ink`` alone, ``phase`` alone) -1.42 +- 1.02 delta-m, ``runner-up`` (``stroke``
+# with ``ink``) -2.89 +- 0.58, the tree the previous truth named best (``phase`` with the grating
+# map) -5.83 +- 2.81. The top two are within one training's noise of each other and both count.
 
 KINDS_PLANTED = (("digit", "stroke", "ink"), ("orientation", "grating_map", "phase"))
-KINDS_INK_ALONE = (("digit", "stroke"), ("ink",), ("orientation", "grating_map", "phase"))
-#: The best tree of the references: the one the criterion asks for.
-KINDS_BEST = (("digit", "stroke", "orientation"), ("ink",), ("grating_map", "phase"))
-KINDS_WRONG = (("digit", "stroke", "grating_map"), ("ink",), ("orientation", "phase"))
+KINDS_BEST = (("digit", "stroke", "orientation", "grating_map"), ("ink",), ("phase",))
+KINDS_RUNNER_UP = (("digit", "orientation", "grating_map"), ("stroke", "ink"), ("phase",))
+KINDS_PHASE_WITH_MAP = (("digit", "stroke", "orientation"), ("ink",), ("grating_map", "phase"))
 #: Grouped by kind, not by factor: the classifications | the dense tasks | the regressions.
 KINDS_BY_KIND = (("digit", "orientation"), ("stroke", "grating_map"), ("ink", "phase"))
 
 
 def _kinds_refs(space, bundle) -> dict[str, BranchingTree]:
     t, n = space.task_names, space.num_layers
-    at_input = {"planted": KINDS_PLANTED, "ink alone": KINDS_INK_ALONE, "best": KINDS_BEST,
-                "wrong factors": KINDS_WRONG, "by kind": KINDS_BY_KIND}
+    at_input = {"planted": KINDS_PLANTED, "best": KINDS_BEST, "runner-up": KINDS_RUNNER_UP,
+                "phase with the map": KINDS_PHASE_WITH_MAP, "by kind": KINDS_BY_KIND}
     return {"all-shared": BranchingTree.all_shared(t, n),
             **{f"{label} at layer 0": BranchingTree.from_split_points(t, n, {0: groups})
                for label, groups in at_input.items()}}
 
 
 def _kinds_criterion(tree, space, bundle) -> tuple[bool, str]:
-    return _first_split_is_planted(tree, space, bundle, KINDS_BEST)
+    split = tree.first_split()
+    found = frozenset(map(frozenset, split)) if split else None
+    good = {frozenset(map(frozenset, g)): label for g, label in ((KINDS_BEST, "best"), (KINDS_RUNNER_UP, "runner-up"))}
+    return found in good, f"{good.get(found, 'neither best nor runner-up')} at layer {tree.first_split_layer}"
 
 
 # -- g. two levels: digit | grating early, then left | right deeper -----------------------------
@@ -279,10 +284,8 @@ CASES: dict[str, Case] = {
         Case("null", "synth_null", "6 tasks on the same content: the cheapest tree",
              _null_refs, (Claim("halves after layer 1", "all-shared", "ties"),
                           Claim("independent", "all-shared", "ties")), _cheapest),
-        Case("kinds", "digit_grating_kinds", "tasks of four kinds, losses 1e5 apart: ink alone, phase with the grating map",
-             _kinds_refs, (Claim("ink alone at layer 0", "planted at layer 0", "beats"),
-                           Claim("best at layer 0", "ink alone at layer 0", "beats"),
-                           Claim("best at layer 0", "wrong factors at layer 0", "beats"),
+        Case("kinds", "digit_grating_kinds", "tasks of four kinds, losses 1e5 apart: ink and phase alone",
+             _kinds_refs, (Claim("best at layer 0", "planted at layer 0", "beats"),
                            Claim("best at layer 0", "by kind at layer 0", "beats"),
                            Claim("best at layer 0", "all-shared", "beats")), _kinds_criterion,
              measure="delta_m"),

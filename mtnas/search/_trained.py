@@ -1,26 +1,34 @@
 """Search methods that decide the sharing from trained trees: ``trained`` (the default) and
 ``pairs`` (Standley et al. 2020).
 
-``trained`` spends a few trainings and decides on what they say (the measurements behind each
-step: ``benchmarks/README.md``):
+``trained`` decides on trained trees, each a unit of evidence (``mtnas.search._evidence``: trained
+once, whichever process of a study gets to it first). The measurements behind each step are in
+``benchmarks/README.md`` (fourth round):
 
-1. **Signal.** The all-shared tree is trained for the short budget (``SearchSpace.grouping_epochs``,
-   a third of the whole), and the per-sample gradient agreement of its tasks is read off the
-   trained network (``mtnas.search._gradients``). Its best partition into k groups, for every
-   k = 2..K, is the first proposal of each size.
-2. **Groupings, trained.** Every proposal is trained for the short budget, split at the first layer
-   that may branch. Short trainings rank trees as whole ones do (Kendall tau with the exhaustive
-   trained ranking 0.81 on ``digit_gratings``, 0.77 on ``digit_grating_kinds``, about one seed's
-   agreement with another) at a third of the cost. A surrogate of what each partner does to each
-   task (``mtnas.search._surrogate``) is fitted to every trained tree and proposes the next
-   grouping of each size; it is trained in turn, until the surrogate proposes nothing untrained
-   or ``ROUNDS`` rounds have passed. Loss scales that the gradients cannot see (a regression whose
-   error is 1,000 times another task's) show in the trained terms, and the surrogate moves the
-   task that suffers.
-3. **Depth and hierarchy.** The best grouping is trained split at each later layer that may
-   branch, and as two-level trees: two of its groups sharing deeper before they part, and its
-   largest group split again deeper. The tree of best score among all trained trees is the tree
-   found.
+1. **Signal.** The all-shared tree is trained for the whole budget (``SearchSpace.proxy_epochs``),
+   and the per-sample gradient agreement of its tasks is read off the trained network
+   (``mtnas.search._gradients``). Its best partition into k groups, for every k = 2..K, is the
+   first proposal of each size. (At 40 tasks its 4-grouping is the planted one; at six or nine
+   tasks it is often wrong, so it only proposes.)
+2. **Groupings, trained for the whole budget.** Every proposal is trained split at the first layer
+   that may branch. A surrogate of what each partner does to each task
+   (``mtnas.search._surrogate``) is fitted to every trained grouping and proposes the next grouping
+   of each size (``ROUNDS`` rounds). Short trainings were measured for this step first: they rank
+   groupings as whole ones do on ``digit_gratings`` and ``digit_grating_kinds`` (Kendall tau
+   0.75-0.82 with the exhaustive trained ranking), but on ``digit_grating_levels`` a slow task
+   looks unharmed by its partners after a fifth of the budget, and the level tasks joined the
+   digit tasks in 3 of 5 seeds.
+3. **Depth and hierarchy, for a fifth of the budget** (``SearchSpace.grouping_epochs``, the first
+   epochs of the whole schedule). The best grouping split at each later layer that may branch,
+   and as two-level trees: a coarser grouping (the two groups the surrogate says harm each other
+   least, merged) at one layer and the grouping deeper, or the grouping at one layer and its
+   largest group split in two deeper.
+4. **The choice.** Short terms are larger than whole ones (every tree is further from what it will
+   learn): the trees trained for both budgets give the scale, each short tree's score is
+   re-estimated at it, and the best estimate is trained for the whole budget if it beats the whole
+   trees. Among the whole trees, those within one training's noise of the best are trained again
+   with a second seed, and the cheapest within the noise of the best two-seed mean is the tree
+   found (the one-standard-error rule).
 
 Trees are compared by their mean task term against the best value any trained tree reached on
 each task (``mtnas.search._scores``: delta-m with the best trained tree as reference, so no
@@ -63,7 +71,7 @@ __all__ = ["PairsSelection", "TrainedSearch", "agreement_grouping", "pair_model"
 
 Groups = tuple[tuple[str, ...], ...]
 #: Rounds of surrogate proposals after the first (each trains at most one grouping per size).
-ROUNDS = 2
+ROUNDS = 1
 
 
 def _limits(space: SearchSpace, branches: int | Sequence[int] | None) -> tuple[list[int], tuple[int, ...]]:
@@ -170,8 +178,8 @@ class TrainedSearch:
         if branchable:
             first = branchable[0]
             sizes = range(2, min(limit[first], len(tasks)) + 1)
-            best = _groupings(run, base.agreement, first, sizes)
-            _depth_and_hierarchy(run, best, first, branchable, limit, base.agreement)
+            best, surrogate = _groupings(run, base.agreement, first, sizes)
+            _depth_and_hierarchy(run, best, first, branchable, limit, base.agreement, surrogate)
         chosen, noise, scale = _final(run, shared)
         return SearchResult(tree=chosen.unit.tree, derived=None, routing={}, weights=evidence.weights(chosen.unit),
                             seconds=time.perf_counter() - start, hparams=hparams,
@@ -204,8 +212,21 @@ def _final(run: _Search, shared: BranchingTree) -> tuple[Trained, float, float]:
     noise = _noise(run, run.trained[True][shared.key])
     best = max(scores.values())
     close = [k for k, v in scores.items() if v >= best - noise]
+    if len(close) > 1:  # a tie within one training's noise: a second seed of each settles it
+        seconds = dict(zip(close, run.evidence.obtain(
+            [run.unit(run.trained[True][k].unit.tree, whole=True, seed=run.seed + AGAIN_SEED) for k in close])))
+        refs = references([f.result.val for f in run.trained[True].values()]
+                          + [f.result.val for f in seconds.values()], run.space)
+        means = {k: (_mean_term(run.trained[True][k], refs, run) + _mean_term(seconds[k], refs, run)) / 2
+                 - run.penalty(k) for k in close}
+        top = max(means.values())
+        close = [k for k, v in means.items() if v >= top - noise / np.sqrt(2)]
     choice = min(close, key=lambda k: (run.cost(run.trained[True][k].unit.tree), -scores[k]))
     return run.trained[True][choice], noise, scale
+
+
+def _mean_term(found: Trained, refs: dict, run: _Search) -> float:
+    return float(np.mean(list(task_terms(found.result.val, refs, run.space).values())))
 
 
 def _noise(run: _Search, found: Trained) -> float:
@@ -219,8 +240,9 @@ def _noise(run: _Search, found: Trained) -> float:
     return float(np.sqrt(np.mean(d ** 2) / len(d) / 2))
 
 
-def _groupings(run: _Search, agreement: np.ndarray, layer: int, sizes: range) -> Groups:
-    """Step 2: the trained groupings at ``layer``; returns the best one by score."""
+def _groupings(run: _Search, agreement: np.ndarray, layer: int, sizes: range) -> tuple[Groups, PairSurrogate]:
+    """Step 2: the trained groupings at ``layer``; returns the best one by score and the surrogate
+    fitted to all of them."""
     tasks, layers = run.tasks, run.layers
     tried: set[Groups] = set()
 
@@ -241,7 +263,7 @@ def _groupings(run: _Search, agreement: np.ndarray, layer: int, sizes: range) ->
     scores = run.scores(whole=True)
     best = max(tried, key=lambda g: scores[_split(tasks, layers, layer, g).key])
     run.train([_split(tasks, layers, layer, best)])  # its short training: the scale of the short ones
-    return best
+    return best, PairSurrogate.fit(tasks, *_observations(run, layer), prior)
 
 
 def _observations(run: _Search, layer: int) -> tuple[list[Groups], list[list[float]]]:
@@ -262,30 +284,35 @@ def _observations(run: _Search, layer: int) -> tuple[list[Groups], list[list[flo
 
 
 def _depth_and_hierarchy(run: _Search, groups: Groups, first: int, branchable: list[int], limit: tuple[int, ...],
-                         agreement: np.ndarray) -> None:
-    """Step 3: the best grouping split later, and two-level trees around it, trained."""
+                         agreement: np.ndarray, surrogate: PairSurrogate) -> None:
+    """Step 3: the best grouping split at each later layer, and the two-level trees around it, for
+    the short budget: a coarser grouping (the two groups that harm each other least by the
+    surrogate merged, when it has three or more) at a layer and the grouping itself deeper, or the
+    grouping at a layer and its largest group split in two deeper (by gradient agreement)."""
     tasks, layers = run.tasks, run.layers
-    later = [layer for layer in branchable if layer > first]
-    trees = [_split(tasks, layers, layer, groups) for layer in later]
-    for deeper in later:
-        if len(groups) > 2:  # two groups share until ``deeper``
-            pair = _closest_pair(groups, agreement, tasks)
-            merged = tuple(g for g in groups if g not in pair) + (pair[0] + pair[1],)
-            trees.append(BranchingTree.from_split_points(tasks, layers, {first: merged, deeper: groups}))
-        big = max(groups, key=len)
-        if len(big) > 1 and len(groups) < limit[deeper]:  # the largest group splits again
-            halves = agreement_grouping(agreement[np.ix_(*[[tasks.index(t) for t in big]] * 2)], big, 2)
-            refined = tuple(g for g in groups if g != big) + halves
-            trees.append(BranchingTree.from_split_points(tasks, layers, {first: groups, deeper: refined}))
+    trees = [_split(tasks, layers, layer, groups) for layer in branchable if layer > first]
+    levels = []  # (coarse, fine) partitions of a two-level tree
+    if len(groups) > 2:
+        pair = _closest_pair(groups, surrogate)
+        levels.append((tuple(g for g in groups if g not in pair) + (pair[0] + pair[1],), groups))
+    big = max(groups, key=len)
+    if len(big) > 1:
+        index = [tasks.index(t) for t in big]
+        halves = agreement_grouping(agreement[np.ix_(index, index)], big, 2)
+        levels.append((groups, tuple(g for g in groups if g != big) + halves))
+    for coarse, fine in levels:
+        for upper, deeper in itertools.combinations(branchable, 2):
+            if len(coarse) <= limit[upper] and len(fine) <= limit[deeper]:
+                trees.append(BranchingTree.from_split_points(tasks, layers, {upper: coarse, deeper: fine}))
     run.train(trees)
 
 
-def _closest_pair(groups: Groups, agreement: np.ndarray, tasks: Sequence[str]) -> tuple[tuple[str, ...], ...]:
-    """The two groups whose tasks agree most (mean gradient agreement across them)."""
-    index = {t: i for i, t in enumerate(tasks)}
+def _closest_pair(groups: Groups, surrogate: PairSurrogate) -> tuple[tuple[str, ...], ...]:
+    """The two groups whose tasks the surrogate says harm each other least (help most)."""
+    index = {t: i for i, t in enumerate(surrogate.tasks)}
 
     def between(a: tuple[str, ...], b: tuple[str, ...]) -> float:
-        return float(np.mean([agreement[index[x], index[y]] for x in a for y in b]))
+        return float(sum(surrogate.harm[index[x], index[y]] + surrogate.harm[index[y], index[x]] for x in a for y in b))
 
     return max(itertools.combinations(groups, 2), key=lambda p: between(*p))
 

@@ -345,7 +345,7 @@ class SearchConfig:
     gain_per_cost: float = bounded(5.0, ge=0.0)  # trained methods: delta-m points per all-shared net of extra cost
     trials: int = bounded(8, ge=1)
     proxy_epochs: int | None = bounded(None, ge=1)  # None: training.epochs (trees learn as in a real training)
-    grouping_epochs: int | None = bounded(None, ge=1)  # None: a third of the proxy budget (trained search)
+    grouping_epochs: int | None = bounded(None, ge=1)  # None: a fifth of the proxy budget (trained search)
     stable_epochs: int | None = bounded(None, ge=1)  # stop once the argmax tree stayed unchanged this many routing epochs
     pruner: str | None = None  # stop a trial's proxy training once it is clearly dominated (see mtnas.study)
     ranges: SearchRanges = field(default_factory=SearchRanges)
@@ -491,11 +491,10 @@ class SearchSpace:
 
     @property
     def grouping_epochs(self) -> int:
-        """The epochs the trained search compares groupings at: ``search.grouping_epochs``, by
-        default a fifth of ``proxy_epochs``. Early in training, sharing with the tasks that read
-        the same features speeds a task up and sharing with the others slows it down; after a whole
-        training related tasks have learned their features anyway, and groupings differ by less than
-        training's noise (``mtnas.search._trained``)."""
+        """The epochs of the whole schedule the trained search trains its depth and hierarchy
+        candidates for before it compares them: ``search.grouping_epochs``, by default a fifth of
+        ``proxy_epochs``; their scores are scaled to the whole budget's by the trees trained for
+        both (``mtnas.search._trained``)."""
         return self.search.grouping_epochs or max(1, round(self.proxy_epochs / 5))
 
     @property
