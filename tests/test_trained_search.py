@@ -315,3 +315,31 @@ def test_the_trained_search_is_the_default_and_a_second_search_trains_nothing(tm
     finally:
         _evidence.Evidence._train = original
     assert again.tree == result.tree and trained == []  # every unit read back from the store
+
+
+def test_two_level_trees_are_candidates_at_every_pair_of_branchable_layers() -> None:
+    from mtnas.search import _trained
+
+    tasks, layers = ("a", "b", "c", "d", "e", "f"), 4
+    groups = (("a", "b"), ("c", "d"), ("e", "f"))
+    harm = -np.ones((6, 6))
+    harm[np.ix_([0, 1], [2, 3])] = harm[np.ix_([2, 3], [0, 1])] = 1.0  # a, b and c, d help each other
+    np.fill_diagonal(harm, 0.0)
+
+    class Run:  # the slice of a search that step 3 uses: what it trains
+        def __init__(self) -> None:
+            self.tasks, self.layers, self.trained = tasks, layers, []
+
+        def train(self, trees):
+            self.trained += list(trees)
+
+    run = Run()
+    _trained._depth_and_hierarchy(run, groups, 0, [0, 1, 2, 3], (4, 4, 4, 4), np.eye(6),
+                                  PairSurrogate(tasks, np.zeros(6), harm))
+    merged = (("e", "f"), ("a", "b", "c", "d"))
+    for upper, deeper in itertools.combinations(range(layers), 2):
+        two_level = BranchingTree.from_split_points(tasks, layers, {upper: merged, deeper: groups})
+        assert two_level in run.trained and two_level.groups_at(upper) != two_level.groups_at(deeper)
+    assert all(_trained._split(tasks, layers, layer, groups) in run.trained for layer in (1, 2, 3))
+    wrong = (("a", "b"), ("c", "d", "e", "f"))  # the surrogate says these two harm each other
+    assert not any(t.first_split() == wrong for t in run.trained)

@@ -152,8 +152,6 @@ def _split(tasks: Sequence[str], layers: int, layer: int, groups: Groups) -> Bra
 
 #: The second seed of the noise measurement is the evaluation seed plus this.
 AGAIN_SEED = 7919
-#: At most this many trees are trained for the whole budget besides the all-shared tree.
-FINALISTS = 2
 
 
 class TrainedSearch:
