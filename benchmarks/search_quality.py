@@ -73,7 +73,7 @@ def search(space: str, strategy: str, seed: int, budget: float) -> SearchOutcome
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as runs:
         _, study = run_search(space, name=f"{strategy}{seed}", seed=seed, strategy=strategy, runs_dir=runs,
-                              trials=10_000, timeout=budget, progress=False)
+                              trials=10_000, timeout=budget, progress=False, threads=1)  # not the cores: see search_recovery
         done = [t for t in study.trials if t.state.name == "COMPLETE"]
 
         def point(t) -> FrontPoint:

@@ -39,7 +39,10 @@ def run(case_name: str, seed: int, strategy: str, cache: str | None = None
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as runs:
         os.environ["MTNAS_CACHE_DIR"] = cache or os.path.join(runs, "cache")  # by default nothing trained before counts
-        _, study = run_search(space, name=f"s{seed}", seed=seed, strategy=strategy, runs_dir=runs, progress=False)
+        # one thread: run_search otherwise sets torch to the machine's cores, and two studies side
+        # by side on two cores then wait on each other's threads (each training ~18x slower)
+        _, study = run_search(space, name=f"s{seed}", seed=seed, strategy=strategy, runs_dir=runs, progress=False,
+                              threads=1)
         front = [(t.number, _recovered(case_name, t, space, bundle), t.user_attrs["tree"]) for t in pareto(study)]
         chosen = choose_trial(study)
         picked = (chosen.number, _recovered(case_name, chosen, space, bundle), chosen.user_attrs["tree"])
