@@ -211,16 +211,22 @@ def _final(run: _Search, shared: BranchingTree) -> tuple[Trained, float, float]:
     best = max(scores.values())
     close = [k for k, v in scores.items() if v >= best - noise]
     if len(close) > 1:  # a tie within one training's noise: a second seed of each settles it
-        seconds = dict(zip(close, run.evidence.obtain(
-            [run.unit(run.trained[True][k].unit.tree, whole=True, seed=run.seed + AGAIN_SEED) for k in close])))
-        refs = references([f.result.val for f in run.trained[True].values()]
-                          + [f.result.val for f in seconds.values()], run.space)
-        means = {k: (_mean_term(run.trained[True][k], refs, run) + _mean_term(seconds[k], refs, run)) / 2
-                 - run.penalty(k) for k in close}
+        means = _two_seeds(run, close)
         top = max(means.values())
         close = [k for k, v in means.items() if v >= top - noise / np.sqrt(2)]
     choice = min(close, key=lambda k: (run.cost(run.trained[True][k].unit.tree), -scores[k]))
     return run.trained[True][choice], noise, scale
+
+
+def _two_seeds(run: _Search, keys: Sequence[str]) -> dict[str, float]:
+    """The whole-budget trees ``keys`` trained again with a second seed: each one's mean score
+    over the two."""
+    seconds = dict(zip(keys, run.evidence.obtain(
+        [run.unit(run.trained[True][k].unit.tree, whole=True, seed=run.seed + AGAIN_SEED) for k in keys])))
+    refs = references([f.result.val for f in run.trained[True].values()]
+                      + [f.result.val for f in seconds.values()], run.space)
+    return {k: (_mean_term(run.trained[True][k], refs, run) + _mean_term(seconds[k], refs, run)) / 2
+            - run.penalty(k) for k in keys}
 
 
 def _mean_term(found: Trained, refs: dict, run: _Search) -> float:
@@ -258,8 +264,13 @@ def _groupings(run: _Search, agreement: np.ndarray, layer: int, sizes: range) ->
         if not proposals:
             break
         train(proposals)
-    scores = run.scores(whole=True)
-    best = max(tried, key=lambda g: scores[_split(tasks, layers, layer, g).key])
+    scores = {g: run.scores(whole=True)[_split(tasks, layers, layer, g).key] for g in tried}
+    best = max(scores, key=scores.get)
+    shared = BranchingTree.all_shared(tasks, layers).key
+    close = [g for g in tried if scores[g] >= scores[best] - _noise(run, run.trained[True][shared])]
+    if len(close) > 1:  # groupings within one training's noise: a second seed of each settles which goes on
+        means = _two_seeds(run, [_split(tasks, layers, layer, g).key for g in close])
+        best = max(close, key=lambda g: means[_split(tasks, layers, layer, g).key])
     run.train([_split(tasks, layers, layer, best)])  # its short training: the scale of the short ones
     return best, PairSurrogate.fit(tasks, *_observations(run, layer), prior)
 
