@@ -267,10 +267,11 @@ def _groupings(run: _Search, agreement: np.ndarray, layer: int, sizes: range) ->
         if not proposals:
             break
         train(proposals)
-    scores = {g: run.scores(whole=True)[_split(tasks, layers, layer, g).key] for g in tried}
+    whole = run.scores(whole=True)
+    scores = {g: whole[_split(tasks, layers, layer, g).key] for g in tried}
     best = max(scores, key=scores.get)
-    shared = BranchingTree.all_shared(tasks, layers).key
-    close = [g for g in tried if scores[g] >= scores[best] - _noise(run, run.trained[True][shared])]
+    noise = _noise(run, run.trained[True][BranchingTree.all_shared(tasks, layers).key])
+    close = [g for g in tried if scores[g] >= scores[best] - noise]
     if len(close) > 1:  # groupings within one training's noise: a second seed of each settles which goes on
         means = _two_seeds(run, [_split(tasks, layers, layer, g).key for g in close])
         best = max(close, key=lambda g: means[_split(tasks, layers, layer, g).key])
