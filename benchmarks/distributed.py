@@ -24,17 +24,15 @@ from pathlib import Path
 
 import optuna
 
-from mtnas.study import run_search, worker_command
-from mtnas.study._evidence import evidence_study_name
+from mtnas.study import evidence_study_name, open_storage, run_search, worker_command
 
 
 def one_run(space: str, workers: int, trials: int, root: Path) -> tuple[float, dict[int, int], int, int]:
     """Create the study, run ``workers`` workers with separate caches; (wall s, units per worker
     pid, units in the study, units trained more than once)."""
     os.environ["MTNAS_CACHE_DIR"] = str(root / "creator-cache")
-    run, study = run_search(space, name="dist", trials=trials, runs_dir=root, workers=0, progress=False,
-                            storage=f"journal:///{root / 'journal.log'}")
     storage = f"journal:///{root / 'journal.log'}"
+    run_search(space, name="dist", trials=trials, runs_dir=root, workers=0, progress=False, storage=storage)
     start = time.perf_counter()
     procs = []
     for i in range(workers):
@@ -44,7 +42,7 @@ def one_run(space: str, workers: int, trials: int, root: Path) -> tuple[float, d
     wall = time.perf_counter() - start
     if any(codes):
         raise SystemExit(f"a worker failed: exit codes {codes}")
-    evidence = optuna.load_study(study_name=evidence_study_name("dist"), storage=study._storage)
+    evidence = optuna.load_study(study_name=evidence_study_name("dist"), storage=open_storage(storage))
     done = [t for t in evidence.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
     per_pid = Counter(t.system_attrs.get("pid") for t in done)
     keys = Counter(t.system_attrs.get("unit") for t in done)

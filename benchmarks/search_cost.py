@@ -28,12 +28,11 @@ from dataclasses import replace
 
 import torch
 
-from mtnas.model import tree_cost
-from mtnas.search import search_tree
+from benchmarks.recovery_suite import relative_flops
+from mtnas.search import METHODS, search_tree
 from mtnas.space import load_resolved
 from mtnas.study import proxy_space, run_search
 from mtnas.train import compute_baselines, train_tree
-from mtnas.tree import BranchingTree
 
 
 def main() -> None:
@@ -45,6 +44,10 @@ def main() -> None:
                         help="comma-separated search methods, one search each; the last line is the "
                              "first's (default: the space's own)")
     args = parser.parse_args()
+    methods = args.methods.split(",") if args.methods else None
+    unknown = [m for m in methods or () if m not in METHODS]
+    if unknown:
+        parser.error(f"--methods: unknown {', '.join(unknown)}; valid: {', '.join(METHODS.names())}")
     device = torch.device("cpu")
     space, bundle = load_resolved(args.space)
     print(f"{space.name}: {len(bundle.train)} training samples, {len(space.tasks)} tasks, "
@@ -69,8 +72,7 @@ def main() -> None:
                 done = sum(t.state.name == "COMPLETE" for t in study.trials)
                 print(f"default mtnas search ({done} trials, cold cache): {time.perf_counter() - start:.1f} s wall")
 
-    ratios = [one_search(space, bundle, method, args.seed, device)
-              for method in (args.methods.split(",") if args.methods else [space.search.method])]
+    ratios = [one_search(space, bundle, method, args.seed, device) for method in methods or [space.search.method]]
     print(f"search/retrain: {ratios[0]:.2f}x")
 
 
@@ -85,8 +87,7 @@ def one_search(space, bundle, method: str, seed: int, device: torch.device) -> f
     trained = train_tree(result.tree, space, bundle, device=device, seed=seed)
     print(f"training the found tree at the space's budget ({space.training.epochs} epochs): {trained.seconds:.1f} s")
     if "unit_cost" in result.candidates:
-        shared = tree_cost(BranchingTree.all_shared(space.task_names, space.num_layers), space).flops
-        found = space.training.epochs * tree_cost(result.tree, space).flops / shared
+        found = space.training.epochs * relative_flops(result.tree, space)
         units = result.candidates["unit_cost"][0]
         print(f"{int(result.candidates['units'][0])} units of training, {units:.0f} epochs x relative FLOPs, against "
               f"{found:.1f} for the found tree's training: {units / found:.2f}x")
