@@ -123,7 +123,7 @@ def run_chaos(url: str, folder: Path, *, trials: int, workers: int = 4, seed: in
             for p in [p for p in alive if p.poll() is not None]:
                 alive.remove(p)
                 if p.returncode != 0:
-                    result.worker_errors.append(f"exit {p.returncode}: {(p.stderr.read() or '').strip()[-300:]}")
+                    result.worker_errors.append(f"exit {p.returncode}: {(p.stderr.read() or '').strip()[-1500:]}")
             chaos = result.kills < max_kills and time.monotonic() < chaos_ends
             if alive and chaos and time.monotonic() >= next_kill:
                 done, busy = state()

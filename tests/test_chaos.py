@@ -17,8 +17,9 @@ from tests.test_postgres import postgres_url  # noqa: F401  (the fixture)
 def test_killed_and_restarted_workers_lose_no_trial_and_run_none_twice(tmp_path: Path,
                                                                        postgres_url: str) -> None:  # noqa: F811
     kills: list[str] = []
+    # kills 0.5-1.5 s apart: all three land while trials remain, however fast this machine trains them
     result = run_chaos(postgres_url, tmp_path, trials=6, workers=4, seed=3, max_kills=3, chaos_minutes=4, minutes=6,
-                       log=kills.append)
+                       every=(0.5, 1.5), log=kills.append)
     assert result.worker_errors == [], result
     assert result.kills == 3 and result.restarts == 3, (kills, result)
     assert result.failed >= 1, (kills, result)  # a kill left a RUNNING trial behind: failed, then retried

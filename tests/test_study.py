@@ -334,6 +334,30 @@ def test_a_trial_whose_process_is_gone_is_failed_and_retried_at_once(tmp_path: P
     assert "is gone" in fail_reason(study, trials[0])
 
 
+def test_a_reaper_that_loses_the_race_to_another_leaves_the_trial_and_its_retry_to_it(tmp_path: Path) -> None:
+    """Two workers reap the same dead trial: the one whose write comes second (Optuna's
+    UpdateFinishedTrialError, the trial finished between its read and its write) neither fails
+    nor enqueues a second retry."""
+    import socket
+
+    from mtnas.study import open_storage, reap_dead_trials
+
+    study = optuna.create_study(storage=open_storage(f"journal:///{tmp_path / 'journal.log'}"), study_name="s")
+    dead = study.ask({"x": optuna.distributions.IntDistribution(0, 9)})
+    dead.set_user_attr("host", socket.gethostname())
+    dead.set_user_attr("pid", _dead_pid())
+    storage, write = study._storage, study._storage.set_trial_state_values
+
+    def the_other_worker_first(trial_id, state, values=None):
+        write(trial_id, optuna.trial.TrialState.FAIL)  # the other reaper's write lands in between
+        return write(trial_id, state, values)
+
+    storage.set_trial_state_values = the_other_worker_first
+    assert reap_dead_trials(study) == []
+    storage.set_trial_state_values = write
+    assert [t.state.name for t in study.get_trials()] == ["FAIL"]  # no retry from this one
+
+
 def test_exactly_n_trials_complete_when_workers_race(tmp_path: Path) -> None:
     """A trial runs only while the completed trials and the running ones before it stay below N."""
     from mtnas.study import open_storage, wait_for_turn

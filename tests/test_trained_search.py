@@ -12,6 +12,7 @@ import sys
 from dataclasses import replace
 
 import numpy as np
+import optuna
 import pytest
 import torch
 
@@ -224,6 +225,18 @@ def test_a_dead_workers_claim_in_the_study_is_taken_over(tmp_path) -> None:
     assert store.claim("k")  # the claimant's process is gone: its trial failed, the unit taken over
     store.put("k", {"ok": True})
     assert store.get("k")["ok"] is True
+
+
+def test_a_result_stored_after_its_claim_was_taken_over_is_kept(tmp_path) -> None:
+    """An owner that looked dead to another process (its claim failed meanwhile) still keeps what it trained."""
+    from mtnas.study._evidence import StudyEvidence
+    from mtnas.study._storage import open_storage
+
+    store = StudyEvidence(open_storage(f"journal:///{tmp_path / 'journal.log'}"), "s", "unused")
+    assert store.claim("k")
+    store._storage.set_trial_state_values(store._mine["k"], state=optuna.trial.TrialState.FAIL)  # taken over
+    store.put("k", {"ok": True})
+    assert store.get("k") == {"ok": True} and not store.claim("k")
 
 
 def test_scores_need_no_baselines_and_no_loss_scale_enters() -> None:

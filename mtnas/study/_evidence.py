@@ -149,8 +149,15 @@ class StudyEvidence:
             trial_id = self._mine.pop(key, None)
         if trial_id is None:
             raise MtnasError(f"evidence unit {key[:12]}: stored by a process that does not hold its claim")
-        self._storage.set_trial_user_attr(trial_id, "entry", dict(entry))
-        self._storage.set_trial_state_values(trial_id, state=TrialState.COMPLETE, values=[0.0])
+        try:
+            self._storage.set_trial_user_attr(trial_id, "entry", dict(entry))
+            self._storage.set_trial_state_values(trial_id, state=TrialState.COMPLETE, values=[0.0])
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # Another process took the claim over (this one looked dead to it): the result is kept
+            # all the same, in a trial of its own; readers take the lowest-numbered complete one.
+            self._storage.create_new_trial(self._study_id, template_trial=optuna.trial.create_trial(
+                state=TrialState.COMPLETE, values=[0.0], user_attrs={"entry": dict(entry)},
+                system_attrs={"unit": key, "host": socket.gethostname(), "pid": os.getpid()}))
         self.trained_here += 1
 
     def release(self, key: str) -> None:

@@ -26,7 +26,7 @@ import optuna
 from mtnas.core import process_gone
 from mtnas.study._storage import heartbeat_settings
 
-__all__ = ["mark_alive", "reap_dead_trials", "settle", "wait_for_turn"]
+__all__ = ["finished_elsewhere", "mark_alive", "reap_dead_trials", "settle", "wait_for_turn"]
 
 _RETRIED = ("fixed_tree",)  # user attributes a retry must keep (what an enqueued trial evaluates)
 
@@ -35,6 +35,15 @@ def mark_alive(trial: optuna.Trial) -> None:
     """Record the host and process that run ``trial``."""
     trial.set_user_attr("host", socket.gethostname())
     trial.set_user_attr("pid", os.getpid())
+
+
+def finished_elsewhere(exc: BaseException) -> bool:
+    """Whether ``exc`` says another process finished the trial this one was about to finish: Optuna
+    raises ``ValueError("Cannot tell a FAIL trial.")`` when it reads the trial finished already, and
+    ``UpdateFinishedTrialError`` when it finished between that read and the write."""
+    if isinstance(exc, optuna.exceptions.UpdateFinishedTrialError):
+        return True
+    return isinstance(exc, ValueError) and str(exc).startswith("Cannot tell a ")
 
 
 def _orphan(trial: optuna.trial.FrozenTrial, grace: float) -> bool:
@@ -63,8 +72,10 @@ def reap_dead_trials(study: optuna.Study, reason: str = "its process {pid} is go
             continue
         try:
             study.tell(t.number, state=optuna.trial.TrialState.FAIL)
-        except ValueError:  # another process failed it first: it enqueued the retry
-            continue
+        except (ValueError, optuna.exceptions.UpdateFinishedTrialError) as exc:
+            if finished_elsewhere(exc):  # another process failed it first (and enqueued the retry)
+                continue
+            raise
         study.set_user_attr(f"fail_reason:{t.number}", why)
         if retry:
             keep = {k: t.user_attrs[k] for k in _RETRIED if k in t.user_attrs}

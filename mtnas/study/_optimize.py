@@ -34,7 +34,7 @@ from mtnas.study._artifacts import absolute_store, check_artifact_store
 from mtnas.study._claim import check_not_starting, claim_new_run
 from mtnas.study._evidence import StudyEvidence
 from mtnas.study._front import write_pareto
-from mtnas.study._liveness import reap_dead_trials, settle
+from mtnas.study._liveness import finished_elsewhere, reap_dead_trials, settle
 from mtnas.study._objective import FIXED, evaluate_trial, proxy_space
 from mtnas.study._objectives import OBJECTIVES, parse_objectives
 from mtnas.study._progress import StudyProgress
@@ -290,8 +290,8 @@ def _optimize(study: optuna.Study, space: SearchSpace, bundle: DatasetBundle, ba
                     timeout=_seconds_left(deadline),
                 )
                 break
-            except ValueError as exc:  # Optuna's "Cannot tell a FAIL trial."
-                if not str(exc).startswith("Cannot tell a "):
+            except (ValueError, optuna.exceptions.UpdateFinishedTrialError) as exc:
+                if not finished_elsewhere(exc):
                     raise
                 # Another process failed this trial (its heartbeat went stale on a busy machine) and
                 # enqueued its retry: the study lost nothing; this process goes on with another trial.
