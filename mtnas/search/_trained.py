@@ -267,14 +267,15 @@ def _groupings(run: _Search, agreement: np.ndarray, layer: int, sizes: range) ->
         if not proposals:
             break
         train(proposals)
+    keys = {g: _split(tasks, layers, layer, g).key for g in tried}
     whole = run.scores(whole=True)
-    scores = {g: whole[_split(tasks, layers, layer, g).key] for g in tried}
+    scores = {g: whole[key] for g, key in keys.items()}
     best = max(scores, key=scores.get)
     noise = _noise(run, run.trained[True][BranchingTree.all_shared(tasks, layers).key])
     close = [g for g in tried if scores[g] >= scores[best] - noise]
     if len(close) > 1:  # groupings within one training's noise: a second seed of each settles which goes on
-        means = _two_seeds(run, [_split(tasks, layers, layer, g).key for g in close])
-        best = max(close, key=lambda g: means[_split(tasks, layers, layer, g).key])
+        means = _two_seeds(run, [keys[g] for g in close])
+        best = max(close, key=lambda g: means[keys[g]])
     run.train([_split(tasks, layers, layer, best)])  # its short training: the scale of the short ones
     return best, PairSurrogate.fit(tasks, *_observations(run, layer), prior)
 

@@ -49,6 +49,11 @@ def evidence_study_name(study_name: str) -> str:
     return f"{study_name}:evidence"
 
 
+def _holder(key: str) -> dict[str, Any]:
+    """The system attributes of this process's trial of unit ``key``."""
+    return {"unit": key, "host": socket.gethostname(), "pid": os.getpid()}
+
+
 class StudyEvidence:
     """Units of evidence in a study's storage and artifact store (see the module docstring).
 
@@ -113,8 +118,8 @@ class StudyEvidence:
                 live.append(t)
         if live:
             return False
-        template = optuna.trial.create_trial(state=TrialState.RUNNING, system_attrs={
-            "unit": key, "host": socket.gethostname(), "pid": os.getpid(), "beat": time.time()})
+        template = optuna.trial.create_trial(state=TrialState.RUNNING,
+                                             system_attrs={**_holder(key), "beat": time.time()})
         trial_id = self._storage.create_new_trial(self._study_id, template_trial=template)
         owner = self._trials(key)
         if not owner or owner[0]._trial_id != trial_id:
@@ -157,7 +162,7 @@ class StudyEvidence:
             # all the same, in a trial of its own; readers take the lowest-numbered complete one.
             self._storage.create_new_trial(self._study_id, template_trial=optuna.trial.create_trial(
                 state=TrialState.COMPLETE, values=[0.0], user_attrs={"entry": dict(entry)},
-                system_attrs={"unit": key, "host": socket.gethostname(), "pid": os.getpid()}))
+                system_attrs=_holder(key)))
         self.trained_here += 1
 
     def release(self, key: str) -> None:
