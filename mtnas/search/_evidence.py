@@ -13,6 +13,10 @@ trainings and none trains what another did.
 Units that are all-shared trees can also carry the gradient agreement of their trained network
 (``probe``, ``mtnas.search._gradients``), so the signal travels with the entry and needs no
 weights.
+
+Every unit obtained is also counted in a ledger (``Evidence.spent``): its epochs times its tree's
+cost relative to the all-shared tree (``search.cost_metric``), whether this process trained it or
+read it, so what a search costs does not depend on what a cache held.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import torch
 
 from mtnas.core import MtnasError, __version__
 from mtnas.data import DatasetBundle, data_digest
-from mtnas.model import BranchedNet
+from mtnas.model import BranchedNet, tree_cost
 from mtnas.search._gradients import gradient_agreement
 from mtnas.search._store import EvidenceStore, LocalStore
 from mtnas.space import SearchSpace
@@ -121,9 +125,27 @@ class Evidence:
                                    "data": data_digest(bundle)}, sort_keys=True)
         self._known: dict[str, Trained] = {}
         self._weights: dict[str, dict[str, torch.Tensor]] = {}
+        self._costs: dict[str, float] = {}
         self.order: list[Trained] = []  # every unit obtained, in the order first obtained
         self.trained = 0  # units this object trained (not read from the store)
         self.seconds = 0.0  # their training time
+
+    def cost(self, tree: BranchingTree) -> float:
+        """The tree's cost (``search.cost_metric``) relative to the all-shared tree over every task
+        of the space (a tree over fewer tasks, as a pair's network, costs a little less than 1)."""
+        if tree.key not in self._costs:
+            shared = BranchingTree.all_shared(self.space.task_names, self.space.num_layers)
+            metric = self.space.search.cost_metric
+            self._costs[tree.key] = float(getattr(tree_cost(tree, self.space), metric)) / float(
+                getattr(tree_cost(shared, self.space), metric))
+        return self._costs[tree.key]
+
+    @property
+    def spent(self) -> float:
+        """The ledger: every unit obtained so far, its trained epochs times its relative cost, in
+        epochs of the all-shared tree (divide by ``SearchSpace.proxy_epochs`` for trainings of it at
+        the search budget)."""
+        return sum(f.unit.trained_epochs * self.cost(f.unit.tree) for f in self.order)
 
     def key(self, unit: Unit) -> str:
         spec = json.dumps({"tree": unit.tree.to_dict(), "epochs": unit.epochs, "seed": unit.seed,

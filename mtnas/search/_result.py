@@ -43,6 +43,9 @@ class SearchResult:
             ``score``; and, repeated per row, ``noise`` (one training's noise the choice allowed
             for), ``scale`` (of short terms to whole ones), ``units`` and ``unit_cost`` (the units of
             training the search obtained, and their epochs times relative cost).
+        spent: for the methods that train units of evidence, what they cost: the units' epochs
+            times their cost relative to the all-shared tree, in trainings of the all-shared tree
+            at the search budget (``SearchSpace.proxy_epochs``); None for the others.
     """
 
     tree: BranchingTree
@@ -53,6 +56,7 @@ class SearchResult:
     hparams: SearchConfig
     stopped_epoch: int | None = None
     candidates: Mapping[str, np.ndarray] = field(default_factory=dict)
+    spent: float | None = None
 
     @property
     def epochs_run(self) -> int:

@@ -57,7 +57,6 @@ import torch
 
 from mtnas.core import ConfigError
 from mtnas.data import DatasetBundle
-from mtnas.model import tree_cost
 from mtnas.search._evidence import Evidence, Trained, Unit
 from mtnas.search._fixed_routing import agglomerative, best_partition, groups_of
 from mtnas.search._pairs import PAIR_TASKS, PairModel
@@ -67,7 +66,7 @@ from mtnas.search._scores import references, task_terms
 from mtnas.search._store import EvidenceStore
 from mtnas.search._surrogate import PairSurrogate, canonical
 from mtnas.space import SearchConfig, SearchSpace
-from mtnas.train import compute_baselines, per_task_delta, proxy_space, subset_space
+from mtnas.train import per_task_delta, subset_space
 from mtnas.tree import BranchingTree
 
 __all__ = ["PairsSelection", "TrainedSearch", "agreement_grouping", "pair_model"]
@@ -112,17 +111,10 @@ class _Search:
     def __post_init__(self) -> None:
         self.tasks, self.layers = self.space.task_names, self.space.num_layers
         self.trained: dict[bool, dict[str, Trained]] = {False: {}, True: {}}  # whole budget? -> key -> unit
-        self._costs: dict[str, float] = {}
-        self._shared_cost = self._flops(BranchingTree.all_shared(self.tasks, self.layers))
-
-    def _flops(self, tree: BranchingTree) -> float:
-        return float(getattr(tree_cost(tree, self.space), self.space.search.cost_metric))
 
     def cost(self, tree: BranchingTree) -> float:
         """The tree's cost relative to the all-shared tree's."""
-        if tree.key not in self._costs:
-            self._costs[tree.key] = self._flops(tree) / self._shared_cost
-        return self._costs[tree.key]
+        return self.evidence.cost(tree)
 
     def unit(self, tree: BranchingTree, whole: bool = False, probe: bool = False, seed: int | None = None) -> Unit:
         return Unit(tree, self.full, self.seed if seed is None else seed, probe, None if whole else self.short)
@@ -184,7 +176,7 @@ class TrainedSearch:
         chosen, noise, scale = _final(run, shared)
         return SearchResult(tree=chosen.unit.tree, derived=None, routing={}, weights=evidence.weights(chosen.unit),
                             seconds=time.perf_counter() - start, hparams=hparams,
-                            candidates=_history(run, noise, scale))
+                            candidates=_history(run, noise, scale), spent=evidence.spent / space.proxy_epochs)
 
 
 def _final(run: _Search, shared: BranchingTree) -> tuple[Trained, float, float]:
@@ -349,7 +341,7 @@ def _history(run: _Search, noise: float, scale: float) -> dict[str, np.ndarray]:
         "noise": np.full(len(rows), noise),
         "scale": np.full(len(rows), scale),
         "units": np.full(len(rows), len(units)),
-        "unit_cost": np.full(len(rows), sum(u.unit.trained_epochs * run.cost(u.unit.tree) for u in units)),
+        "unit_cost": np.full(len(rows), run.evidence.spent),
     }
 
 
@@ -383,22 +375,25 @@ class PairsSelection:
         tree = options[int(np.argmax(values))][1]
         unit = Unit(tree, space.proxy_epochs, seed)
         return SearchResult(tree=tree, derived=None, routing={}, weights=evidence.weights(unit),
-                            seconds=time.perf_counter() - start, hparams=hparams)
+                            seconds=time.perf_counter() - start, hparams=hparams,
+                            spent=evidence.spent / space.proxy_epochs)
 
 
 def pair_model(evidence: Evidence, seed: int, mode: str = "sum") -> PairModel:
-    """Every pair of the space's tasks trained as one all-shared network for the whole budget
-    (``proxy_epochs``): each task's delta-m beside its partner, against its single-task network."""
+    """Every task trained alone and every pair of tasks trained as one all-shared network, for the
+    whole budget (``proxy_epochs``), each a unit of evidence: each task's delta-m beside its
+    partner, against its own network (T + T (T - 1) / 2 trainings)."""
     space = evidence.space
-    proxy = proxy_space(space)
     tasks = space.task_names
     pairs = list(itertools.combinations(tasks, 2))
-    units = [Unit(BranchingTree.all_shared(p, space.num_layers), space.proxy_epochs, seed) for p in pairs]
-    solo = compute_baselines(proxy, evidence.bundle, device=evidence.device, seed=seed).metrics("val")
+    trees = [BranchingTree.all_shared((t,), space.num_layers) for t in tasks]
+    trees += [BranchingTree.all_shared(p, space.num_layers) for p in pairs]
+    found = evidence.obtain([Unit(tree, space.proxy_epochs, seed) for tree in trees])
+    solo = {t: f.result.val[t] for t, f in zip(tasks, found)}
     deltas = np.zeros((len(tasks), len(tasks)))
     index = {t: i for i, t in enumerate(tasks)}
-    for (a, b), found in zip(pairs, evidence.obtain(units)):
-        d = per_task_delta(found.result.val, {t: solo[t] for t in (a, b)}, subset_space(proxy, (a, b)))
+    for (a, b), pair in zip(pairs, found[len(tasks):]):
+        d = per_task_delta(pair.result.val, {t: solo[t] for t in (a, b)}, subset_space(space, (a, b)))
         deltas[index[a], index[b]], deltas[index[b], index[a]] = d[a], d[b]
     return PairModel(tasks, deltas, mode)
 
