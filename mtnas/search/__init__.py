@@ -1,5 +1,6 @@
-"""One search: the search methods (a registry), the trained evidence of the default method, the
-routing supernet with its learnable sharing routes, and ``search_tree``.
+"""One search: the search methods (a registry), the trained evidence of the default method (or
+published trainings in a trainings table), the routing supernet with its learnable sharing routes,
+and ``search_tree``.
 """
 
 from mtnas.core._lazy import lazy_exports
@@ -8,11 +9,12 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "._catalog": ("METHODS", "SearchMethod", "check_method", "check_search_space", "search_tree",),
     "._differentiable": ("SupernetSearch", "search_supernet", "split_holdout", "temperature",),
     "._dmtg": ("DMTG",),
-    "._evidence": ("EVIDENCE_FORMAT", "Evidence", "Trained", "Unit", "default_store",),
+    "._evidence": ("EVIDENCE_FORMAT", "AnsweringStore", "Evidence", "Trained", "Unit", "default_store",),
     "._gradients": ("gradient_agreement",),
     "._scores": ("references", "relative_scores", "task_terms",),
     "._store": ("EvidenceStore", "LocalStore",),
     "._surrogate": ("PairSurrogate",),
+    "._table": ("TABLE_FORMAT", "TableStore", "TrainingTable", "read_table", "table_space",),
     "._fixed_routing": (
         "EXHAUSTIVE", "FixedTreeMethod", "best_partition", "encode_tree", "relative_cost", "tree_fits",
     ),

@@ -17,6 +17,12 @@ weights.
 Every unit obtained is also counted in a ledger (``Evidence.spent``): its epochs times its tree's
 cost relative to the all-shared tree (``search.cost_metric``), whether this process trained it or
 read it, so what a search costs does not depend on what a cache held.
+
+A store may also *answer* units instead of holding trained ones (an :class:`AnsweringStore`: a
+table of published trainings, ``mtnas.search._table``). ``Evidence`` then asks it for every unit,
+trains nothing, needs no dataset, and keeps its ledger by the store's rules (what one of its
+trainings is, and what a tree costs), so every search method runs on it unchanged: it only ever
+sees units and their results.
 """
 
 from __future__ import annotations
@@ -25,8 +31,9 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -37,10 +44,10 @@ from mtnas.model import BranchedNet, tree_cost
 from mtnas.search._gradients import gradient_agreement
 from mtnas.search._store import EvidenceStore, LocalStore
 from mtnas.space import SearchSpace
-from mtnas.train import Baselines, TreeResult, cache_dir, checked_result, compute_baselines, train_trees
+from mtnas.train import Baselines, TreeResult, cache_dir, checked_result, compute_baselines, subset_space, train_trees
 from mtnas.tree import BranchingTree
 
-__all__ = ["EVIDENCE_FORMAT", "Evidence", "Trained", "Unit", "default_store"]
+__all__ = ["EVIDENCE_FORMAT", "AnsweringStore", "Evidence", "Trained", "Unit", "default_store"]
 
 #: Changes whenever an entry's meaning changes: older entries are then not read.
 EVIDENCE_FORMAT = 2
@@ -99,6 +106,24 @@ class Trained:
         return cls(unit, result, agreement)
 
 
+@runtime_checkable
+class AnsweringStore(Protocol):
+    """A store that answers units from trainings it holds (a table of published ones) and trains
+    none: ``Evidence`` asks it for every unit, and keeps its ledger by the store's rules."""
+
+    where: str  # what the store is, for messages
+
+    def answer(self, unit: Unit, space: SearchSpace) -> Trained:
+        """The unit's result (``agreement`` None: no network to probe); an ``MtnasError`` of one
+        line when the store cannot answer it."""
+
+    def relative_cost(self, tree: BranchingTree) -> float:
+        """The tree's cost relative to the all-shared tree."""
+
+    def spent(self, units: Sequence[Unit]) -> float:
+        """What obtaining ``units`` cost, in epochs of the all-shared tree."""
+
+
 def default_store() -> LocalStore:
     """This machine's evidence folder: ``$MTNAS_CACHE_DIR/evidence``."""
     return LocalStore(cache_dir() / "evidence")
@@ -110,19 +135,26 @@ class Evidence:
     Args:
         space: a resolved search space (its ``training`` section trains every unit; a unit's
             ``epochs`` replaces ``training.epochs``).
-        bundle: its dataset (units train on ``train``; metrics are read on ``val`` and ``test``).
-        store: where units are kept and claimed (default: this machine's evidence folder).
+        bundle: its dataset (units train on ``train``; metrics are read on ``val`` and ``test``);
+            None when the store answers units (:class:`AnsweringStore`).
+        store: where units are kept and claimed (default: this machine's evidence folder), or a
+            store that answers them.
         poll: seconds between looks while another process trains a unit this one needs.
     """
 
-    def __init__(self, space: SearchSpace, bundle: DatasetBundle, *, device: torch.device | str = "cpu",
-                 store: EvidenceStore | None = None, progress: bool = False, poll: float = 0.5) -> None:
+    def __init__(self, space: SearchSpace, bundle: DatasetBundle | None, *, device: torch.device | str = "cpu",
+                 store: EvidenceStore | AnsweringStore | None = None, progress: bool = False,
+                 poll: float = 0.5) -> None:
         self.space, self.bundle = space, bundle
         self.device = torch.device(device)
         self.store = store if store is not None else default_store()
+        self.answering = self.store if isinstance(self.store, AnsweringStore) else None
+        if bundle is None and self.answering is None:
+            raise MtnasError(f"evidence of space {space.name or 'space'!r} is trained on its dataset, and none was "
+                             "given; pass the dataset, or a store that answers units (a trainings table)")
         self.progress, self.poll = progress, poll
         self._prefix = json.dumps({"format": EVIDENCE_FORMAT, "mtnas": __version__, "space": space.training_hash,
-                                   "data": data_digest(bundle)}, sort_keys=True)
+                                   "data": None if bundle is None else data_digest(bundle)}, sort_keys=True)
         self._known: dict[str, Trained] = {}
         self._weights: dict[str, dict[str, torch.Tensor]] = {}
         self._costs: dict[str, float] = {}
@@ -132,11 +164,15 @@ class Evidence:
 
     def cost(self, tree: BranchingTree) -> float:
         """The tree's cost (``search.cost_metric``) relative to the all-shared tree over every task
-        of the space (a tree over fewer tasks, as a pair's network, costs a little less than 1)."""
+        of the space (a tree over fewer tasks, as a pair's network, costs a little less than 1); a
+        store that answers units says what its trees cost."""
+        if self.answering is not None:
+            return self.answering.relative_cost(tree)
         if tree.key not in self._costs:
             shared = BranchingTree.all_shared(self.space.task_names, self.space.num_layers)
             metric = self.space.search.cost_metric
-            self._costs[tree.key] = float(getattr(tree_cost(tree, self.space), metric)) / float(
+            own = self.space if len(tree.tasks) == len(self.space.tasks) else subset_space(self.space, tree.tasks)
+            self._costs[tree.key] = float(getattr(tree_cost(tree, own), metric)) / float(
                 getattr(tree_cost(shared, self.space), metric))
         return self._costs[tree.key]
 
@@ -144,7 +180,9 @@ class Evidence:
     def spent(self) -> float:
         """The ledger: every unit obtained so far, its trained epochs times its relative cost, in
         epochs of the all-shared tree (divide by ``SearchSpace.proxy_epochs`` for trainings of it at
-        the search budget)."""
+        the search budget). A store that answers units keeps this ledger by its own rules."""
+        if self.answering is not None:
+            return self.answering.spent([f.unit for f in self.order])
         return sum(f.unit.trained_epochs * self.cost(f.unit.tree) for f in self.order)
 
     def key(self, unit: Unit) -> str:
@@ -157,6 +195,11 @@ class Evidence:
         (those this process claims, half of the missing ones at a time so that other processes
         needing them take the rest), or waited for while another process trains it."""
         keys = [self.key(u) for u in units]
+        if self.answering is not None:  # nothing to train, claim or wait for
+            for k, u in zip(keys, units):
+                if k not in self._known:
+                    self._remember(k, self.answering.answer(u, self.space))
+            return [self._known[k] for k in keys]
         pending = {k: u for k, u in zip(keys, units) if not self._lookup(k, u)}
         while pending:
             share = max(1, math.ceil(len(pending) / 2))
@@ -218,6 +261,9 @@ class Evidence:
         """The single-task baselines of delta-m (and the all-shared tree) for the space's budget and
         ``seed``, as a unit of evidence: read from the store, or computed here when this process
         claims them (``mtnas.train.compute_baselines``), or waited for."""
+        if self.answering is not None:
+            raise MtnasError(f"{self.answering.where} answers units of evidence and holds no delta-m baselines; "
+                             "the trained methods score trees without them")
         key = hashlib.sha256(f"{self._prefix}|baselines|{self.space.training.epochs}|{seed}".encode()).hexdigest()
         while True:
             entry = self.store.get(key)
@@ -238,10 +284,13 @@ class Evidence:
                 return found
             time.sleep(self.poll)
 
-    def weights(self, unit: Unit) -> dict[str, torch.Tensor]:
+    def weights(self, unit: Unit) -> Mapping[str, torch.Tensor]:
         """The unit's trained weights (a ``BranchedNet`` state dict): from this process's training,
         else from the store, else trained again (the same seed gives the same network) and stored,
-        so the next process that needs them reads them."""
+        so the next process that needs them reads them. Empty when the store answers units: it
+        holds no networks."""
+        if self.answering is not None:
+            return {}
         key = self.key(unit)
         if key in self._weights:
             state = self._weights[key]

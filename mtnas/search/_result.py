@@ -46,6 +46,8 @@ class SearchResult:
         spent: for the methods that train units of evidence, what they cost: the units' epochs
             times their cost relative to the all-shared tree, in trainings of the all-shared tree
             at the search budget (``SearchSpace.proxy_epochs``); None for the others.
+        notes: what the search could not do as it usually does and did instead, one line each
+            (e.g. no gradient agreement on a trainings table, which holds no network).
     """
 
     tree: BranchingTree
@@ -57,6 +59,7 @@ class SearchResult:
     stopped_epoch: int | None = None
     candidates: Mapping[str, np.ndarray] = field(default_factory=dict)
     spent: float | None = None
+    notes: tuple[str, ...] = ()
 
     @property
     def epochs_run(self) -> int:

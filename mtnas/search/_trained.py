@@ -33,6 +33,12 @@ once, whichever process of a study gets to it first). The measurements behind ea
    with a second seed, and the cheapest within the noise of the best two-seed mean is the tree
    found (the one-standard-error rule).
 
+Evidence answered by a store holds no network (a trainings table, ``mtnas.search._table``), so
+there is no gradient agreement to read: the first groupings of step 2 are then the surrogate's
+too, fitted to the all-shared network and the single-task networks (the independent tree's
+observation, which says how each task fares with partners at all), with no prior, and the
+result's ``notes`` say so.
+
 Trees are compared by their mean task term against the best value any trained tree reached on
 each task (``mtnas.search._scores``: delta-m with the best trained tree as reference, so no
 single-task network is trained), less ``search.gain_per_cost`` points for each all-shared
@@ -57,7 +63,7 @@ import torch
 
 from mtnas.core import ConfigError
 from mtnas.data import DatasetBundle
-from mtnas.search._evidence import Evidence, Trained, Unit
+from mtnas.search._evidence import AnsweringStore, Evidence, Trained, Unit
 from mtnas.search._fixed_routing import agglomerative, best_partition, groups_of
 from mtnas.search._pairs import PAIR_TASKS, PairModel
 from mtnas.search._result import SearchResult
@@ -66,7 +72,7 @@ from mtnas.search._scores import references, task_terms
 from mtnas.search._store import EvidenceStore
 from mtnas.search._surrogate import PairSurrogate, canonical
 from mtnas.space import SearchConfig, SearchSpace
-from mtnas.train import per_task_delta, subset_space
+from mtnas.train import TaskMetrics, per_task_delta, subset_space
 from mtnas.tree import BranchingTree
 
 __all__ = ["PairsSelection", "TrainedSearch", "agreement_grouping", "pair_model"]
@@ -74,6 +80,9 @@ __all__ = ["PairsSelection", "TrainedSearch", "agreement_grouping", "pair_model"
 Groups = tuple[tuple[str, ...], ...]
 #: Rounds of surrogate proposals after the first (each trains at most one grouping per size).
 ROUNDS = 1
+#: The note of a search without gradient agreement (``SearchResult.notes``).
+NO_AGREEMENT = ("no gradient agreement: the evidence holds no trained network (a store answered every unit); the "
+                "first groupings were proposed by the surrogate fitted to the all-shared and single-task networks")
 
 
 def _limits(space: SearchSpace, branches: int | Sequence[int] | None) -> tuple[list[int], tuple[int, ...]]:
@@ -111,6 +120,7 @@ class _Search:
     def __post_init__(self) -> None:
         self.tasks, self.layers = self.space.task_names, self.space.num_layers
         self.trained: dict[bool, dict[str, Trained]] = {False: {}, True: {}}  # whole budget? -> key -> unit
+        self.alone: TaskMetrics | None = None  # each task in its own network, when obtained (``independent``)
 
     def cost(self, tree: BranchingTree) -> float:
         """The tree's cost relative to the all-shared tree's."""
@@ -125,6 +135,14 @@ class _Search:
         for tree, found in zip(new, self.evidence.obtain([self.unit(t, whole, probe) for t in new])):
             known[tree.key] = found
         return [known[t.key] for t in trees]
+
+    def independent(self) -> TaskMetrics:
+        """Each task's metrics in its own network for the whole budget (T units): what the
+        independent tree observes, without a tree that is a candidate of the choice."""
+        if self.alone is None:
+            units = [Unit(BranchingTree.all_shared((t,), self.layers), self.full, self.seed) for t in self.tasks]
+            self.alone = {t: f.result.val[t] for t, f in zip(self.tasks, self.evidence.obtain(units))}
+        return self.alone
 
     def terms(self, whole: bool = False) -> dict[str, float]:
         """Each tree's mean task term against the best value its budget's trees reached on each task."""
@@ -154,13 +172,15 @@ class TrainedSearch:
 
     kind = "trained"
     uses = ("gain_per_cost",)
+    units_only = True  # it reads nothing but units of evidence: a store that answers them (a trainings table) will do
 
-    def search(self, space: SearchSpace, bundle: DatasetBundle, *, seed: int, hparams: SearchConfig,
+    def search(self, space: SearchSpace, bundle: DatasetBundle | None, *, seed: int, hparams: SearchConfig,
                device: torch.device, branches: int | Sequence[int] | None = None, progress: bool = False,
-               eval_seed: int | None = None, store: EvidenceStore | None = None) -> SearchResult:
+               eval_seed: int | None = None, store: EvidenceStore | AnsweringStore | None = None) -> SearchResult:
         start = time.perf_counter()
         space = replace(space, search=hparams)
         evidence = Evidence(space, bundle, device=device, store=store, progress=progress)
+        notes = []
         run = _Search(space, evidence, seed if eval_seed is None else eval_seed, space.grouping_epochs,
                       space.proxy_epochs, hparams.gain_per_cost)
         tasks, layers = space.task_names, space.num_layers
@@ -171,12 +191,15 @@ class TrainedSearch:
         if branchable:
             first = branchable[0]
             sizes = range(2, min(limit[first], len(tasks)) + 1)
+            if base.agreement is None:
+                notes.append(NO_AGREEMENT)
             best, surrogate = _groupings(run, base.agreement, first, sizes)
             _depth_and_hierarchy(run, best, first, branchable, limit, base.agreement, surrogate)
         chosen, noise, scale = _final(run, shared)
         return SearchResult(tree=chosen.unit.tree, derived=None, routing={}, weights=evidence.weights(chosen.unit),
                             seconds=time.perf_counter() - start, hparams=hparams,
-                            candidates=_history(run, noise, scale), spent=evidence.spent / space.proxy_epochs)
+                            candidates=_history(run, noise, scale), spent=evidence.spent / space.proxy_epochs,
+                            notes=tuple(notes))
 
 
 def _final(run: _Search, shared: BranchingTree) -> tuple[Trained, float, float]:
@@ -239,9 +262,10 @@ def _noise(run: _Search, found: Trained) -> float:
     return float(np.sqrt(np.mean(d ** 2) / len(d) / 2))
 
 
-def _groupings(run: _Search, agreement: np.ndarray, layer: int, sizes: range) -> tuple[Groups, PairSurrogate]:
+def _groupings(run: _Search, agreement: np.ndarray | None, layer: int, sizes: range) -> tuple[Groups, PairSurrogate]:
     """Step 2: the trained groupings at ``layer``; returns the best one by score and the surrogate
-    fitted to all of them."""
+    fitted to all of them. Without gradient agreement (None), the surrogate fitted to the
+    all-shared and single-task networks proposes the first groupings too (one more round)."""
     tasks, layers = run.tasks, run.layers
     tried: set[Groups] = set()
 
@@ -250,9 +274,13 @@ def _groupings(run: _Search, agreement: np.ndarray, layer: int, sizes: range) ->
         tried.update(fresh)
         run.train([_split(tasks, layers, layer, g) for g in fresh], whole=True)
 
-    train([agreement_grouping(agreement, tasks, k) for k in sizes])
-    prior = 0.1 * (agreement - agreement.mean())
-    for _ in range(ROUNDS):
+    if agreement is not None:
+        train([agreement_grouping(agreement, tasks, k) for k in sizes])
+        prior, rounds = 0.1 * (agreement - agreement.mean()), ROUNDS
+    else:
+        run.independent()  # an observation of every task alone: how much partners harm or help each
+        prior, rounds = np.zeros((len(tasks), len(tasks))), ROUNDS + 1
+    for _ in range(rounds):
         groupings, terms = _observations(run, layer)
         surrogate = PairSurrogate.fit(tasks, groupings, terms, prior)
         proposals = [g for g in (surrogate.best(k, exclude=tried) for k in sizes) if g is not None]
@@ -273,11 +301,13 @@ def _groupings(run: _Search, agreement: np.ndarray, layer: int, sizes: range) ->
 
 
 def _observations(run: _Search, layer: int) -> tuple[list[Groups], list[list[float]]]:
-    """The trained trees that group the tasks once (all-shared, or one split at ``layer``): their
-    groupings and per-task terms."""
+    """The trained trees that group the tasks once (all-shared, or one split at ``layer``), and the
+    tasks alone when obtained (``_Search.independent``): their groupings and per-task terms."""
     known = run.trained[True]
-    refs = references([f.result.val for f in known.values()], run.space)
-    groupings, rows = [], []
+    alone = [] if run.alone is None else [run.alone]
+    refs = references([f.result.val for f in known.values()] + alone, run.space)
+    groupings: list[Groups] = [tuple((t,) for t in run.tasks) for _ in alone]
+    rows = [[task_terms(a, refs, run.space)[t] for t in run.tasks] for a in alone]
     for key, found in known.items():
         tree = found.unit.tree
         split = tree.first_split()
@@ -290,12 +320,15 @@ def _observations(run: _Search, layer: int) -> tuple[list[Groups], list[list[flo
 
 
 def _depth_and_hierarchy(run: _Search, groups: Groups, first: int, branchable: list[int], limit: tuple[int, ...],
-                         agreement: np.ndarray, surrogate: PairSurrogate) -> None:
+                         agreement: np.ndarray | None, surrogate: PairSurrogate) -> None:
     """Step 3: the best grouping split at each later layer, and the two-level trees around it, for
     the short budget: a coarser grouping (the two groups that harm each other least by the
     surrogate merged, when it has three or more) at a layer and the grouping itself deeper, or the
-    grouping at a layer and its largest group split in two deeper (by gradient agreement)."""
+    grouping at a layer and its largest group split in two deeper (by gradient agreement, or by
+    the surrogate's help between the tasks where there is none)."""
     tasks, layers = run.tasks, run.layers
+    if agreement is None:
+        agreement = surrogate.harm + surrogate.harm.T  # what each pair does for each other
     trees = [_split(tasks, layers, layer, groups) for layer in branchable if layer > first]
     levels = []  # (coarse, fine) partitions of a two-level tree
     if len(groups) > 2:
@@ -350,10 +383,11 @@ class PairsSelection:
 
     kind = "trained"
     uses = ("gain_per_cost",)
+    units_only = True  # it reads nothing but units of evidence: a store that answers them (a trainings table) will do
 
-    def search(self, space: SearchSpace, bundle: DatasetBundle, *, seed: int, hparams: SearchConfig,
+    def search(self, space: SearchSpace, bundle: DatasetBundle | None, *, seed: int, hparams: SearchConfig,
                device: torch.device, branches: int | Sequence[int] | None = None, progress: bool = False,
-               eval_seed: int | None = None, store: EvidenceStore | None = None) -> SearchResult:
+               eval_seed: int | None = None, store: EvidenceStore | AnsweringStore | None = None) -> SearchResult:
         if len(space.tasks) > PAIR_TASKS:
             raise ConfigError(f"{space.name or 'space'}.search.method: 'pairs' trains a network for every pair of "
                               f"tasks, {len(space.tasks) * (len(space.tasks) - 1) // 2:,} for {len(space.tasks)} tasks; "
