@@ -77,13 +77,14 @@ def search_one(case: str, method: str, seed: int) -> dict:
             "cost": cost, "cost_kind": kind, "notes": list(getattr(result, "notes", ()))}
 
 
-def exhaustive_top(case: str, layer: int, seeds: tuple[int, ...] = (0, 1)) -> list[BranchingTree]:
+def exhaustive_top(case: str, layer: int, jobs: int, seeds: tuple[int, ...] = (0, 1)) -> list[BranchingTree]:
     """The exhaustive ranking's top ``TOP`` groupings by delta-m and by score (``benchmarks.exhaustive``,
     its truth seeds 0-1), as trees split at ``layer``."""
     from benchmarks.exhaustive import _groupings, _key, _tree, truth_seed
 
     space, _ = load_case(case, 0)
-    found = [truth_seed(CASES[case].space, layer, s) for s in seeds]
+    with ProcessPoolExecutor(jobs) as pool:
+        found = list(pool.map(truth_seed, [CASES[case].space] * len(seeds), [layer] * len(seeds), seeds))
     cost = found[0][2]
     dm = {g: statistics.mean(f[1][g] for f in found) for g in cost}
     score = {g: dm[g] - space.search.gain_per_cost * (cost[g] - 1) for g in cost}
@@ -189,8 +190,9 @@ def plot(table: list[dict], path: Path) -> None:
         for r in mine:
             ax.annotate(r["case"], (r["cost"], r["median"]), fontsize=6, xytext=(3, 2), textcoords="offset points")
     ax.set_xscale("log")
+    ax.set_yscale("symlog", linthresh=1.0)  # linear within a point of 0, logarithmic beyond: one outlier hides nothing
     ax.set_xlabel("search cost (trainings of the all-shared tree at the search budget)")
-    ax.set_ylabel("median regret (score points)")
+    ax.set_ylabel("median regret (score points, symlog)")
     ax.axhline(0.5, color="grey", lw=0.8, ls="--")
     ax.set_title("Regret against cost, per method and case")
     ax.legend(fontsize=8)
@@ -229,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     pools = {c: Pool.load(c) for c in cases}
     if args.exhaustive:
         for case in [c for c in cases if c in EXHAUSTIVE]:
-            for tree in exhaustive_top(case, EXHAUSTIVE[case]):
+            for tree in exhaustive_top(case, EXHAUSTIVE[case], args.jobs):
                 pools[case].add(tree, f"exhaustive top {TOP} at layer {EXHAUSTIVE[case]}")
     logged = [json.loads(line) for line in args.log.read_text().splitlines() if line.strip()] \
         if args.log is not None and args.log.is_file() else []

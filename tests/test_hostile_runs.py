@@ -146,7 +146,9 @@ def test_a_storage_elsewhere_in_run_json_is_never_opened_or_created(run: Path, t
     (run / "study.db").unlink()
     err = _cli_error(["trials", str(run)], capfd)
     assert f"the study's storage 'sqlite:///{elsewhere}' is not this folder's study.db" in err
-    assert f"to read that storage itself: mtnas trials 'sqlite:///{elsewhere}#r'" in err
+    assert f"and {str(elsewhere)!r} does not exist" in err  # a storage truly elsewhere: how to name it
+    assert (f"to use that storage, repeat it: mtnas trials 'sqlite:///{elsewhere}#r', or mtnas search --resume "
+            f"--name r --storage 'sqlite:///{elsewhere}'") in err
     err = _cli_error(["trials", f"sqlite:///{elsewhere}#r"], capfd)  # named on purpose: read, still not created
     assert "no such file" in err and "nothing was created" in err
     assert list(elsewhere.parent.iterdir()) == []

@@ -44,10 +44,12 @@ def test_masks_follow_selection_and_are_validated() -> None:
     data = TaskData(torch.zeros(4, 2), {"a": torch.arange(4)}, {"a": torch.tensor([True, False, True, False])})
     assert data.select(slice(1, 3)).masks["a"].tolist() == [False, True]
     assert data.only(["a"]).labelled("a") is not None and TaskData(torch.zeros(4, 2), {"a": torch.arange(4)}).labelled("a") is None
-    with pytest.raises(ValueError, match="must be bool of shape"):
-        TaskData(torch.zeros(4, 2), {"a": torch.arange(4)}, {"a": torch.ones(4)})
-    with pytest.raises(ValueError, match="no such task"):
-        TaskData(torch.zeros(4, 2), {"a": torch.arange(4)}, {"b": torch.ones(4, dtype=torch.bool)})
+    assert data.fault() is None
+    # checked where the split enters a bundle, which names it (tests/datasets/test_bundle_checks.py)
+    assert "give a bool tensor of shape (4,)" in TaskData(torch.zeros(4, 2), {"a": torch.arange(4)},
+                                                          {"a": torch.ones(4)}).fault()
+    assert "no such task" in TaskData(torch.zeros(4, 2), {"a": torch.arange(4)},
+                                      {"b": torch.ones(4, dtype=torch.bool)}).fault()
 
 
 def test_masked_loss_is_the_loss_over_labelled_samples_and_unlabelled_ones_get_no_gradient(partial) -> None:
@@ -77,6 +79,16 @@ def test_a_batch_without_labels_of_a_task_gives_zero_not_nan(partial) -> None:
     sum(losses.values()).backward()  # every head takes part (DDP needs that), depth's with zero gradient
     assert all(p.grad is not None for p in model.heads["depth"].parameters())
     assert all(float(p.grad.abs().sum()) == 0.0 for p in model.heads["depth"].parameters())
+
+
+def test_a_split_without_labels_of_a_task_reads_0_for_it_as_ignored_targets_do(partial) -> None:
+    """Before: the task was missing from the metrics, and delta-m ended in a KeyError."""
+    space, bundle = partial
+    model = BranchedNet.from_space(BranchingTree.all_shared(space.task_names, space.num_layers), space)
+    none = replace(bundle.val, masks={**bundle.val.masks, "depth": torch.zeros(len(bundle.val), dtype=torch.bool)})
+    metrics = evaluate(model, none, space)
+    assert set(metrics) == set(space.task_names) and set(metrics["depth"].values()) == {0.0}
+    assert metrics["count"] == evaluate(model, bundle.val, space)["count"]
 
 
 def test_metrics_count_only_labelled_samples(partial) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import threading
 import uuid
 from collections.abc import Callable
@@ -223,14 +224,18 @@ def test_a_second_search_on_a_name_being_set_up_is_refused_and_the_first_is_unto
     assert len(_completed(study)) == 4
 
 
-def test_a_claim_left_by_a_killed_search_says_how_to_free_the_name(tmp_path: Path, capfd: pytest.CaptureFixture,
+def test_a_claim_left_by_a_killed_search_is_taken_over_with_a_line(tmp_path: Path, capfd: pytest.CaptureFixture,
                                                                    finished: Path) -> None:
+    """A claim proves it is alive, or it is stale (more cases: tests/test_reliability_fourth.py)."""
     runs = tmp_path / "runs"
     (runs / "k").mkdir(parents=True)
     gone = _a_pid_that_is_gone()
-    (runs / "k" / ".starting").write_text(str(gone))
-    err = _cli_error(_sampled(tmp_path, name="k"), capfd)
-    assert f"ended without finishing (process {gone})" in err and "remove the folder" in err
+    (runs / "k" / ".starting").write_text(json.dumps({"pid": gone, "host": socket.gethostname(), "start": 1}))
+    capfd.readouterr()
+    assert main(_sampled(tmp_path, "--trials", "2", name="k")) == 0
+    err = capfd.readouterr().err
+    assert f"a stale claim (process {gone} that wrote it is gone) is taken over" in err, err
+    assert (runs / "k" / "run.json").is_file() and not (runs / "k" / ".starting").exists()
     copy = runs / "c"  # a run killed after its run.json: --resume takes the stale claim over
     shutil.copytree(finished, copy)
     (copy / ".starting").write_text(str(gone))

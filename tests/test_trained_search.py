@@ -162,11 +162,15 @@ def test_a_claim_of_a_live_process_is_respected_and_one_of_a_dead_process_taken_
     lock.parent.mkdir(parents=True, exist_ok=True)
     import socket
 
-    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getppid()}))  # alive
+    from mtnas.core import process_start
+
+    parent = os.getppid()
+    claim = {"host": socket.gethostname(), "pid": parent, "start": process_start(parent), "token": "t"}
+    lock.write_text(json.dumps(claim))  # alive, and beating (just written)
     assert not store.claim("k2")
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid}))
+    lock.write_text(json.dumps({**claim, "pid": dead.pid}))
     assert store.claim("k2")  # its process is gone: taken over
     store.put("k2", {"x": 1})
     assert store.get("k2") == {"x": 1, "key": "k2"} and not store.claim("k2")

@@ -140,6 +140,8 @@ def _spaces(args: argparse.Namespace) -> None:
     from mtnas.space._builtin import builtin_yaml, list_spaces  # YAML only: no torch
 
     if args.yaml:
+        if args.json:
+            raise MtnasError("--yaml prints a space's YAML file and --json the list of spaces as JSON: give one of them")
         if args.name is None:
             raise MtnasError("--yaml prints one space: give its name, e.g. mtnas spaces digit_gratings --yaml")
         sys.stdout.write(builtin_yaml(args.name))
@@ -177,7 +179,7 @@ def _search_args(p: argparse.ArgumentParser) -> None:
 
 
 @command("search", "search sharing trees with Optuna trials into runs/NAME",
-         ("budget", "set", "seed", "device", "threads", "json", "quiet"))
+         ("budget", "set", "seed", "device", "threads", "json", "quiet", "log_to"))
 @arguments(_search_args)
 def _search(args: argparse.Namespace) -> None:
     _check_space_file(args)
@@ -196,7 +198,7 @@ def _search(args: argparse.Namespace) -> None:
         space, name=name, trials=args.trials, strategy=args.strategy, objectives=args.objectives,
         sampler=args.sampler, seed=args.seed, resume=args.resume, device=args.device, runs_dir=args.runs_dir,
         workers=args.workers, storage=args.storage, artifacts=args.artifacts, timeout=args.timeout,
-        threads=args.threads, progress=not args.quiet,
+        threads=args.threads, progress=not args.quiet, log_to=args.log_to,
     )
     front = write_pareto(run, study)
     text = f"run folder: {run.root}\n{_front_table(front)}"
@@ -224,24 +226,25 @@ def _worker_args(p: argparse.ArgumentParser) -> None:
                    help="seconds after which this worker starts no new trial")
 
 
-@command("worker", "join a study from any machine and run its trials", ("device", "threads", "quiet"))
+@command("worker", "join a study from any machine and run its trials", ("device", "threads", "quiet", "log_to"))
 @arguments(_worker_args)
 def _worker(args: argparse.Namespace) -> None:
     from mtnas.study import run_worker
 
     _use_threads(args)
-    study = run_worker(args.storage, args.study, device=args.device, timeout=args.timeout, progress=not args.quiet)
+    study = run_worker(args.storage, args.study, device=args.device, timeout=args.timeout, progress=not args.quiet,
+                       log_to=args.log_to)
     print(f"worker done: the study holds {len(study.trials)} trials")
 
 
 @command("trials", "table of a run's trials: objectives, tree, state", ("run", "json"))
 def _trials(args: argparse.Namespace) -> None:
-    from mtnas.study import SearchRun, fail_reason, load_study, trial_objectives
+    from mtnas.study import SearchRun, fail_reason, load_study, trial_label, trial_objectives
 
     study = load_study(SearchRun.open(args.run))
     rows = [
         {"trial": t.number, "state": t.state.name,
-         "objectives": trial_objectives(study, t) if t.values else None, "tree": t.user_attrs.get("tree"),
+         "objectives": trial_objectives(study, t) if t.values else None, "tree": trial_label(study, t),
          "delta_m": t.user_attrs.get("delta_m"), "flops": t.user_attrs.get("flops"),
          "reference": t.user_attrs.get("fixed_tree"), "reused_from": t.user_attrs.get("reused_from"),
          "phase": t.user_attrs.get("phase") if t.state.name == "RUNNING" else None,
@@ -403,7 +406,7 @@ def _retrain_args(p: argparse.ArgumentParser) -> None:
 
 
 @command("retrain", "retrain an arch.json (its training.epochs, or --epochs): delta-m, DDP",
-         ("epochs", "seed", "device", "threads", "json", "quiet"))
+         ("epochs", "seed", "device", "threads", "json", "quiet", "log_to"))
 @arguments(_retrain_args)
 def _retrain(args: argparse.Namespace) -> None:
     from mtnas.train import retrain
@@ -418,6 +421,7 @@ def _retrain(args: argparse.Namespace) -> None:
         args.arch, out_dir=args.out, epochs=args.epochs, device=args.device, precision=args.precision,
         compile=args.compile, resume=args.resume, restart=args.restart, init=args.init, weights=args.weights, seed=args.seed, data=args.data,
         progress=not args.quiet, on_start=budget_note if args.epochs is None and not args.resume else None,
+        log_to=args.log_to,
     )
     if report is not None:  # None on the ranks other than 0 of a torchrun launch
         _emit(report.to_dict(), report.render(), args.json)

@@ -113,8 +113,23 @@ def _threads(p: argparse.ArgumentParser) -> None:
                         "the physical cores divided among the local worker processes)")
 
 
+def _log_to(p: argparse.ArgumentParser) -> None:
+    from mtnas.train import TRACKERS  # the registry alone: no torch
+
+    pick = choice(TRACKERS)
+
+    def trackers(text: str) -> list[str]:
+        return [pick(name.strip()) for name in text.split(",") if name.strip()]
+
+    trackers.__name__ = "tracker"
+    p.add_argument("--log-to", action="extend", type=trackers, default=[], metavar="TRACKER[,TRACKER]",
+                   help=f"also send every training's curves to {' | '.join(TRACKERS.names())} (comma-separated or "
+                        "repeated), into logs/ of the run folder (retrain: of its output folder); needs "
+                        "pip install 'mtnas[TRACKER]'")
+
+
 #: option name -> the function that adds it to a command's parser
 OPTIONS: Registry[Callable[[argparse.ArgumentParser], None]] = Registry("option")
 for _name, _add in (("space", _space), ("run", _run), ("epochs", _epochs), ("budget", _budget), ("set", _set),
-                    ("seed", _seed), ("device", _device), ("threads", _threads), ("json", _json), ("quiet", _quiet)):
+                    ("seed", _seed), ("device", _device), ("threads", _threads), ("json", _json), ("quiet", _quiet), ("log_to", _log_to)):
     OPTIONS.add(_name, _add)

@@ -24,7 +24,7 @@ from mtnas.core._errors import MtnasError, MtnasWarning, first_line
 from mtnas.core._inputs import load_json_text, read_text_file
 from mtnas.core._io import atomic_write_text
 
-__all__ = ["CACHE_ENV", "DamagedEntryWarning", "cache_dir", "read_checked", "write_checked"]
+__all__ = ["CACHE_ENV", "DamagedEntryWarning", "cache_dir", "read_checked", "seal", "unseal", "write_checked"]
 
 T = TypeVar("T")
 
@@ -41,10 +41,10 @@ class DamagedEntryWarning(MtnasWarning):
 
 
 def cache_dir() -> Path:
-    """``$MTNAS_CACHE_DIR`` as an absolute path, or ``~/.cache/mtnas`` when it is unset or empty
-    (an empty value is no folder, not the current one)."""
+    """``$MTNAS_CACHE_DIR`` as an absolute path, or ``~/.cache/mtnas`` when it is unset, empty or
+    blank (such a value is no folder, not the current one)."""
     given = os.environ.get(CACHE_ENV, "")
-    return Path(os.path.abspath(given)) if given else Path.home() / ".cache" / "mtnas"
+    return Path(os.path.abspath(given)) if given.strip() else Path.home() / ".cache" / "mtnas"
 
 
 def _canonical(content: Any) -> bytes:
@@ -53,8 +53,24 @@ def _canonical(content: Any) -> bytes:
 
 def write_checked(path: str | Path, content: Any) -> None:
     """Write ``content`` (plain JSON data) to ``path`` atomically, with the sha256 of its canonical form."""
-    digest = hashlib.sha256(_canonical(content)).hexdigest()
-    atomic_write_text(path, json.dumps({"format": ENTRY_FORMAT, "sha256": digest, "content": content}))
+    atomic_write_text(path, json.dumps(seal(content)))
+
+
+def seal(content: Any) -> dict[str, Any]:
+    """``content`` (plain JSON data) with the sha256 of its canonical form, as :func:`write_checked`
+    stores it: the same check for entries kept elsewhere than in a file (a study's attributes)."""
+    return {"format": ENTRY_FORMAT, "sha256": hashlib.sha256(_canonical(content)).hexdigest(), "content": content}
+
+
+def unseal(stored: Any) -> Any:
+    """The content of a :func:`seal`, or a ``ValueError`` saying why it is none (no checksum: an
+    older mtnas wrote it, or a hand; a checksum that does not match: edited or damaged)."""
+    if not isinstance(stored, dict) or stored.get("format") != ENTRY_FORMAT or set(stored) != {
+            "format", "sha256", "content"}:
+        raise ValueError("it carries no checksum (not a checked entry)")
+    if stored["sha256"] != hashlib.sha256(_canonical(stored["content"])).hexdigest():
+        raise ValueError("its checksum does not match its content (edited or damaged)")
+    return stored["content"]
 
 
 def read_checked(path: str | Path, parse: Callable[[Any], T], what: str) -> T | None:

@@ -1,8 +1,10 @@
 """Typed parsing of plain data (YAML/JSON) into frozen dataclasses.
 
 One mechanism for every config object: the dataclass's field types say what is accepted, field
-metadata states ranges (``ge``, ``gt``, ``le``, ``lt``), and an optional ``_validate`` method checks
-relations between fields. Errors name the key path (``backbone.layers[2].stride``), what was
+metadata states ranges (``ge``, ``gt``, ``le``, ``lt``), an optional ``_validate`` method checks
+relations between fields, and an optional ``_check_registered`` method checks values against the
+registries (a backbone, a head: reading one may import torch). ``parse(..., registries=False)``
+leaves the last out, so a document's keys, types and relations are checked in a blink first. Errors name the key path (``backbone.layers[2].stride``), what was
 expected, what arrived (a bounded repr: never the whole of a huge or aliased value), and the
 closest valid key for a typo. Every float is finite and within float32's range (training computes
 in float32: a learning rate of 1e39 would overflow there), and every integer fits in 64 bits.
@@ -42,9 +44,10 @@ def bounded(default: Any = dataclasses.MISSING, **limits: float) -> Any:
     return dataclasses.field(default=default, metadata=limits)
 
 
-def parse(cls: type[T], data: Any, path: str = "") -> T:
-    """Build the frozen dataclass ``cls`` from plain ``data``, validating as it goes."""
-    return _parse_value(cls, data, path or cls.__name__)
+def parse(cls: type[T], data: Any, path: str = "", *, registries: bool = True) -> T:
+    """Build the frozen dataclass ``cls`` from plain ``data``, validating as it goes (against the
+    registries too, unless ``registries`` is False)."""
+    return _parse_value(cls, data, path or cls.__name__, registries)
 
 
 def to_data(obj: Any) -> Any:
@@ -84,12 +87,12 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _parse_value(tp: Any, value: Any, path: str) -> Any:
+def _parse_value(tp: Any, value: Any, path: str, registries: bool = True) -> Any:
     origin = typing.get_origin(tp)
     if tp is Any:
         return value
     if origin in (Union, types.UnionType):
-        return _parse_union(tp, value, path)
+        return _parse_union(tp, value, path, registries)
     if origin is typing.Literal:
         choices = typing.get_args(tp)
         if value not in choices:
@@ -97,15 +100,16 @@ def _parse_value(tp: Any, value: Any, path: str) -> Any:
             raise ConfigError(f"{path}: expected one of {list(choices)}, got {_describe(value)}{hint}")
         return value
     if dataclasses.is_dataclass(tp):
-        return _parse_dataclass(tp, value, path)
+        return _parse_dataclass(tp, value, path, registries)
     if origin is tuple:
-        return _parse_tuple(tp, value, path)
+        return _parse_tuple(tp, value, path, registries)
     if origin is not None and isinstance(origin, type) and issubclass(origin, Mapping):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{path}: expected a mapping, got {_describe(value)}")
         key_tp, val_tp = typing.get_args(tp) or (str, Any)
         return {
-            _parse_value(key_tp, k, _key(path, k)): _parse_value(val_tp, v, _key(path, k)) for k, v in value.items()
+            _parse_value(key_tp, k, _key(path, k), registries): _parse_value(val_tp, v, _key(path, k), registries)
+            for k, v in value.items()
         }
     return _parse_scalar(tp, value, path)
 
@@ -142,13 +146,13 @@ def _parse_scalar(tp: Any, value: Any, path: str) -> Any:
     raise ConfigError(f"{path}: expected {_type_name(tp)}, got {_describe(value)}")
 
 
-def _parse_union(tp: Any, value: Any, path: str) -> Any:
+def _parse_union(tp: Any, value: Any, path: str, registries: bool) -> Any:
     options = typing.get_args(tp)
     errors = []
     # Try simple types first so that 3 parses as int before tuple[int, ...] complains.
     for option in sorted(options, key=lambda o: typing.get_origin(o) is not None):
         try:
-            return _parse_value(option, value, path)
+            return _parse_value(option, value, path, registries)
         except ConfigError as exc:
             errors.append(exc)
     # A value of the right shape but a bad content deserves that option's specific message (a
@@ -172,15 +176,15 @@ def _same_length(tp: Any, value: Any) -> bool:
     return (len(args) == 2 and args[1] is Ellipsis) or len(args) == len(value)
 
 
-def _parse_tuple(tp: Any, value: Any, path: str) -> tuple[Any, ...]:
+def _parse_tuple(tp: Any, value: Any, path: str, registries: bool) -> tuple[Any, ...]:
     if not isinstance(value, (list, tuple)):
         raise ConfigError(f"{path}: expected a list, got {_describe(value)}")
     args = typing.get_args(tp)
     if len(args) == 2 and args[1] is Ellipsis:
-        return tuple(_parse_value(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
+        return tuple(_parse_value(args[0], v, f"{path}[{i}]", registries) for i, v in enumerate(value))
     if len(args) != len(value):
         raise ConfigError(f"{path}: expected a list of {len(args)} items, got {len(value)}")
-    return tuple(_parse_value(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    return tuple(_parse_value(a, v, f"{path}[{i}]", registries) for i, (a, v) in enumerate(zip(args, value)))
 
 
 def check_limits(value: Any, limits: Mapping[str, float], path: str) -> None:
@@ -202,7 +206,7 @@ def check_limits(value: Any, limits: Mapping[str, float], path: str) -> None:
                 raise ConfigError(f"{path}: must be {sign} {bound}, got {_describe(item)}")
 
 
-def _parse_dataclass(cls: Any, value: Any, path: str) -> Any:
+def _parse_dataclass(cls: Any, value: Any, path: str, registries: bool) -> Any:
     if isinstance(value, cls):
         return value
     shorthand = getattr(cls, "_shorthand", None)
@@ -221,16 +225,17 @@ def _parse_dataclass(cls: Any, value: Any, path: str) -> Any:
     for name, f in fields.items():
         sub = f"{path}.{name}"
         if name in value:
-            parsed = _parse_value(hints[name], value[name], sub)
+            parsed = _parse_value(hints[name], value[name], sub, registries)
             check_limits(parsed, f.metadata, sub)
             kwargs[name] = parsed
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"{path}: missing required key {name!r}")
     obj = cls(**kwargs)
-    validate = getattr(obj, "_validate", None)
-    if validate is not None:
-        try:
-            validate()
-        except ConfigError as exc:
-            raise ConfigError(f"{path}.{exc}") from None
+    for check in ("_validate", "_check_registered") if registries else ("_validate",):
+        validate = getattr(obj, check, None)
+        if validate is not None:
+            try:
+                validate()
+            except ConfigError as exc:
+                raise ConfigError(f"{path}.{exc}") from None
     return obj

@@ -56,6 +56,9 @@ class TaskData:
     ``masks[task]`` (bool, (N,)) marks the samples that carry a label of ``task`` (partial
     labels); a task without a mask is labelled on every sample. Losses and metrics use only the
     labelled samples of each task.
+
+    Its rows are checked where it enters a ``DatasetBundle`` (:meth:`fault`), which knows the
+    split's name and so can say which split is wrong.
     """
 
     inputs: torch.Tensor
@@ -63,20 +66,36 @@ class TaskData:
     masks: Mapping[str, torch.Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        n = _rows(self.inputs, "inputs")
+        for what in ("targets", "masks"):
+            value = getattr(self, what)
+            if not isinstance(value, Mapping):
+                raise DatasetError(f"TaskData: {what} is a {type(value).__name__}; give a mapping of task name -> "
+                                   "tensor")
+            object.__setattr__(self, what, MappingProxyType(dict(value)))
+
+    def fault(self) -> str | None:
+        """What makes this split unusable, in words (a value that is not one row per sample, a
+        mask that is not bool of shape (N,) or names no task), or None when its rows are sound."""
+        n = _rows(self.inputs)
+        if n is None:
+            return f"inputs is a {_kind(self.inputs)}, not a tensor of one row per sample"
         for name, t in self.targets.items():
-            if _rows(t, f"targets[{name!r}]") != n:
-                raise DatasetError(f"TaskData: targets[{name!r}] has {len(t)} rows, the inputs {n}; give one target "
-                                   "per input sample, in the same order")
+            rows = _rows(t)
+            if rows is None:
+                return (f"task {name!r}: targets is a {_kind(t)}, not a tensor of one row per sample; convert it "
+                        "with torch.as_tensor(...)")
+            if rows != n:
+                return (f"task {name!r}: targets have {rows} rows, the inputs {n}; give one target per input "
+                        "sample, in the same order")
         for name, m in self.masks.items():
             if name not in self.targets:
-                raise DatasetError(f"TaskData: masks[{name!r}]: no such task among the targets {sorted(self.targets)}")
-            if not isinstance(m, torch.Tensor) or m.dtype != torch.bool or m.shape != (n,):
-                raise DatasetError(f"TaskData: masks[{name!r}] must be bool of shape ({n},) (True where the sample "
-                                   f"is labelled), got {getattr(m, 'dtype', type(m).__name__)} "
-                                   f"{tuple(getattr(m, 'shape', ()))}")
-        object.__setattr__(self, "targets", MappingProxyType(dict(self.targets)))
-        object.__setattr__(self, "masks", MappingProxyType(dict(self.masks)))
+                return f"masks[{name!r}]: no such task among the targets {sorted(self.targets)}"
+            if not isinstance(m, torch.Tensor) or m.dtype != torch.bool or tuple(m.shape) != (n,):
+                shape = getattr(m, "shape", None)
+                got = _kind(m) if shape is None else f"{getattr(m, 'dtype', _kind(m))} of shape {tuple(shape)}"
+                return (f"task {name!r}: its mask is {got}; give a bool tensor of shape ({n},), True where the sample "
+                        "is labelled")
+        return None
 
     def __len__(self) -> int:
         return len(self.inputs)
@@ -122,11 +141,19 @@ class TaskData:
             yield self.select(idx)
 
 
-def _rows(value: object, what: str) -> int:
-    try:
-        return len(value)  # type: ignore[arg-type]
-    except TypeError:
-        raise DatasetError(f"TaskData: {what} is a {type(value).__name__}, not a tensor of one row per sample") from None
+def _rows(value: object) -> int | None:
+    """The number of rows of a tensor or an array (one per sample), None for anything else."""
+    shape = getattr(value, "shape", None)
+    if not isinstance(shape, tuple) or not shape or not isinstance(shape[0], int):
+        return None
+    return shape[0]
+
+
+def _kind(value: object) -> str:
+    """What ``value`` is, for a message: ``dict``, ``numpy.ndarray``, ``torch.Tensor of shape ()``."""
+    kind = f"{type(value).__module__}.{type(value).__qualname__}".removeprefix("builtins.")
+    shape = getattr(value, "shape", None)
+    return f"{kind} of shape {tuple(shape)}" if isinstance(shape, tuple) else kind
 
 
 @dataclass(frozen=True)
@@ -159,6 +186,9 @@ class DatasetBundle:
             missing = set(names) - set(split.targets)
             if missing:
                 raise DatasetError(f"DatasetBundle: the {split_name} split lacks targets for tasks {sorted(missing)}")
+            fault = split.fault()
+            if fault is not None:
+                raise DatasetError(f"the {split_name} split{',' if fault.startswith('task ') else ':'} {fault}")
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -13,6 +13,14 @@ indices of another integer type (int32) become int64. Everything else is refused
 Per task kind (``TASK_KINDS``), :data:`TARGET_RULES` says what a target must be: its type,
 its shape per sample (from the task's ``num_outputs`` and the inputs' image size) and its values,
 checked on the samples labelled for the task (``TaskData.masks``).
+
+Rows come first, where a split enters its ``DatasetBundle`` (``TaskData.fault``): every target and
+mask one row per sample, masks bool, each naming a task; the bundle's error names the split.
+
+A task needs labels: one with no labelled sample in the train split (every class target
+``IGNORE_INDEX``, or its mask all False) cannot be learnt and is refused; in the val or test split
+it gets a note, as its metrics there read 0 for every tree and delta-m on that split counts it as
+unchanged.
 """
 
 from __future__ import annotations
@@ -116,8 +124,27 @@ def check_bundle(bundle: DatasetBundle, what: str) -> DatasetBundle:
                                f"{shape}; give every split samples of one shape")
         shape = tuple(inputs.shape[1:])
         targets = {task.name: _targets(split, task, shape, f"{where}, task {task.name!r}") for task in bundle.tasks}
+        for task in bundle.tasks:
+            _check_labelled(targets[task.name], split.masks.get(task.name), task, name, f"{where}, task {task.name!r}")
         splits[name] = TaskData(inputs, {**split.targets, **targets}, split.masks)
     return replace(bundle, **splits)
+
+
+def _check_labelled(targets: torch.Tensor, mask: torch.Tensor | None, task: TaskInfo, split: str, where: str) -> None:
+    """Refuse a task with no labelled sample in the train split; note one in val or test."""
+    labelled = targets if mask is None else targets[mask]
+    if len(labelled) and TARGET_RULES[task.kind].classes:
+        labelled = labelled[(labelled != IGNORE_INDEX).reshape(len(labelled), -1).any(1)]
+    if len(labelled):
+        return
+    how = ("its mask is all False" if mask is not None and not bool(mask.any())
+           else f"its {'labelled ' if mask is not None else ''}targets are all {IGNORE_INDEX}")
+    if split == "train":
+        raise DatasetError(f"{where}: no sample is labelled ({how}), so the task cannot be learnt; label some of its "
+                           "training samples, or leave it out of the space's tasks")
+    warnings.warn(f"{where}: no sample is labelled ({how}): its {split} metrics read 0 for every tree, and delta-m "
+                  f"on {split} counts the task as unchanged; label some of its {split} samples", DatasetNote,
+                  stacklevel=3)
 
 
 def _tensor(value: object, where: str) -> torch.Tensor:

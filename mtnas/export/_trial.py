@@ -19,7 +19,7 @@ from typing import Any
 
 from mtnas.core import MtnasError, replace_files
 from mtnas.model import load_weights
-from mtnas.study import INHERITED, SearchRun, choose_trial, load_study, trial_file
+from mtnas.study import INHERITED, SearchRun, choose_trial, load_study, trial_file, trial_tree
 from mtnas.tree import Architecture
 from mtnas.viz import draw_tree, tree_title
 
@@ -55,7 +55,8 @@ def export_trial(run_ref: str | Path, out_dir: str | Path, *, trial: int | None 
     """Write the arch.json and tree.png of one trial of a run (and its inherited weights).
 
     ``run_ref`` is a run folder or ``STORAGE_URL#STUDY``: the trial's files come from the folder
-    when it is here, else from the study's artifact store.
+    when it is here, else from the study's artifact store. The tree is the study's record of the
+    trial; an arch.json that holds another (replaced or edited) is refused.
     """
     run = SearchRun.open(run_ref)
     study = load_study(run)
@@ -64,6 +65,11 @@ def export_trial(run_ref: str | Path, out_dir: str | Path, *, trial: int | None 
     if arch_path is None:
         raise MtnasError(f"trial {chosen.number} has no arch.json (it did not complete); see 'mtnas trials'")
     arch = Architecture.load(arch_path)
+    tree = trial_tree(study, chosen)  # what the trial evaluated, as the study records it
+    if arch.tree != tree:
+        raise MtnasError(f"{arch_path}: its tree ({arch.tree.describe()}) is not the one trial {chosen.number} "
+                         f"evaluated ({tree.describe()}, in the study): the file was replaced or edited; restore it "
+                         "(or export with 'STORAGE_URL#STUDY' to read it from the study's artifact store)")
     out = Path(out_dir)
     attrs = chosen.user_attrs
     with replace_files(out, TRIAL_EXPORT_FILES) as stage:  # a failure leaves `out` as it was

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mtnas.core import MtnasError, atomic_write_bytes, first_few, first_line, regular_file
+from mtnas.core import MtnasError, atomic_write_bytes, first_few, first_line, regular_file, short_repr
 
 __all__ = [
     "WEIGHTS_FORMAT",
@@ -109,18 +109,21 @@ def read_safetensors(path: Path, source: str, what: str = "safetensors file") ->
     return tensors, metadata
 
 
-def load_weights(path: str | Path, *, tree_key: str | None = None) -> dict[str, torch.Tensor]:
+def load_weights(path: str | Path, *, tree_key: str | None = None,
+                 metadata: Mapping[str, str] | None = None) -> dict[str, torch.Tensor]:
     """Read an mtnas weights file, checking its format, its tree and its checksum.
 
     Args:
         path: a file written by :func:`save_weights`.
         tree_key: when given, the file must belong to this tree.
+        metadata: entries its metadata must hold, as written with ``extra_metadata`` (e.g. the unit
+            of evidence the weights were trained as: another unit's file of the same tree is refused).
 
     Raises:
-        MtnasError: the file is missing, damaged, not mtnas weights, for another tree, or its
-            tensors do not match the checksum it was written with.
+        MtnasError: the file is missing, damaged, not mtnas weights, for another tree or another
+            ``metadata``, or its tensors do not match the checksum it was written with.
     """
-    path = Path(path)
+    path, metadata_wanted = Path(path), metadata
     tensors, metadata = read_safetensors(path, str(path), "weights file")
     fmt = metadata.get("format")
     if fmt != WEIGHTS_FORMAT:
@@ -137,6 +140,14 @@ def load_weights(path: str | Path, *, tree_key: str | None = None) -> dict[str, 
             f"{path}: weights are for tree {metadata.get('tree_key')}{described}, the architecture is tree "
             f"{tree_key}; use the weights exported with this arch.json"
         )
+    for name, wanted in (metadata_wanted or {}).items():
+        found = metadata.get(name)
+        if found != wanted:
+            if found is None:
+                raise MtnasError(f"{path}: no {name} in its metadata, expected {name} {short_repr(wanted, 24)} (another "
+                                 "file put in its place, or one an older mtnas wrote)")
+            raise MtnasError(f"{path}: its metadata says {name} {short_repr(found, 24)}, expected {name} "
+                             f"{short_repr(wanted, 24)}: the weights belong to another (a file put in its place)")
     expected = metadata.get("sha256")
     if expected is None:
         raise MtnasError(f"{path}: weights file has no sha256 in its metadata; it was not written by mtnas")

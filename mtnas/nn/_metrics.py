@@ -7,6 +7,7 @@ reduces with one ``all_reduce``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,6 +28,7 @@ class Metric:
     higher_is_better: bool
     kinds: frozenset[str]
     description: str
+    bounds: tuple[float, float] = (-math.inf, math.inf)  # every value it can take: a stored one outside is damage
 
 
 METRICS: Registry[Metric] = Registry("metric")
@@ -103,15 +105,19 @@ def _angle(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 _CLASS = frozenset({"classification", "dense_classification"})
 _REG = frozenset({"regression", "dense_regression"})
-METRICS.add("accuracy", Metric(_accuracy, _ratio, True, _CLASS, "fraction of correct classes"))
-METRICS.add("pixel_accuracy", Metric(_accuracy, _ratio, True, frozenset({"dense_classification"}), "fraction of correct pixels"))
-METRICS.add("miou", Metric(_confusion, _miou, True, _CLASS, "mean intersection over union"))
-METRICS.add("f1", Metric(_binary_counts, _f1, True, _CLASS, "F1 of class 1 (binary tasks, e.g. edges)"))
-METRICS.add("label_accuracy", Metric(_label_accuracy, _ratio, True, frozenset({"multilabel"}), "fraction of correct labels"))
-METRICS.add("abs_err", Metric(_abs_err, _ratio, False, _REG, "mean absolute error"))
-METRICS.add("rel_err", Metric(_rel_err, _ratio, False, _REG, "mean relative absolute error"))
-METRICS.add("mse", Metric(_squared_err, _ratio, False, _REG, "mean squared error"))
-METRICS.add("angle_mean", Metric(_angle, _ratio, False, frozenset({"dense_regression"}), "mean angular error (degrees)"))
+_FRACTION, _ERROR, _DEGREES = (0.0, 1.0), (0.0, math.inf), (0.0, 180.0)
+METRICS.add("accuracy", Metric(_accuracy, _ratio, True, _CLASS, "fraction of correct classes", _FRACTION))
+METRICS.add("pixel_accuracy", Metric(_accuracy, _ratio, True, frozenset({"dense_classification"}), "fraction of correct pixels",
+                                     _FRACTION))
+METRICS.add("miou", Metric(_confusion, _miou, True, _CLASS, "mean intersection over union", _FRACTION))
+METRICS.add("f1", Metric(_binary_counts, _f1, True, _CLASS, "F1 of class 1 (binary tasks, e.g. edges)", _FRACTION))
+METRICS.add("label_accuracy", Metric(_label_accuracy, _ratio, True, frozenset({"multilabel"}), "fraction of correct labels",
+                                     _FRACTION))
+METRICS.add("abs_err", Metric(_abs_err, _ratio, False, _REG, "mean absolute error", _ERROR))
+METRICS.add("rel_err", Metric(_rel_err, _ratio, False, _REG, "mean relative absolute error", _ERROR))
+METRICS.add("mse", Metric(_squared_err, _ratio, False, _REG, "mean squared error", _ERROR))
+METRICS.add("angle_mean", Metric(_angle, _ratio, False, frozenset({"dense_regression"}), "mean angular error (degrees)",
+                                 _DEGREES))
 
 
 # -- real benchmarks: invalid pixels leave the sums ------------------------------------------------
@@ -172,13 +178,16 @@ def _within(degrees: float) -> Callable[[torch.Tensor, torch.Tensor], torch.Tens
 _DENSE_REG = frozenset({"dense_regression"})
 _ZERO = "a target 0 in every channel is invalid"
 METRICS.add(
-    "depth_abs_err", Metric(_depth_abs_err, _ratio, False, _DENSE_REG, "mean absolute error, targets of 0 ignored")
+    "depth_abs_err",
+    Metric(_depth_abs_err, _ratio, False, _DENSE_REG, "mean absolute error, targets of 0 ignored", _ERROR),
 )
 METRICS.add(
     "angle_median",
-    Metric(_angle_histogram, _histogram_median, False, _DENSE_REG, f"median angular error (0.1-degree bins); {_ZERO}"),
+    Metric(_angle_histogram, _histogram_median, False, _DENSE_REG, f"median angular error (0.1-degree bins); {_ZERO}",
+           _DEGREES),
 )
 for _name, _degrees in (("angle_11", 11.25), ("angle_22", 22.5), ("angle_30", 30.0)):
     METRICS.add(
-        _name, Metric(_within(_degrees), _ratio, True, _DENSE_REG, f"fraction within {_degrees} degrees; {_ZERO}")
+        _name,
+        Metric(_within(_degrees), _ratio, True, _DENSE_REG, f"fraction within {_degrees} degrees; {_ZERO}", _FRACTION),
     )

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 from mtnas.core import MtnasError, format_table
 from mtnas.report._study_plots import ParetoPoint, _dominates, pareto_plot_data
-from mtnas.study import SearchRun, load_study
+from mtnas.study import SearchRun, absolute_url, load_study
 
 __all__ = ["CompareData", "CompareReport", "RunFront", "compare_data", "compare_runs", "draw_compare"]
 
@@ -64,6 +64,14 @@ def compare_data(refs: list[str]) -> CompareData:
         raise MtnasError("compare needs two runs or more, e.g. 'mtnas compare runs/dg1 runs/dg2'")
     runs, settings = zip(*(_run_front(r) for r in refs))
     notes = []
+    seen: dict[tuple[str, str], str] = {}
+    for ref in refs:  # one study named twice (the same folder, or its folder and its URL) is compared with itself
+        run = SearchRun.open(ref)
+        key = (absolute_url(run.storage()), run.study_name)
+        if key in seen:
+            twice = f"{ref} is given twice" if seen[key] == ref else f"{ref} is the same run as {seen[key]}"
+            notes.append(f"{twice}: it is compared with itself")
+        seen.setdefault(key, ref)
     spaces = [s.get("space") for s in settings]
     if any(s != spaces[0] for s in spaces[1:]):
         names = ", ".join(f"{r.name}: {(s or {}).get('name', '?')}" for r, s in zip(runs, spaces))

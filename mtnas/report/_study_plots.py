@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 import optuna
 
 from mtnas.core import MtnasError
-from mtnas.study import QUALITY, choose_trial, cost_objective, objective_names, trial_objectives
+from mtnas.study import QUALITY, choose_trial, cost_objective, objective_names, trial_label, trial_objectives
 
 __all__ = ["ParetoPlotData", "ParetoPoint", "draw_history", "draw_importances", "draw_pareto", "front_label",
            "pareto_plot_data", "tree_label"]
@@ -87,7 +87,8 @@ def pareto_plot_data(study: optuna.Study, *, cost: str | None = None) -> ParetoP
         attrs = t.user_attrs
         if attrs.get("delta_m") is None or attrs.get(cost) is None:
             continue
-        raw.append(ParetoPoint(t.number, float(attrs[cost]), float(attrs["delta_m"]), attrs.get("tree") or "?",
+        label = trial_label(study, t) or attrs.get("tree") or "?"  # the stored tree's; a study made by hand: its text
+        raw.append(ParetoPoint(t.number, float(attrs[cost]), float(attrs["delta_m"]), label,
                                attrs.get("fixed_tree"), False, attrs.get("reused_from")))
     points = tuple(p._replace(pareto=not any(_dominates(q, p) for q in raw)) for p in raw)
     front, seen = [], set()

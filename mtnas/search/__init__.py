@@ -12,7 +12,7 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "._evidence": ("EVIDENCE_FORMAT", "AnsweringStore", "Evidence", "Trained", "Unit", "default_store",),
     "._gradients": ("gradient_agreement",),
     "._scores": ("references", "relative_scores", "task_terms",),
-    "._store": ("EvidenceStore", "LocalStore",),
+    "._store": ("EvidenceStore", "Holder", "LocalStore",),
     "._surrogate": ("PairSurrogate",),
     "._table": ("TABLE_FORMAT", "TableStore", "TrainingTable", "read_table", "table_space",),
     "._fixed_routing": (

@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -38,7 +39,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from mtnas.core import MtnasError, __version__
+from mtnas.core import MtnasError, __version__, first_line
 from mtnas.data import DatasetBundle, data_digest
 from mtnas.model import BranchedNet, tree_cost
 from mtnas.search._gradients import gradient_agreement
@@ -51,6 +52,14 @@ __all__ = ["EVIDENCE_FORMAT", "AnsweringStore", "Evidence", "Trained", "Unit", "
 
 #: Changes whenever an entry's meaning changes: older entries are then not read.
 EVIDENCE_FORMAT = 2
+#: Seconds between the lines of a process waiting for units another process trains.
+WAIT_LINE_EVERY = 30.0
+#: What checking a stored entry raises when it is not sound.
+_UNSOUND = (MtnasError, KeyError, TypeError, ValueError, AttributeError)
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {first_line(exc)}" if isinstance(exc, (KeyError, TypeError)) else first_line(exc)
 
 
 @dataclass(frozen=True)
@@ -91,18 +100,23 @@ class Trained:
     @classmethod
     def from_entry(cls, unit: Unit, entry: dict, space: SearchSpace) -> Trained | None:
         """The unit's result from a store entry; None when the entry does not hold a sound result
-        of this unit (another tree or task set, a missing metric, a number that is not finite):
-        such a unit is trained again."""
+        of this unit (another tree or task set, a missing metric, a number that is not finite or
+        out of its metric's range): such a unit is trained again."""
         try:
-            result = checked_result(entry["result"], space, tasks=unit.tree.tasks)
-            agreement = None if entry.get("agreement") is None else np.asarray(entry["agreement"], dtype=float)
-        except (MtnasError, KeyError, TypeError, ValueError):
+            return cls.checked(unit, entry, space)
+        except _UNSOUND:
             return None
+
+    @classmethod
+    def checked(cls, unit: Unit, entry: dict, space: SearchSpace) -> Trained:
+        """:meth:`from_entry`, raising (one of ``_UNSOUND``) with the reason instead of None."""
+        result = checked_result(entry["result"], space, tasks=unit.tree.tasks)
+        agreement = None if entry.get("agreement") is None else np.asarray(entry["agreement"], dtype=float)
         if result.tree != unit.tree:
-            return None
+            raise ValueError(f"it holds the tree {result.tree.describe()!r}, not the unit's")
         if unit.probe and (agreement is None or agreement.shape != (len(unit.tree.tasks),) * 2
                            or not np.isfinite(agreement).all()):
-            return None
+            raise ValueError("its gradient agreement is missing, of another shape, or not finite")
         return cls(unit, result, agreement)
 
 
@@ -139,6 +153,8 @@ class Evidence:
             None when the store answers units (:class:`AnsweringStore`).
         store: where units are kept and claimed (default: this machine's evidence folder), or a
             store that answers them.
+        progress: training progress, and while another process trains a unit this one needs, a
+            line every ``WAIT_LINE_EVERY`` seconds saying which, whose claim, and for how long.
         poll: seconds between looks while another process trains a unit this one needs.
     """
 
@@ -153,6 +169,7 @@ class Evidence:
             raise MtnasError(f"evidence of space {space.name or 'space'!r} is trained on its dataset, and none was "
                              "given; pass the dataset, or a store that answers units (a trainings table)")
         self.progress, self.poll = progress, poll
+        self.wait_line_every, self._said = WAIT_LINE_EVERY, 0.0
         self._prefix = json.dumps({"format": EVIDENCE_FORMAT, "mtnas": __version__, "space": space.training_hash,
                                    "data": None if bundle is None else data_digest(bundle)}, sort_keys=True)
         self._known: dict[str, Trained] = {}
@@ -201,6 +218,7 @@ class Evidence:
                     self._remember(k, self.answering.answer(u, self.space))
             return [self._known[k] for k in keys]
         pending = {k: u for k, u in zip(keys, units) if not self._lookup(k, u)}
+        since = None
         while pending:
             share = max(1, math.ceil(len(pending) / 2))
             mine = []
@@ -209,17 +227,38 @@ class Evidence:
                     mine.append((k, u))
             if mine:
                 self._train(mine)
-            else:
-                time.sleep(self.poll)  # every missing unit is being trained by another process
+                since = None
+            else:  # every missing unit is being trained by another process
+                k, u = next(iter(pending.items()))
+                more = f"; {len(pending) - 1} more units trained by other processes" if len(pending) > 1 else ""
+                since = self._wait(since, f"unit {k[:12]} ({u.describe()})", k, more)
             pending = {k: u for k, u in pending.items() if not self._lookup(k, u)}
         return [self._known[k] for k in keys]
+
+    def _wait(self, since: float | None, what: str, key: str, more: str = "") -> float:
+        """Sleep one poll while another process trains ``what``; with ``progress``, a line every
+        ``wait_line_every`` seconds says what this process waits for, whose claim, and how long.
+        Returns when the wait began."""
+        now = time.monotonic()
+        if since is None:
+            since, self._said = now, now
+        elif self.progress and now - self._said >= self.wait_line_every:
+            self._said = now
+            print(f"waiting for {what} trained by {self.store.holder(key) or 'another process'} for "
+                  f"{now - since:,.0f} s{more}", file=sys.stderr, flush=True)
+        time.sleep(self.poll)
+        return since
 
     def _lookup(self, key: str, unit: Unit) -> bool:
         if key in self._known:
             return True
         entry = self.store.get(key)
-        found = Trained.from_entry(unit, entry, self.space) if entry is not None else None
-        if found is None:
+        if entry is None:
+            return False
+        try:
+            found = Trained.checked(unit, entry, self.space)
+        except _UNSOUND as exc:  # stored whole but not sound (edited, or written by a broken writer)
+            self.store.reject(key, entry, _reason(exc))
             return False
         self._remember(key, found)
         return True
@@ -264,25 +303,29 @@ class Evidence:
         if self.answering is not None:
             raise MtnasError(f"{self.answering.where} answers units of evidence and holds no delta-m baselines; "
                              "the trained methods score trees without them")
-        key = hashlib.sha256(f"{self._prefix}|baselines|{self.space.training.epochs}|{seed}".encode()).hexdigest()
+        key = self._baselines_key(seed)
+        since = None
         while True:
             entry = self.store.get(key)
             if entry is not None:
                 try:
                     return Baselines.checked(entry["baselines"], self.space, seed)
-                except (MtnasError, KeyError, TypeError, ValueError):
-                    pass  # not sound: computed again below
-            if entry is not None or self.store.claim(key):
+                except _UNSOUND as exc:  # not sound: claimed and computed again, by one process, and stored
+                    self.store.reject(key, entry, _reason(exc))
+                    continue
+            if self.store.claim(key):
                 try:
                     found = compute_baselines(self.space, self.bundle, device=self.device, seed=seed,
                                               progress=self.progress)
                 except BaseException:
                     self.store.release(key)
                     raise
-                if entry is None:
-                    self.store.put(key, {"baselines": found.to_dict()})
+                self.store.put(key, {"baselines": found.to_dict()})
                 return found
-            time.sleep(self.poll)
+            since = self._wait(since, f"the delta-m baselines (seed {seed})", key)
+
+    def _baselines_key(self, seed: int) -> str:
+        return hashlib.sha256(f"{self._prefix}|baselines|{self.space.training.epochs}|{seed}".encode()).hexdigest()
 
     def weights(self, unit: Unit) -> Mapping[str, torch.Tensor]:
         """The unit's trained weights (a ``BranchedNet`` state dict): from this process's training,

@@ -43,7 +43,13 @@ __all__ = [
 
 
 def space_from_dict(data: Any, source: str = "space") -> SearchSpace:
-    """Parse plain data (a YAML document) into a ``SearchSpace``; errors name the key path."""
+    """Parse plain data (a YAML document) into a ``SearchSpace``; errors name the key path.
+
+    Every section's keys, types and ranges are checked first, without the registries (so without
+    torch): a typo anywhere in the file is answered in a blink; then its values are checked against
+    the registries (a backbone, a head, a loss balancing).
+    """
+    parse(SearchSpace, data, source, registries=False)
     return parse(SearchSpace, data, source)
 
 

@@ -115,12 +115,14 @@ class BackboneConfig:
     library_version: str | None = None
 
     def _validate(self) -> None:
+        if len(self.layers) > MAX_LAYERS:
+            raise ConfigError(f"layers: {len(self.layers)} layers, more than the {MAX_LAYERS} mtnas searches")
+
+    def _check_registered(self) -> None:
         try:
             kind = components.backbone_type(self.name)  # registered: a built-in, or a user's (never imported from here)
         except MtnasError as exc:
             raise ConfigError(f"name: {exc}") from None
-        if len(self.layers) > MAX_LAYERS:
-            raise ConfigError(f"layers: {len(self.layers)} layers, more than the {MAX_LAYERS} mtnas searches")
         layer_cls = kind.layer_config
         parsed = tuple(parse(layer_cls, layer, f"layers[{i}]") for i, layer in enumerate(self.layers))
         if kind.library is not None:
@@ -232,13 +234,15 @@ class TaskConfig:
             check_name(self.name, "name")
         except MtnasError as exc:
             raise ConfigError(str(exc)) from None
-        if self.name in components.RESERVED_TASK_NAMES:
-            raise ConfigError(f"name: {self.name!r} cannot be a task name (the heads' module dict uses it); rename it")
         if self.kind is not None and self.kind not in TASK_KINDS:
             raise ConfigError(
                 f"kind: unknown task kind {short_repr(self.kind)}{did_you_mean(self.kind, TASK_KINDS)}; "
                 f"valid: {', '.join(TASK_KINDS)}"
             )
+
+    def _check_registered(self) -> None:
+        if self.name in components.RESERVED_TASK_NAMES:
+            raise ConfigError(f"name: {self.name!r} cannot be a task name (the heads' module dict uses it); rename it")
         if self.head is not None and self.head not in components.HEADS:
             valid = components.HEADS.names()
             raise ConfigError(f"head: unknown head {short_repr(self.head)}{did_you_mean(self.head, valid)}; "
@@ -270,7 +274,7 @@ class TrainingConfig:
     schedule: Literal["cosine", "constant"] = "cosine"
     balancing: str = "equal"  # a loss balancer of mtnas.balancing.BALANCERS
 
-    def _validate(self) -> None:
+    def _check_registered(self) -> None:
         _check_balancing("balancing", (self.balancing,))
 
 
@@ -295,14 +299,16 @@ class SearchRanges:
     balancing: tuple[str, ...] | None = None  # choices of training.balancing (categorical)
 
     def _validate(self) -> None:
-        if self.balancing is not None:
-            if not self.balancing:
-                raise ConfigError("balancing: give at least one choice, or null to keep training.balancing")
-            _check_balancing("balancing", self.balancing)
+        if self.balancing is not None and not self.balancing:
+            raise ConfigError("balancing: give at least one choice, or null to keep training.balancing")
         for f in dataclasses.fields(self):
             spec = getattr(self, f.name)
             if spec is not None and f.name != "balancing":
                 _check_range(f.name, spec)
+
+    def _check_registered(self) -> None:
+        if self.balancing:
+            _check_balancing("balancing", self.balancing)
 
 
 def _check_range(name: str, spec: tuple[Any, ...]) -> None:
@@ -380,6 +386,9 @@ class SearchSpace:
         repeated = sorted(n for n, count in Counter(self.task_names).items() if count > 1)
         if repeated:
             raise ConfigError(f"tasks: task names repeat: {short_repr(repeated)}")
+
+    def _check_registered(self) -> None:
+        """What depends on the backbone's layers (a library backbone writes its default ones in)."""
         max_b = self.routing.max_branches
         if isinstance(max_b, tuple) and len(max_b) != self.num_layers:
             raise ConfigError(

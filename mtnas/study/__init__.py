@@ -28,7 +28,8 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "._pruning": ("FRONT_MARGIN", "PRUNERS", "PrunerType", "check_pruner", "epoch_monitor",),
     "._records": ("check_settings", "check_study", "check_trial",),
     "._run": (
-        "INHERITED", "RUN_NAME", "SearchRun", "check_run_name", "fail_reason", "load_study", "trial_file", "trial_tree",
+        "INHERITED", "RUN_NAME", "SearchRun", "check_run_name", "fail_reason", "load_study", "trial_file", "trial_label",
+        "trial_tree",
     ),
     "._storage": (
         "FILE_SCHEMES", "HEARTBEAT", "MAX_LOCAL_WORKERS", "absolute_url", "file_path", "heartbeat_settings", "mask_url",

@@ -3,60 +3,137 @@
 Two ``mtnas search --name c2`` started a moment apart must not both set up ``runs/c2``: the second
 would overwrite the first's ``run.json`` and ``space.yaml`` while its study runs. So a new search
 first claims the folder atomically: it creates ``runs/NAME/`` (or takes an existing folder that
-holds no run, such as the one ``mtnas demo`` prepares) and then, in it, the file ``.starting``
-with ``O_EXCL``, which only one process can do; ``run.json`` is checked only after that. The
+holds no run, such as the one ``mtnas demo`` prepares) and then, in it, the file ``.starting``,
+complete or not at all (a hard link to a file already written, which only one process can make);
+``run.json`` is checked only after that. The
 claim holds while the run is set up (the space loaded, the files written, the study created).
 If setting up fails (a space that does not load, a storage that does not open, Ctrl-C), what the
 search created is removed again, so the name is free and no half-made run blocks it; once set
 up, ``.starting`` is removed and the run is one ``--resume`` continues.
 
-A ``.starting`` whose process is gone from this machine (killed while setting up) is stale:
-``--resume`` takes over such a folder, and a new search says how to free the name.
+A claim proves it is alive: it holds its owner's process id, host and the time that process
+started (``mtnas.core.process_start``), and it is held only while that very process runs on this
+host (a process id reused by another process does not count), or, for a claim of another host
+that this one cannot see, for ``CLAIM_MAX_AGE`` seconds after it was written. Anything else (a
+killed search's claim, a hand-written ``1``, an empty file, text) is stale: a new search or a
+``--resume`` takes it over, with a line saying so. A claim that cannot be read at all (a folder
+of that name, a file this user may not read) is named, to be removed by hand.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
+import socket
+import time
+import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from mtnas.core import MtnasError, process_gone
+from mtnas.core import MtnasError, MtnasWarning, process_gone, process_start, short_repr
 
-__all__ = ["STARTING", "check_not_starting", "claim_new_run"]
+__all__ = ["CLAIM_MAX_AGE", "STARTING", "check_not_starting", "claim_new_run"]
 
-#: The claim file a search holds in a run folder while it sets the run up (its process id inside).
+#: The claim file a search holds in a run folder while it sets the run up.
 STARTING = ".starting"
+#: Seconds a claim of another host (whose process this one cannot see) is held after it was written.
+CLAIM_MAX_AGE = 6 * 3600
+#: The largest claim file read (one is under a hundred bytes).
+_CLAIM_MAX_BYTES = 4096
+_MAX_PID = 2**31 - 1
 
 
-def _claimant(root: Path) -> int | None:
-    """The process id in ``root``'s claim file (None: unreadable or being written)."""
+def _claim_text() -> str:
+    pid = os.getpid()
+    return json.dumps({"pid": pid, "host": socket.gethostname(), "start": process_start(pid)})
+
+
+def _state(root: Path) -> tuple[str, str]:
+    """Whether the claim in ``root`` is ``"alive"``, ``"stale"`` or ``"unreadable"``, and its owner
+    or its fault in words."""
+    path = root / STARTING
     try:
-        return int((root / STARTING).read_text().strip())
-    except (OSError, ValueError):
-        return None
+        if path.is_dir() or (path.exists() and not path.is_file()):
+            return "unreadable", "is a folder or a special file, not a claim file"
+        with open(path, "rb") as f:
+            raw = f.read(_CLAIM_MAX_BYTES + 1)
+        age = time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return "stale", "it was removed meanwhile"
+    except OSError as exc:
+        return "unreadable", f"cannot be read ({exc.strerror or type(exc).__name__})"
+    try:
+        claim = json.loads(raw.decode()) if len(raw) <= _CLAIM_MAX_BYTES else None
+    except (UnicodeDecodeError, ValueError):
+        claim = None
+    pid = claim.get("pid") if isinstance(claim, dict) else None
+    if not (type(pid) is int and 1 <= pid <= _MAX_PID and isinstance(claim.get("host"), str)):
+        return "stale", f"it holds {short_repr(raw.decode(errors='replace'), 40)}, not a claim of a running search"
+    here = claim["host"] == socket.gethostname()
+    who = f"process {pid}" + ("" if here else f" on {claim['host']}")
+    if here:
+        if process_gone(pid):
+            return "stale", f"{who} that wrote it is gone"
+        started, now = claim.get("start"), process_start(pid)
+        if started is not None and now is not None:  # the very process that wrote it, or its id reused
+            return ("alive", who) if now == started else ("stale", f"{who} that wrote it is gone (the id is "
+                                                                   "another process's now)")
+    if age > CLAIM_MAX_AGE:  # a process this host cannot see, or cannot tell from another
+        return "stale", f"{who} wrote it {age / 3600:.0f} hours ago"
+    return "alive", who
 
 
-def _held_message(root: Path) -> str:
-    pid = _claimant(root)
-    if pid is not None and process_gone(pid):
-        return (f"{root}: a search that was setting it up ended without finishing (process {pid}); "
-                f"continue it with --resume if {root / 'run.json'} exists, else remove the folder {root} "
-                "and start again, or choose another --name")
-    who = f" (process {pid})" if pid is not None else ""
-    return (f"{root}: another 'mtnas search'{who} is setting up a run of this name right now; "
-            "choose another --name, or wait for it and continue it with --resume")
+def _held_message(root: Path, who: str) -> str:
+    return (f"{root}: another 'mtnas search' ({who}) is setting up a run of this name right now; choose another "
+            "--name, or wait for it to finish setting up and continue it with --resume")
 
 
-def check_not_starting(root: Path) -> None:
-    """Refuse to resume a run another process is still setting up; clear a claim whose process is gone."""
-    if not (root / STARTING).exists():
-        return
-    pid = _claimant(root)
-    if pid is None or not process_gone(pid):
-        raise MtnasError(_held_message(root))
-    (root / STARTING).unlink(missing_ok=True)
+def _take_over(root: Path) -> bool:
+    """Settle the claim in ``root``: refuse a live or unreadable one, remove a stale one with a
+    line saying so. Returns whether there was a stale claim."""
+    state, about = _state(root)
+    path = root / STARTING
+    if state == "alive":
+        raise MtnasError(_held_message(root, about))
+    if state == "unreadable":
+        raise MtnasError(f"{path} {about}: it is no claim mtnas wrote; remove it, then run the command again")
+    aside = root / f"{STARTING}.{uuid.uuid4().hex}"  # moved aside first: of two processes taking it over, one does
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return False
+    aside.unlink(missing_ok=True)
+    warnings.warn(f"{path}: a stale claim ({about}) is taken over", MtnasWarning, stacklevel=3)
+    return True
+
+
+def _create_claim(root: Path) -> None:
+    """Create ``root/STARTING`` holding this process's claim, complete or not at all (a reader never
+    sees it half written); ``FileExistsError`` when one is there."""
+    path = root / STARTING
+    tmp = root / f"{STARTING}.{uuid.uuid4().hex}"
+    tmp.write_text(_claim_text())
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError:  # a file system without hard links: created, then written at once
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        with os.fdopen(fd, "w") as f:
+            f.write(_claim_text())
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def check_not_starting(root: Path) -> bool:
+    """Refuse to resume a run another process is still setting up (or whose claim cannot be read);
+    take over a stale claim. Returns whether there was one: its search never finished setting up."""
+    if not os.path.lexists(root / STARTING):
+        return False
+    return _take_over(root)
 
 
 @contextlib.contextmanager
@@ -65,19 +142,21 @@ def claim_new_run(root: Path) -> Iterator[None]:
 
     Raises:
         MtnasError: ``root`` holds a run already (``run.json``), another search is setting one up
-            there, or the folder cannot be created.
+            there, its claim cannot be read, or the folder cannot be created.
     """
     made = not root.exists()
     try:
         root.mkdir(parents=True, exist_ok=True)
-        before = set(os.listdir(root))
-        fd = os.open(root / STARTING, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        before = set(os.listdir(root)) - {STARTING}
+        try:
+            _create_claim(root)
+        except FileExistsError:
+            _take_over(root)
+            _create_claim(root)  # a process that took it over at the same moment wins: FileExistsError again
     except FileExistsError:
-        raise MtnasError(_held_message(root)) from None
+        raise MtnasError(_held_message(root, _state(root)[1])) from None
     except OSError as exc:
         raise MtnasError(f"cannot create the run folder {root}: {exc.strerror or exc}") from None
-    with os.fdopen(fd, "w") as f:
-        f.write(str(os.getpid()))
     if (root / "run.json").exists():  # checked after the claim: a run finished setting up before it
         (root / STARTING).unlink()
         raise MtnasError(f"{root} exists already: use --resume to continue it, or another --name")

@@ -7,36 +7,45 @@ the training. This store keeps them where every worker of the study looks, whate
 * a companion Optuna study ``<study>:evidence`` in the same storage (the run's SQLite file, the
   local workers' journal, or a PostgreSQL server), one trial per claim of a unit: the trial
   carries the unit's key from its creation (``system_attrs["unit"]``, written in the same storage
-  operation that creates it), the claimant's host and process, and a heartbeat;
+  operation that creates it), the claimant's host, process and its start time
+  (``mtnas.search.Holder``), and a heartbeat;
 * of the RUNNING and COMPLETE trials of one key, the lowest-numbered owns it: trial numbers are
   handed out by the storage in order, so every process agrees on the owner, and a claimant that
   finds an older trial of its key fails its own and waits (no lock, nothing but the storage);
-* the owner writes the result into its trial (``user_attrs["entry"]``) and completes it; weights,
-  when asked for, go to the study's artifact store (the evidence study's ``weights:<key>``
-  attribute names the artifact);
-* an owner that dies (its process gone from this host, or no heartbeat for ``stale_after``
-  seconds) has its trial failed by the next claimant, which takes the unit over.
+* the owner writes the result into its trial (``user_attrs["entry"]``, with its checksum as a
+  cache file has it: ``mtnas.core.seal``) and completes it; weights, when asked for, go to the
+  study's artifact store (the evidence study's ``weights:<key>`` attribute names the artifact; the
+  file's metadata names the unit);
+* a claim proves it is alive or is taken over, with a line: an owner that cannot be read, that is
+  gone from this host (or whose process id names another process now), or whose heartbeat is
+  missing, older than ``stale_after`` seconds or in the future has its trial failed by the next
+  claimant. A COMPLETE trial whose entry fails its checksum, or that its reader rejects, is
+  treated as absent, with a line naming it: the unit is trained again.
+
+All the trials of the evidence study are read in one scan, which answers the lookups of one poll
+(each key once, for at most ``fresh_for`` seconds): a waiting process reads the storage once per
+poll, not once per unit it waits for.
 
 So N workers of one study split a search's trainings, and no worker trains what another did.
 """
 
 from __future__ import annotations
 
-import os
-import socket
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import optuna
 import torch
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
-from mtnas.core import MtnasError, process_gone_on
+from mtnas.core import DamagedEntryWarning, MtnasError, MtnasWarning, seal, unseal
 from mtnas.model import load_weights, save_weights
+from mtnas.search import Holder
 from mtnas.study._artifacts import ARTIFACT_ID, open_artifact_store
 
 __all__ = ["StudyEvidence", "evidence_study_name"]
@@ -51,7 +60,7 @@ def evidence_study_name(study_name: str) -> str:
 
 def _holder(key: str) -> dict[str, Any]:
     """The system attributes of this process's trial of unit ``key``."""
-    return {"unit": key, "host": socket.gethostname(), "pid": os.getpid()}
+    return {"unit": key, **Holder.this_process().to_dict()}
 
 
 class StudyEvidence:
@@ -61,10 +70,11 @@ class StudyEvidence:
         storage: the study's Optuna storage.
         study_name: the study's name (its evidence goes to ``<study_name>:evidence``).
         artifacts: the study's artifact store URL (weights).
-        stale_after: seconds without a heartbeat after which another host's claim is taken over.
+        stale_after: seconds without a heartbeat after which a claim is taken over.
     """
 
     beat_every = 5.0
+    fresh_for = 1.0
 
     def __init__(self, storage: optuna.storages.BaseStorage, study_name: str, artifacts: str, *,
                  stale_after: float = 120.0) -> None:
@@ -79,74 +89,140 @@ class StudyEvidence:
         self._lock = threading.Lock()
         self._beating: threading.Thread | None = None
         self.trained_here = 0  # units this process completed
+        self._scan: dict[str, list[FrozenTrial]] | None = None  # key -> its RUNNING and COMPLETE trials
+        self._scanned_at = 0.0
+        self._served: set[str] = set()  # keys whose entry this scan gave already
+        self._entries: dict[int, dict[str, Any] | None] = {}  # COMPLETE trial id -> its checked entry
+        self._rejected: set[int] = set()  # COMPLETE trials whose entry a reader found unusable
+        self._gave: dict[str, FrozenTrial] = {}  # key -> the trial whose entry ``get`` gave
+        self._bad_weights: set[str] = set()
 
     # -- reading ---------------------------------------------------------------------------------
 
-    def _trials(self, key: str, states: tuple[TrialState, ...] = _HOLDING) -> list[optuna.trial.FrozenTrial]:
-        trials = self._storage.get_all_trials(self._study_id, deepcopy=False, states=states)
-        return sorted((t for t in trials if t.system_attrs.get("unit") == key), key=lambda t: t.number)
+    def _trials(self, key: str, *, fresh: bool = False, serve: bool = False) -> list[FrozenTrial]:
+        """The RUNNING and COMPLETE trials of ``key``, lowest number first, from one scan of the
+        evidence study (read again when ``fresh``, older than ``fresh_for``, or when ``serve`` asks
+        for a key the scan served already: the next poll)."""
+        if (fresh or self._scan is None or time.monotonic() - self._scanned_at > self.fresh_for
+                or (serve and key in self._served)):
+            scan: dict[str, list[FrozenTrial]] = {}
+            for t in self._storage.get_all_trials(self._study_id, deepcopy=False, states=_HOLDING):
+                unit = t.system_attrs.get("unit")
+                if isinstance(unit, str):
+                    scan.setdefault(unit, []).append(t)
+            for trials in scan.values():
+                trials.sort(key=lambda t: t.number)
+            self._scan, self._scanned_at, self._served = scan, time.monotonic(), set()
+        if serve:
+            self._served.add(key)
+        return self._scan.get(key, [])
+
+    def _entry(self, trial: FrozenTrial, key: str) -> dict[str, Any] | None:
+        """A COMPLETE trial's entry when its checksum holds and no reader rejected it (a damaged
+        one is named once)."""
+        if trial._trial_id in self._rejected:
+            return None
+        if trial._trial_id not in self._entries:
+            entry = None
+            try:
+                if "entry" not in trial.user_attrs:
+                    raise ValueError("it holds no entry")
+                entry = unseal(trial.user_attrs["entry"])
+                if not isinstance(entry, dict):
+                    raise ValueError(f"its entry is a {type(entry).__name__}, expected a mapping")
+            except ValueError as exc:
+                entry = None
+                warnings.warn(f"{self.where} trial {trial.number}: damaged unit of trained evidence {key[:12]}, not "
+                              f"used ({exc}); it is made again", DamagedEntryWarning, stacklevel=3)
+            self._entries[trial._trial_id] = entry
+        return self._entries[trial._trial_id]
+
+    def _holding(self, key: str, trials: list[FrozenTrial]) -> list[FrozenTrial]:
+        """The trials that hold ``key``: RUNNING ones, and COMPLETE ones with a usable entry."""
+        return [t for t in trials if t.state == TrialState.RUNNING or self._entry(t, key) is not None]
 
     def get(self, key: str) -> dict[str, Any] | None:
-        done = self._trials(key, (TrialState.COMPLETE,))
-        entry = done[0].user_attrs.get("entry") if done else None
-        return entry if isinstance(entry, dict) else None
+        for t in self._trials(key, serve=True):
+            if t.state == TrialState.COMPLETE and (entry := self._entry(t, key)) is not None:
+                self._gave[key] = t
+                return entry
+        return None
+
+    def reject(self, key: str, entry: Mapping[str, Any], why: str) -> None:
+        trial = self._gave.pop(key, None)
+        if trial is None or self._entries.get(trial._trial_id) != entry:
+            return
+        self._rejected.add(trial._trial_id)
+        warnings.warn(f"{self.where} trial {trial.number}: damaged unit of trained evidence {key[:12]}, not used "
+                      f"({why}); it is made again", DamagedEntryWarning, stacklevel=2)
+
+    def holder(self, key: str) -> str | None:
+        running = [t for t in self._trials(key) if t.state == TrialState.RUNNING]
+        try:
+            return str(Holder.parse(running[0].system_attrs, token=False)) if running else None
+        except ValueError:
+            return None
 
     # -- claims ----------------------------------------------------------------------------------
 
-    def _stale(self, trial: optuna.trial.FrozenTrial) -> bool:
-        attrs = trial.system_attrs
-        if process_gone_on(attrs.get("host"), attrs.get("pid")):
-            return True
-        beat = attrs.get("beat")
-        return isinstance(beat, (int, float)) and time.time() - beat > self.stale_after
+    def _stale(self, trial: FrozenTrial) -> str | None:
+        """Why a RUNNING trial's claim is no one's; None while it proves it is alive."""
+        try:
+            holder = Holder.parse(trial.system_attrs, token=False)
+        except ValueError as exc:
+            return str(exc)
+        return holder.stale(trial.system_attrs.get("beat"), self.stale_after)
 
-    def _fail(self, trial_id: int) -> None:
+    def _fail(self, trial_id: int) -> bool:
         try:
             self._storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
         except (RuntimeError, ValueError):  # finished by its owner or failed by another process meanwhile
-            pass
+            return False
+        return True
 
     def claim(self, key: str) -> bool:
-        holders = self._trials(key)
+        with self._lock:
+            if key in self._mine:
+                return False
+        holders = self._holding(key, self._trials(key))
         if any(t.state == TrialState.COMPLETE for t in holders):
             return False
-        live = []
+        live = False
         for t in holders:
-            if t.state == TrialState.RUNNING and t._trial_id not in self._mine.values() and self._stale(t):
-                self._fail(t._trial_id)  # its owner is gone: the unit is taken over
-            else:
-                live.append(t)
+            why = self._stale(t)
+            if why is None:
+                live = True
+            elif self._fail(t._trial_id):  # its owner is gone: the unit is taken over
+                warnings.warn(f"{self.where} trial {t.number}: a stale claim of unit {key[:12]} ({why}) is taken over",
+                              MtnasWarning, stacklevel=2)
         if live:
             return False
         template = optuna.trial.create_trial(state=TrialState.RUNNING,
                                              system_attrs={**_holder(key), "beat": time.time()})
         trial_id = self._storage.create_new_trial(self._study_id, template_trial=template)
-        owner = self._trials(key)
+        owner = self._holding(key, self._trials(key, fresh=True))
         if not owner or owner[0]._trial_id != trial_id:
             self._fail(trial_id)  # an older claim of another process holds the unit
             return False
         with self._lock:
             self._mine[key] = trial_id
-        self._start_beating()
+            if self._beating is None:
+                self._beating = threading.Thread(target=self._beat, name="mtnas-evidence-heartbeat", daemon=True)
+                self._beating.start()
         return True
-
-    def _start_beating(self) -> None:
-        if self._beating is not None and self._beating.is_alive():
-            return
-        self._beating = threading.Thread(target=self._beat, name="mtnas-evidence-heartbeat", daemon=True)
-        self._beating.start()
 
     def _beat(self) -> None:
         while True:
             time.sleep(self.beat_every)
             with self._lock:
                 held = list(self._mine.values())
-            if not held:
-                return
+                if not held:
+                    self._beating = None
+                    return
             for trial_id in held:
                 try:
                     self._storage.set_trial_system_attr(trial_id, "beat", time.time())
-                except Exception:  # finished meanwhile, or the storage is briefly unreachable
+                except Exception:  # noqa: BLE001 - finished meanwhile, or the storage is briefly unreachable
                     pass
 
     def put(self, key: str, entry: Mapping[str, Any]) -> None:
@@ -154,15 +230,17 @@ class StudyEvidence:
             trial_id = self._mine.pop(key, None)
         if trial_id is None:
             raise MtnasError(f"evidence unit {key[:12]}: stored by a process that does not hold its claim")
+        sealed = seal(dict(entry))
         try:
-            self._storage.set_trial_user_attr(trial_id, "entry", dict(entry))
+            self._storage.set_trial_user_attr(trial_id, "entry", sealed)
             self._storage.set_trial_state_values(trial_id, state=TrialState.COMPLETE, values=[0.0])
         except optuna.exceptions.UpdateFinishedTrialError:
             # Another process took the claim over (this one looked dead to it): the result is kept
             # all the same, in a trial of its own; readers take the lowest-numbered complete one.
             self._storage.create_new_trial(self._study_id, template_trial=optuna.trial.create_trial(
-                state=TrialState.COMPLETE, values=[0.0], user_attrs={"entry": dict(entry)},
+                state=TrialState.COMPLETE, values=[0.0], user_attrs={"entry": sealed},
                 system_attrs=_holder(key)))
+        self._scan = None  # the next look reads what this process stored
         self.trained_here += 1
 
     def release(self, key: str) -> None:
@@ -170,28 +248,38 @@ class StudyEvidence:
             trial_id = self._mine.pop(key, None)
         if trial_id is not None:
             self._fail(trial_id)
+            self._scan = None
 
     # -- weights ---------------------------------------------------------------------------------
 
     def get_weights(self, key: str, tree_key: str) -> dict[str, torch.Tensor] | None:
         artifact_id = self._storage.get_study_system_attrs(self._study_id).get(f"weights:{key}")
-        if not isinstance(artifact_id, str) or not ARTIFACT_ID.fullmatch(artifact_id):
+        if artifact_id is None:
             return None
+        where = f"{self.where}: weights of unit {key[:12]} (artifact {str(artifact_id)[:40]})"
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "weights.safetensors"
             try:
+                if not isinstance(artifact_id, str) or not ARTIFACT_ID.fullmatch(artifact_id):
+                    raise MtnasError("not an artifact id")
                 with open_artifact_store(self._artifacts).open_reader(artifact_id) as reader:
                     path.write_bytes(reader.read())
-                return load_weights(path, tree_key=tree_key)
-            except Exception:  # noqa: BLE001 - a missing or damaged artifact: the weights are trained again
+                return load_weights(path, tree_key=tree_key, metadata={"unit": key})
+            except Exception as exc:  # noqa: BLE001 - a missing, damaged or another unit's artifact: trained again
+                reason = str(exc).removeprefix(f"{path}: ") if isinstance(exc, MtnasError) else (
+                    f"cannot be read: {type(exc).__name__}")
+                warnings.warn(f"{where}: {reason}; not used, they are trained again", DamagedEntryWarning,
+                              stacklevel=2)
+                self._bad_weights.add(key)
                 return None
 
     def put_weights(self, key: str, tree_key: str, state: Mapping[str, torch.Tensor]) -> None:
-        if f"weights:{key}" in self._storage.get_study_system_attrs(self._study_id):
+        if key not in self._bad_weights and f"weights:{key}" in self._storage.get_study_system_attrs(self._study_id):
             return  # kept already
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / f"{key[:16]}.safetensors"
-            save_weights(path, state, tree_key=tree_key)
+            save_weights(path, state, tree_key=tree_key, extra_metadata={"unit": key})
             artifact_id = optuna.artifacts.upload_artifact(artifact_store=open_artifact_store(self._artifacts),
                                                            file_path=str(path), study_or_trial=self._study)
         self._storage.set_study_system_attr(self._study_id, f"weights:{key}", artifact_id)
+        self._bad_weights.discard(key)

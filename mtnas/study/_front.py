@@ -35,7 +35,7 @@ import optuna
 
 from mtnas.core import MtnasError, Registry, atomic_write_text
 from mtnas.study._objectives import QUALITY, cost_objective, objective_names, trial_objectives
-from mtnas.study._run import SearchRun, load_study, trial_tree
+from mtnas.study._run import SearchRun, load_study, trial_label, trial_tree
 from mtnas.tree import BranchingTree
 
 __all__ = ["PICKS", "FrontPoints", "FrontTree", "choose_trial", "front_point", "front_points", "front_trees", "knee",
@@ -219,7 +219,7 @@ def write_pareto(run: SearchRun, study: optuna.Study) -> list[dict[str, Any]]:
     names = objective_names(study)
     front = [
         {"trial": t.number, "reference": t.user_attrs.get("fixed_tree"), "tree_key": t.user_attrs.get("tree_key"),
-         "tree": t.user_attrs.get("tree"),
+         "tree": trial_label(study, t),
          "objectives": dict(zip(names, t.values)), "delta_m": t.user_attrs.get("delta_m"),
          "flops": t.user_attrs.get("flops"), "params": t.user_attrs.get("params")}
         for t in pareto(study)

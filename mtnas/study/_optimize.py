@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -41,15 +42,27 @@ from mtnas.study._progress import StudyProgress
 from mtnas.study._pruning import check_pruner
 from mtnas.study._records import check_settings
 from mtnas.study._run import SearchRun, check_run_name
-from mtnas.study._storage import MAX_LOCAL_WORKERS, absolute_url, mask_url, open_storage
+from mtnas.study._storage import MAX_LOCAL_WORKERS, absolute_url, file_path, mask_url, open_storage
 from mtnas.study._strategies import SAMPLERS, STRATEGIES, TrialContext
-from mtnas.train import Baselines, NonFiniteLossError, select_device, use_cpu_threads
+from mtnas.study._tracking import trial_logging
+from mtnas.train import (
+    Baselines,
+    NonFiniteLossError,
+    Tracking,
+    check_trackers,
+    select_device,
+    tracking,
+    use_cpu_threads,
+)
 
 __all__ = ["run_search", "run_worker", "space_digest", "worker_command"]
 
 
 def _run_folder(runs_dir: str | Path, name: str) -> SearchRun:
     """The run folder ``runs_dir/name``, checked: always inside ``runs_dir``, which must be a folder."""
+    if not str(runs_dir).strip():  # Path("") is the current folder: never chosen by an empty value
+        raise MtnasError(f"--runs-dir {str(runs_dir)!r} is empty; give the folder where run folders live, e.g. "
+                         "--runs-dir runs")
     base = Path(runs_dir)
     if base.exists() and not base.is_dir():
         raise MtnasError(f"--runs-dir {str(base)!r} is a file, not a folder")
@@ -77,6 +90,7 @@ def run_search(
     timeout: float | None = None,
     threads: int | None = None,
     progress: bool = True,
+    log_to: Sequence[str] = (),
 ) -> tuple[SearchRun, optuna.Study]:
     """Create (or ``resume``) ``runs_dir/NAME`` and run the study until ``trials`` completed.
 
@@ -92,8 +106,11 @@ def run_search(
     trials after that wall time, in this process and in every local worker, so strategies can be
     compared at an equal budget. ``threads``: torch's CPU threads in each local process (None: ``MTNAS_THREADS``,
     ``OMP_NUM_THREADS``, else the physical cores divided among the ``workers``; see
-    ``mtnas.train.cpu_threads``), recorded in ``run.json``.
+    ``mtnas.train.cpu_threads``), recorded in ``run.json``. ``log_to``: trackers (tensorboard,
+    mlflow) that get the trials, their trainings' curves and candidates, in ``runs/NAME/logs/``
+    (``mtnas.study._tracking``).
     """
+    log_to = check_trackers(log_to)  # a missing tracker package is an error before any work
     for label, value, low, high in (("trials", trials, 1, None), ("workers", workers, 0, MAX_LOCAL_WORKERS)):
         if value is not None and value < low:
             raise MtnasError(f"{label} must be >= {low}, got {value}")
@@ -104,9 +121,9 @@ def run_search(
         raise MtnasError(f"timeout must be a finite number of seconds > 0, got {timeout}")
     default_name = space_arg.name if isinstance(space_arg, SearchSpace) else Path(str(space_arg)).stem
     run = _run_folder(runs_dir, default_name if name is None else name)
-    study_name = run.root.name
+    study_name, unfinished = run.root.name, False
     if resume:  # everything as run.json records it: a copied or renamed folder resumes its own study
-        check_not_starting(run.root)
+        unfinished = check_not_starting(run.root)  # a stale claim: its search never finished setting up
         info = run.resume_info()
         if storage is not None and absolute_url(storage) != info["storage"]:
             raise MtnasError(f"--storage {mask_url(storage)!r} is not the storage {mask_url(info['storage'])!r} "
@@ -143,9 +160,12 @@ def run_search(
                 "study": study_name, "command": sys.argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 **cpu.to_dict(),
             }, indent=1))
+        opened = open_storage(storage, create=not resume or unfinished)
+        if resume and not unfinished:  # set up: its study is there (run.json naming another is refused)
+            _check_resumed_study(opened, study_name, run, storage)
         study = optuna.create_study(
             study_name=study_name,
-            storage=open_storage(storage),
+            storage=opened,
             load_if_exists=True,  # a resumed run, or one whose first process died before its first trial
             directions=[OBJECTIVES.get(o).direction for o in names],
             sampler=SAMPLERS.get(sampler)(seed),
@@ -171,13 +191,17 @@ def run_search(
                 study.set_metric_names(names)  # optuna-dashboard shows "delta_m", "flops", not "Objective 0"
         _enqueue_fixed_trees(study)
     store = StudyEvidence(study._storage, study_name, artifacts)
-    baselines = Evidence(proxy_space(space), bundle, device=dev, store=store, progress=progress).baselines(seed)
+    scope = Tracking(log_to, run.root / "logs", study_name) if log_to else None
+    if scope is not None:
+        scope.prepare()  # the stores exist before the local workers share them
+    with tracking(scope.scope("baselines/") if scope is not None else None):
+        baselines = Evidence(proxy_space(space), bundle, device=dev, store=store, progress=progress).baselines(seed)
     atomic_write_text(run.root / "baselines.json", json.dumps(baselines.to_dict(), indent=1))
     deadline = None if timeout is None else time.monotonic() + timeout  # one for every local process
-    helpers = [subprocess.Popen(worker_command(storage, study_name, device, threads=cpu.count, timeout=timeout))
-               for _ in range(workers - 1)]
+    helpers = [subprocess.Popen(worker_command(storage, study_name, device, threads=cpu.count, timeout=timeout,
+                                               log_to=log_to)) for _ in range(workers - 1)]
     ctx = TrialContext(run=run, seed=seed, device=dev, strategy=strategy, objectives=tuple(names),
-                       artifacts=artifacts, trials=trials, store=store)
+                       artifacts=artifacts, trials=trials, store=store, tracking=scope)
     if trials <= len(FIXED):
         print(f"note: {trials} trial{'s' if trials != 1 else ''} hold only the enqueued reference trees "
               f"({', '.join(FIXED)}): no tree is searched; give --trials {len(FIXED) + 1} or more", file=sys.stderr)
@@ -202,6 +226,15 @@ def run_search(
               f"'mtnas search --resume --name {run.root.name}' runs the rest", file=sys.stderr)
     write_pareto(run, study)
     return run, study
+
+
+def _check_resumed_study(storage: optuna.storages.BaseStorage, study_name: str, run: SearchRun, url: str) -> None:
+    """Refuse to resume a run whose study is not in its storage, as the commands that read it do:
+    ``--resume`` continues a study, it never starts another (a run.json edited to name one)."""
+    if study_name not in optuna.get_all_study_names(storage):
+        raise MtnasError(f"{run.root}: the study {study_name!r} is missing from {mask_url(url)}; --resume continues "
+                         f"the study that {run.root / 'run.json'} names and never starts one: restore its study, or "
+                         "start a new run with another --name")
 
 
 def _seconds_left(deadline: float | None) -> float | None:
@@ -238,7 +271,7 @@ def _check_same_search(study: optuna.Study, settings: dict, storage: str) -> Non
 
 
 def worker_command(storage: str, study: str, device: str = "auto", threads: int | None = None,
-                   timeout: float | None = None) -> list[str]:
+                   timeout: float | None = None, log_to: Sequence[str] = ()) -> list[str]:
     """The command line of a local worker process (``mtnas worker``), with ``threads`` CPU threads,
     starting no trial after ``timeout`` seconds (the search's ``--timeout``, which binds every process).
 
@@ -252,6 +285,8 @@ def worker_command(storage: str, study: str, device: str = "auto", threads: int 
         args += ["--threads", str(threads)]
     if timeout is not None:
         args += ["--timeout", repr(float(timeout))]
+    if log_to:
+        args += ["--log-to", ",".join(log_to)]
     if sys.version_info >= (3, 11):
         return [sys.executable, "-P", "-m", "mtnas", *args]
     bootstrap = "import sys; sys.path.pop(0); from mtnas.cli import main; sys.exit(main(sys.argv[1:]))"
@@ -278,13 +313,15 @@ def _optimize(study: optuna.Study, space: SearchSpace, bundle: DatasetBundle, ba
         settle(study, ctx.trials)  # no trial of a dead process is left RUNNING
         return
     reap_dead_trials(study)  # a trial of a killed process on this host is retried at once
-    with StudyProgress(study, ctx.trials, enabled=progress) as bar:  # trials, the running phase, an ETA
+    with StudyProgress(study, ctx.trials, enabled=progress) as bar, \
+            trial_logging(ctx.tracking, ctx.objectives) as (logged, log_callbacks):  # trials, phase, ETA; --log-to
         ctx = replace(ctx, progress=progress, on_phase=bar.phase)
         while True:
             try:
                 study.optimize(
-                    lambda t: evaluate_trial(t, space, bundle, baselines, ctx),
-                    callbacks=[optuna.study.MaxTrialsCallback(ctx.trials, states=complete), bar.trial_done],
+                    logged(lambda t: evaluate_trial(t, space, bundle, baselines, ctx)),
+                    callbacks=[optuna.study.MaxTrialsCallback(ctx.trials, states=complete), bar.trial_done,
+                               *log_callbacks],
                     catch=(NonFiniteLossError,),
                     n_trials=ctx.trials - done + 2 * ctx.trials,  # room for failed trials; the callback stops at `trials`
                     timeout=_seconds_left(deadline),
@@ -299,13 +336,16 @@ def _optimize(study: optuna.Study, space: SearchSpace, bundle: DatasetBundle, ba
 
 
 def run_worker(storage: str, study_name: str, *, device: str = "auto", timeout: float | None = None,
-               progress: bool = False) -> optuna.Study:
+               progress: bool = False, log_to: Sequence[str] = ()) -> optuna.Study:
     """Join the study ``study_name`` in ``storage`` and run trials until it holds enough, starting
     none after ``timeout`` seconds from now.
 
     Nothing is written outside a temporary folder: each trial's files go to the study's artifact
-    store, so a worker needs no disk shared with the machine that created the study.
+    store, so a worker needs no disk shared with the machine that created the study. With
+    ``log_to`` (trackers) its curves go to the log folder of the run folder that holds the
+    study's file storage, else to ``runs/STUDY/logs/`` here.
     """
+    log_to = check_trackers(log_to)
     deadline = None if timeout is None else time.monotonic() + timeout
     check_run_name(study_name, "--study")  # it names the worker's scratch folder too
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -326,10 +366,16 @@ def run_worker(storage: str, study_name: str, *, device: str = "auto", timeout: 
         study = optuna.load_study(study_name=study_name, storage=open_storage(storage, create=False), pruner=pruner.optuna())
     dev = select_device(device)
     store = StudyEvidence(study._storage, study_name, artifacts)
-    baselines = Evidence(proxy_space(space), bundle, device=dev, store=store, progress=progress).baselines(config["seed"])
+    folder = file_path(storage)  # a local worker's study file lies in its run folder
+    scope = Tracking(log_to, (Path(folder).parent if folder else Path("runs") / study_name) / "logs",
+                     study_name) if log_to else None
+    if scope is not None:
+        scope.prepare()
+    with tracking(scope.scope("baselines/") if scope is not None else None):
+        baselines = Evidence(proxy_space(space), bundle, device=dev, store=store, progress=progress).baselines(config["seed"])
     with tempfile.TemporaryDirectory(prefix=f"mtnas-worker-{study_name}-") as scratch:
         ctx = TrialContext(run=SearchRun(Path(scratch)), seed=config["seed"], device=dev, strategy=config["strategy"],
                            objectives=tuple(config["objectives"]), artifacts=artifacts, trials=int(config["trials"]),
-                           store=store)
+                           store=store, tracking=scope)
         _optimize(study, space, bundle, baselines, ctx, progress, deadline)
     return study

@@ -15,6 +15,7 @@ Only Optuna and the standard library are imported here, so the commands that rea
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from mtnas.core import (
     FOLDER_NAME,
     MAX_SEED,
     MtnasError,
+    MtnasWarning,
     is_folder_name,
     load_json_text,
     one_line,
@@ -38,7 +40,7 @@ from mtnas.study._storage import file_path, mask_url, open_storage
 from mtnas.tree import BranchingTree
 
 __all__ = ["INHERITED", "RUN_NAME", "SearchRun", "check_run_name", "fail_reason", "load_study", "trial_file",
-           "trial_tree"]
+           "trial_label", "trial_tree"]
 
 #: A differentiable trial's inherited supernet weights, in its trial folder.
 INHERITED = "inherited.safetensors"
@@ -135,10 +137,11 @@ class SearchRun:
         """The study's storage URL.
 
         A database server's URL is used as ``run.json`` records it. A file storage is the folder's
-        own ``study.db`` or ``journal.log``: a folder that was copied or moved reads its own file,
-        and a path outside the folder is refused (a copy made without its journal would silently
-        read the original's study; a hand-edited run.json could make a read create a database
-        anywhere).
+        own ``study.db`` or ``journal.log`` (a folder that was copied or moved reads its own file),
+        or the file the run was created with (``--storage sqlite:///shared.db``, recorded absolute)
+        when it exists and is no other run folder's own. Anything else is refused: a copy made
+        without its database would silently read the original's study, and a read never creates a
+        database (a hand-edited run.json could make one anywhere).
         """
         url = str(self.info()["storage"])
         if self.remote is not None:
@@ -150,10 +153,16 @@ class SearchRun:
         recorded = Path(path)
         if own.is_file() or _same_file(recorded, own):
             return self.storage_url if own.name == "study.db" else self.journal_url
+        if recorded.is_absolute() and recorded.is_file() and not _run_folder_file(recorded):
+            return url  # the storage the run was created with, where it is
+        shown = one_line(repr(mask_url(url)), 400)
+        missing = "" if recorded.is_absolute() and recorded.exists() else f", and {path!r} does not exist"
         raise MtnasError(
-            f"{self.root / 'run.json'}: the study's storage {one_line(repr(mask_url(url)), 400)} is not this folder's {own.name}"
-            f"{' (it is missing: was the folder copied without it?)' if not own.exists() else ''}; a run folder reads "
-            f"only its own file; to read that storage itself: mtnas trials '{mask_url(url)}#{self.study_name}'"
+            f"{self.root / 'run.json'}: the study's storage {shown} is not this folder's {own.name}"
+            f"{' (it is missing: was the folder copied without it?)' if not own.exists() else ''}{missing}; a run "
+            f"folder reads its own file, or the storage it was created with; to use that storage, repeat it: "
+            f"mtnas trials '{mask_url(url)}#{self.study_name}', or mtnas search --resume --name {self.root.name} "
+            f"--storage '{mask_url(url)}'"
         )
 
     def info(self) -> dict[str, Any]:
@@ -221,6 +230,12 @@ class SearchRun:
         return info
 
 
+def _run_folder_file(path: Path) -> bool:
+    """Whether ``path`` is a run folder's own storage (its ``study.db`` or ``journal.log``, beside a
+    ``run.json``): another run's, read by a copy of it only by naming it."""
+    return path.name in ("study.db", "journal.log") and (path.parent / "run.json").is_file()
+
+
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return a.resolve() == b.resolve()
@@ -234,6 +249,8 @@ def load_study(run: SearchRun) -> optuna.Study:
     info, url = run.info(), run.storage()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     shown = mask_url(url)
+    if url.startswith("journal:///"):
+        _check_journal_end(file_path(url) or "")
     try:
         study = optuna.load_study(study_name=info["study"], storage=open_storage(url, create=False))
         check_study(study)
@@ -245,6 +262,24 @@ def load_study(run: SearchRun) -> optuna.Study:
     except Exception as exc:  # a damaged database file, a stored value that is not JSON, a schema from another Optuna
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise MtnasError(f"{run.root}: cannot read the study from {shown}: {type(exc).__name__}: {first}") from None
+
+
+def _check_journal_end(path: str) -> None:
+    """Warn when a journal file ends in an incomplete record: Optuna reads up to its last complete
+    one and says nothing, so a truncated journal would show a study that lost its trials."""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size == 0:
+                return
+            f.seek(size - 1)
+            complete = f.read(1) == b"\n"
+    except OSError:
+        return  # opening the storage says what is wrong with the file
+    if not complete:
+        warnings.warn(f"{path}: the journal ends in an incomplete record (truncated, or being written right now): "
+                      "what follows its last complete record is not read; restore it from a copy if it was cut",
+                      MtnasWarning, stacklevel=3)
 
 
 def fail_reason(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str | None:
@@ -263,6 +298,13 @@ def trial_tree(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> Branchin
         return BranchingTree(tasks, trial.user_attrs["partitions"])
     except MtnasError as exc:
         raise MtnasError(f"study {short_text(study.study_name)!r} trial {trial.number}: its stored tree: {exc}") from None
+
+
+def trial_label(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str | None:
+    """The readable label of a trial's tree (``BranchingTree.describe``), made from its stored
+    tree (never its stored ``tree`` text, which an edit could make say anything); None when the
+    trial has no tree."""
+    return trial_tree(study, trial).describe() if "partitions" in trial.user_attrs else None
 
 
 def trial_file(run: SearchRun, study: optuna.Study, trial: optuna.trial.FrozenTrial, name: str) -> Path | None:

@@ -29,7 +29,7 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-from mtnas.core import MtnasError, first_line
+from mtnas.core import MtnasError, first_line, short_text
 
 __all__ = ["FILE_SCHEMES", "HEARTBEAT", "MAX_LOCAL_WORKERS", "absolute_url", "file_path", "heartbeat_settings",
            "mask_url", "open_storage"]
@@ -112,15 +112,20 @@ def open_storage(url: str, *, create: bool = True) -> BaseStorage:
                 url, heartbeat_interval=interval, grace_period=grace, heartbeat_stale_trial_callback=retry,
             )
         except Exception as exc:  # sqlalchemy raises many kinds: a bad URL, a server that does not answer
-            raise MtnasError(f"cannot open the study storage {shown!r}: {_storage_problem(exc)}") from None
+            raise MtnasError(f"cannot open the study storage {shown!r}: {_storage_problem(exc, url)}") from None
 
 
-def _storage_problem(exc: BaseException) -> str:
+def _storage_problem(exc: BaseException, url: str) -> str:
     """What failed when opening an RDB storage, in words, with what to do."""
     chain, seen = [], exc
     while seen is not None and len(chain) < 10:
         chain.append(seen)
         seen = seen.__cause__ or seen.__context__
+    unknown = next((e for e in chain if type(e).__name__ == "NoSuchModuleError"), None)
+    if unknown is not None and "sqlalchemy.dialects:" in str(unknown):  # no database of that name, or driver
+        scheme = url.partition("://")[0] if "://" in url else url
+        return (f"unknown storage scheme {short_text(scheme, 40)!r}; valid: sqlite:///FILE, journal:///FILE, "
+                "postgresql://USER@HOST/DB (or another database SQLAlchemy knows, e.g. mysql://USER@HOST/DB)")
     if any(isinstance(e, ModuleNotFoundError) for e in chain) or "NoSuchModuleError" in {type(e).__name__ for e in chain}:
         missing = next((e.name for e in chain if isinstance(e, ModuleNotFoundError) and e.name), None)
         return (f"the database driver{f' ({missing})' if missing else ''} is not installed; for postgresql:// URLs: "

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from mtnas.data import DatasetBundle
     from mtnas.search import EvidenceStore
     from mtnas.space import SearchSpace
+    from mtnas.train import Tracking
 
 __all__ = ["SAMPLERS", "STRATEGIES", "Strategy", "TrialContext", "trial_space"]
 
@@ -52,6 +53,7 @@ class TrialContext:
     progress: bool = False  # bars for each trial's phases (the search's and the proxy training's epochs)
     on_phase: Callable[[int, str], None] | None = None  # told (trial number, phase) as a trial moves on
     store: EvidenceStore | None = None  # where trained evidence is kept and claimed (None: this machine's cache)
+    tracking: Tracking | None = None  # where the trials and their trainings are logged (--log-to)
 
 
 class Strategy(Protocol):
@@ -106,7 +108,11 @@ def differentiable(trial: optuna.Trial, space: SearchSpace, bundle: DatasetBundl
                          progress=ctx.progress, eval_seed=ctx.seed, store=ctx.store)
     folder = ctx.run.trial_dir(trial.number)
     result.save_routing(folder / "routing.npz")
-    result.save_candidates(folder / "candidates.json")
+    saved = result.save_candidates(folder / "candidates.json")
+    if saved is not None:  # in the trackers too (--log-to), under the trial's scope
+        from mtnas.study._tracking import log_candidates
+
+        log_candidates(saved)
     # the weights the tree starts from: `mtnas export --with-weights` ships them
     source = f"supernet of trial {trial.number}" if result.derived is not None else f"proxy training in trial {trial.number}"
     save_weights(folder / INHERITED, result.weights, tree_key=result.tree.key,

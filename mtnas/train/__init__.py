@@ -24,5 +24,9 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "._reports": ("BaselinesReport", "TrainReport", "compare_rows", "resolve_tree", "run_baselines", "run_train",),
     "._retrain": ("DATA_PLACEMENTS", "INITS", "RetrainReport", "curve_data", "data_placement", "retrain",),
     "._tasks": ("TaskMetrics", "evaluate", "task_losses",),
+    "._trackers": (
+        "TRACKERS", "RunLog", "TrackedRun", "Tracker", "TrackerType", "Tracking", "active_tracking", "check_trackers",
+        "epoch_scalars", "mlflow_uri", "run_name", "training_logs", "tracking",
+    ),
     "._threads": ("THREADS_ENV", "Threads", "cpu_threads", "physical_cores", "use_cpu_threads",),
 })

@@ -2,7 +2,8 @@
 
 Delta-m compares every multi-task tree against one network per task trained with the same
 backbone and budget. Those runs depend only on the space's content (but its search settings:
-``SearchSpace.training_hash``), the seed and the budget, so their results are cached under
+``SearchSpace.training_hash``), the dataset's content (``mtnas.data.data_digest``: a dataset
+regenerated under the same name trains anew), the seed and the budget, so their results are cached under
 ``$MTNAS_CACHE_DIR`` (default ``~/.cache/mtnas``) and reused, as a checked entry: a damaged or
 edited one (its checksum, its tasks, a number that is not finite) is trained again, with a
 warning naming the file (``mtnas.train._cached``).
@@ -20,7 +21,7 @@ from typing import Any
 import torch
 
 from mtnas.core import cache_dir, read_checked, short_repr, write_checked
-from mtnas.data import DatasetBundle
+from mtnas.data import DatasetBundle, data_digest
 from mtnas.model import tree_cost
 from mtnas.space import SearchSpace
 from mtnas.train._batched import train_single_tasks
@@ -50,12 +51,17 @@ def proxy_space(space: SearchSpace) -> SearchSpace:
 
 @dataclass(frozen=True)
 class Baselines:
-    """One single-task result per task, plus the all-shared tree's."""
+    """One single-task result per task, plus the all-shared tree's.
+
+    ``data`` is the digest of the dataset they were trained on (``mtnas.data.data_digest``), None
+    when unknown (an entry of an older mtnas).
+    """
 
     single_task: Mapping[str, TreeResult]
     all_shared: TreeResult
     seed: int
     space_hash: str
+    data: str | None = None
 
     def metrics(self, split: str = "test") -> TaskMetrics:
         """The single-task metrics on ``split``: the reference of delta-m."""
@@ -90,6 +96,7 @@ class Baselines:
             "version": FORMAT_VERSION,
             "seed": self.seed,
             "space_hash": self.space_hash,
+            "data": self.data,
             "single_task": {t: r.to_dict() for t, r in self.single_task.items()},
             "all_shared": self.all_shared.to_dict(),
         }
@@ -101,12 +108,14 @@ class Baselines:
             all_shared=TreeResult.from_dict(data["all_shared"]),
             seed=int(data["seed"]),
             space_hash=str(data["space_hash"]),
+            data=data.get("data"),
         )
 
     @classmethod
-    def checked(cls, data: Any, space: SearchSpace, seed: int) -> Baselines:
-        """Stored baselines (``to_dict``), checked to be those of ``space`` and ``seed``: one
-        single-task result per task of the space, the all-shared tree, every metric finite.
+    def checked(cls, data: Any, space: SearchSpace, seed: int, digest: str | None = None) -> Baselines:
+        """Stored baselines (``to_dict``), checked to be those of ``space`` and ``seed`` (and, when
+        ``digest`` is given, of the dataset of that ``data_digest``): one single-task result per
+        task of the space, the all-shared tree, every metric finite.
 
         Raises:
             ValueError, KeyError, TypeError, MtnasError: with the reason, when they are not.
@@ -115,6 +124,9 @@ class Baselines:
         if data.get("seed") != seed or data.get("space_hash") != space.training_hash:
             raise ValueError(f"baselines of seed {short_repr(data.get('seed'))} and space "
                              f"{short_repr(data.get('space_hash'))}, expected {seed} and {space.training_hash}")
+        trained_on = data.get("data")
+        if (trained_on is not None and not isinstance(trained_on, str)) or (digest is not None and trained_on != digest):
+            raise ValueError(f"baselines of the dataset {short_repr(trained_on)}, expected {digest or 'a digest'}")
         single = mapping(data["single_task"], "single_task")
         if set(single) != set(space.task_names):
             raise ValueError(f"single_task holds tasks {short_repr(sorted(single))}, expected "
@@ -123,7 +135,7 @@ class Baselines:
         if shared.tree != BranchingTree.all_shared(space.task_names, space.num_layers):
             raise ValueError(f"all_shared holds the tree {shared.tree.describe()!r}, not the all-shared one")
         return cls({t: checked_result(single[t], space, tasks=(t,)) for t in space.task_names}, shared, seed,
-                   space.training_hash)
+                   space.training_hash, trained_on)
 
 
 def compute_baselines(
@@ -140,10 +152,13 @@ def compute_baselines(
 
     ``batched`` trains the T single-task networks as one stacked model (same seeds, batches and
     schedule as one at a time, same metrics up to float summation order); False trains them one
-    at a time. The cache entry (per ``training_hash`` and seed) serves both.
+    at a time. The cache entry (per ``training_hash``, dataset digest and seed) serves both: a
+    dataset whose samples changed under the same name gets baselines of its own.
     """
-    path = cache_dir() / "baselines" / f"{space.training_hash}-seed{seed}.json"
-    cached = read_checked(path, lambda data: Baselines.checked(data, space, seed), "baselines") if use_cache else None
+    digest = data_digest(bundle)
+    path = cache_dir() / "baselines" / f"{space.training_hash}-{digest[:16]}-seed{seed}.json"
+    cached = (read_checked(path, lambda data: Baselines.checked(data, space, seed, digest), "baselines")
+              if use_cache else None)
     if cached is not None:
         return cached
     single = train_single_tasks(space, bundle, device=device, seed=seed, batched=batched, progress=progress)
@@ -151,7 +166,7 @@ def compute_baselines(
         BranchingTree.all_shared(space.task_names, space.num_layers), space, bundle,
         device=device, seed=seed, progress=progress, desc="all-shared",
     )
-    baselines = Baselines(single, shared, seed, space.training_hash)
+    baselines = Baselines(single, shared, seed, space.training_hash, digest)
     if use_cache:
         write_checked(path, baselines.to_dict())
     return baselines

@@ -45,6 +45,7 @@ from mtnas.model import BranchedNet, inherit_state, tree_cost
 from mtnas.space import SearchSpace
 from mtnas.train._engine import train_model
 from mtnas.train._fixed_tree import TreeResult, train_tree
+from mtnas.train._trackers import TrackedRun
 from mtnas.tree import BranchingTree
 
 __all__ = ["SingleTaskStack", "TreeStack", "single_task_space", "subset_space", "train_single_tasks",
@@ -279,7 +280,9 @@ def train_single_tasks(
         return _loop(space, bundle, device, seed, epochs, progress)
     equal = replace(space, training=replace(space.training, balancing="equal"))
     result = train_model(stack, equal, bundle, device=device, seed=seed, epochs=epochs, progress=progress,
-                         desc=f"{len(space.tasks)} single-task networks")
+                         desc=f"{len(space.tasks)} single-task networks",
+                         track=[TrackedRun.of_tree(BranchingTree.all_shared((t,), space.num_layers), {t: t})
+                                for t in space.task_names])
     share = result.seconds / len(space.tasks)
     out = {}
     for task in space.task_names:
@@ -365,13 +368,16 @@ def train_trees(
             for i in members:
                 tree_space = _tree_space(space, trees[i])
                 alone = train_model(nets[i], tree_space, bundle, device=device, seed=seed, epochs=epochs,
-                                    progress=progress, desc=trees[i].describe()[:40], stop=stop)
+                                    progress=progress, desc=trees[i].describe()[:40], stop=stop,
+                                    track=[TrackedRun.of_tree(trees[i])])
                 out[i] = (TreeResult(trees[i], tree_cost(trees[i], tree_space), alone.val, alone.test, alone.seconds),
                           {k: v.detach().cpu() for k, v in nets[i].state_dict().items()})
             continue
         stacked, data = _member_problem(space, bundle, stack.outputs)
         result = train_model(stack, stacked, data, device=device, seed=seed, epochs=epochs, progress=progress,
-                             desc=f"{len(members)} trees", stop=stop)
+                             desc=f"{len(members)} trees", stop=stop,  # each tree's curves in a run of its own
+                             track=[TrackedRun.of_tree(trees[i], {f"{t}@{j}": t for t in trees[i].tasks})
+                                    for j, i in enumerate(members)])
         states = stack.member_states()
         for j, i in enumerate(members):
             tree = trees[i]

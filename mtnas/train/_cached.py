@@ -3,7 +3,8 @@
 A cached result stands in for a training: a trial's delta-m, a search's choice and every
 baseline rest on it. So an entry is used only when its checksum matches and its content is what
 this space would train: a mapping of the right shape, exactly the expected tasks, every metric
-the space reports for each of them, and finite numbers. Anything else is one warning naming the
+the space reports for each of them, and finite numbers, each within its metric's range (an
+accuracy in [0, 1], an error >= 0: ``Metric.bounds``). Anything else is one warning naming the
 file, and the result is trained again.
 """
 
@@ -16,6 +17,7 @@ from typing import Any
 
 from mtnas.core import read_checked, short_repr, write_checked
 from mtnas.model import Cost
+from mtnas.nn import METRICS
 from mtnas.space import SearchSpace
 from mtnas.train._fixed_tree import TreeResult
 from mtnas.train._tasks import TaskMetrics
@@ -52,8 +54,18 @@ def _task_metrics(data: Any, tasks: tuple[str, ...], space: SearchSpace, split: 
         missing = [m for m in space.task(task).metrics if m not in values]
         if missing:
             raise ValueError(f"{split}.{task} lacks the metric {', '.join(missing)}")
-        out[task] = {name: finite(v, f"{split}.{task}.{name}") for name, v in values.items()}
+        out[task] = {name: _in_range(name, finite(v, f"{split}.{task}.{name}"), f"{split}.{task}.{name}")
+                     for name, v in values.items()}
     return out
+
+
+def _in_range(metric: str, value: float, where: str) -> float:
+    """``value`` when the metric can take it (``Metric.bounds``); a metric mtnas does not know passes."""
+    if metric in METRICS:
+        low, high = METRICS.get(metric).bounds
+        if not low <= value <= high:
+            raise ValueError(f"{where} is {value:g}, outside the range of {metric} [{low:g}, {high:g}]")
+    return value
 
 
 def checked_result(data: Any, space: SearchSpace, tasks: Collection[str] | None = None) -> TreeResult:

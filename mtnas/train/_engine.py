@@ -32,6 +32,7 @@ from mtnas.nn import make_balancer, optimizer_params, shared_parameters
 from mtnas.space import SearchSpace, TrainingConfig
 from mtnas.train._device import autocast
 from mtnas.train._tasks import TaskMetrics, evaluate, task_losses
+from mtnas.train._trackers import TrackedRun, run_name, training_logs
 
 __all__ = [
     "OPTIMIZERS",
@@ -193,6 +194,7 @@ def train_model(
     monitor: Callable[[int, TaskMetrics], None] | None = None,
     before_step: Callable[[int, float, TaskData], None] | None = None,
     stop: int | None = None,
+    track: Sequence[TrackedRun] | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``bundle.train`` with the space's budget, then evaluate on val and test.
 
@@ -202,6 +204,10 @@ def train_model(
     learning rate it will use and its batch (TAG measures its lookahead affinity there). ``stop``
     ends the training after that many epochs of the ``epochs``-epoch schedule (the first part of
     a whole training, whose learning rate has not decayed yet).
+
+    Inside a ``mtnas.train.tracking`` block, every epoch's mean task losses, validation metrics and
+    learning rate go to its trackers (``mtnas.train.epoch_scalars``), one run per entry of
+    ``track`` (default: one run named after ``desc``, every task).
     """
     from tqdm.auto import tqdm
 
@@ -215,19 +221,26 @@ def train_model(
     generator = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
     bar = tqdm(range(min(stop or epochs, epochs)), desc=desc, disable=not progress, leave=False)
-    for epoch in bar:
-        engine.start_epoch(epoch)
-        for step, batch in enumerate(train.batches(cfg.batch_size, shuffle=True, generator=generator)):
-            if before_step is not None:
-                before_step(epoch * steps_per_epoch + step, engine.lr, batch)
-            engine.step(lambda: model(batch.inputs), batch, where=f"epoch {epoch}, step {step}")
-        means = engine.end_epoch()
-        bar.set_postfix(loss=f"{sum(means.values()):.3f}")
-        if monitor is not None and epoch + 1 < epochs:
-            monitor(epoch + 1, evaluate(model, val, space))
+    seen: TaskMetrics | None = None  # the validation metrics after the last epoch, when measured
+    with training_logs(track or [TrackedRun(run_name(desc))], seed=seed, epochs=f"{len(bar)} of {epochs}") as logs:
+        for epoch in bar:
+            engine.start_epoch(epoch)
+            lr = engine.lr
+            for step, batch in enumerate(train.batches(cfg.batch_size, shuffle=True, generator=generator)):
+                if before_step is not None:
+                    before_step(epoch * steps_per_epoch + step, engine.lr, batch)
+                engine.step(lambda: model(batch.inputs), batch, where=f"epoch {epoch}, step {step}")
+            means = engine.end_epoch()
+            bar.set_postfix(loss=f"{sum(means.values()):.3f}")
+            watched = monitor is not None and epoch + 1 < epochs
+            seen = evaluate(model, val, space) if logs or watched else None
+            for log in logs:
+                log.log_epoch(epoch + 1, means, seen, lr)
+            if watched:
+                monitor(epoch + 1, seen)
     seconds = time.perf_counter() - start
     history = tuple({**h, "total": sum(h.values())} for h in engine.history)
     return TrainResult(
-        val=evaluate(model, val, space), test=evaluate(model, test, space),
+        val=seen if seen is not None else evaluate(model, val, space), test=evaluate(model, test, space),
         epochs=len(history), seconds=seconds, history=history,
     )

@@ -13,6 +13,7 @@ from mtnas.model import BranchedNet, Cost, tree_cost
 from mtnas.space import SearchSpace
 from mtnas.train._engine import train_model
 from mtnas.train._tasks import TaskMetrics
+from mtnas.train._trackers import TrackedRun
 from mtnas.tree import BranchingTree
 
 __all__ = ["TreeResult", "mean_metric", "train_tree", "train_tree_model"]
@@ -91,6 +92,6 @@ def train_tree_model(
     model = BranchedNet.from_space(tree, space)
     result = train_model(
         model, space, bundle, device=device, seed=seed, epochs=epochs, progress=progress,
-        desc=desc or tree.describe()[:40], monitor=monitor,
+        desc=desc or tree.describe()[:40], monitor=monitor, track=[TrackedRun.of_tree(tree)],
     )
     return TreeResult(tree, tree_cost(tree, space), result.val, result.test, result.seconds), model

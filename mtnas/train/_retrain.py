@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,7 @@ from mtnas.train._engine import Engine, NonFiniteLossError
 from mtnas.train._prefetch import prefetch_batches
 from mtnas.train._retrain_state import INITS, STATE_FORMAT, content_problem, damaged_state, state_problem
 from mtnas.train._tasks import TaskMetrics
+from mtnas.train._trackers import Tracking, check_trackers, tracking
 from mtnas.tree import Architecture, BranchingTree
 from mtnas.viz import RetrainCurves, draw_curves
 
@@ -188,6 +189,7 @@ def retrain(
     data: str = "auto",
     progress: bool = True,
     on_start: Callable[[int], None] | None = None,
+    log_to: Sequence[str] = (),
 ) -> RetrainReport | None:
     """Train the architecture of ``arch_path`` for its space's ``training.epochs`` (or ``epochs``) and write its results.
 
@@ -214,10 +216,14 @@ def retrain(
         progress: show a tqdm bar over epochs.
         on_start: told the number of epochs once everything is checked, just before training
             starts (on rank 0): ``mtnas retrain`` says there how long it trains.
+        log_to: trackers (``mtnas.train.TRACKERS``: tensorboard, mlflow) that get every epoch's
+            curves, in ``OUT/logs/``: run ``retrain`` (experiment ``retrain``), the final test
+            metrics and delta-m at the last epoch's step, the baselines it trains under ``baselines/``.
 
     Returns:
         The report on rank 0; None on the other ranks of a ``torchrun`` launch.
     """
+    log_to = check_trackers(log_to)  # a missing tracker package is an error before any work
     arch_path = Path(arch_path)
     arch = Architecture.load(arch_path)
     space, tree = arch_space(arch, str(arch_path)), arch.tree
@@ -262,12 +268,18 @@ def retrain(
     space, bundle = load_resolved(space)
     with process_group(dist, dev):
         run = _Run(model, space, bundle, tree, dev=dev, precision=prec, compile=compile, dist=dist,
-                   epochs=epochs, seed=seed, init=init, out=out, progress=progress, data=data)
+                   epochs=epochs, seed=seed, init=init, out=out, progress=progress, data=data,
+                   scope=Tracking(log_to, out / "logs", "retrain") if log_to and dist.main else None)
         if resumed is not None:
             run.restore(resumed[1], checkpoint)
         if on_start is not None and dist.main:
             on_start(epochs)
-        run.fit()
+        try:
+            run.fit()
+        except BaseException:
+            if run.log is not None:  # the curves so far stay; the run says it failed
+                run.log.end(failed=True)
+            raise
         dist.barrier()
     if not dist.main:
         return None
@@ -307,7 +319,7 @@ class _Run:
     def __init__(
         self, model: BranchedNet, space: SearchSpace, bundle: DatasetBundle, tree: BranchingTree, *, dev: torch.device,
         precision: str, compile: bool, dist: Dist, epochs: int, seed: int, init: str, out: Path, progress: bool,
-        data: str = "auto",
+        data: str = "auto", scope: Tracking | None = None,
     ) -> None:
         self.model, self.space, self.bundle, self.tree = model.to(dev).train(), space, bundle, tree
         self.dev, self.precision, self.compiled, self.dist = dev, precision, compile, dist
@@ -339,6 +351,7 @@ class _Run:
         self.generator = torch.Generator().manual_seed(seed)  # the shuffling order, equal on every rank
         self.epoch = 0  # finished epochs
         self.history: list[dict[str, Any]] = []  # the lines of metrics.jsonl
+        self.scope, self.log = scope, None  # where the curves go (rank 0), and the open run there
 
     # -- checkpoint state ------------------------------------------------------------------------
 
@@ -388,6 +401,8 @@ class _Run:
             self.out.mkdir(parents=True, exist_ok=True)
             if self.epoch == 0:
                 self._write_metrics()
+            if self.scope is not None:
+                self.log = self.scope.open("retrain", {"tree": self.tree.describe(), "seed": self.seed})
         bar = tqdm(total=self.epochs, initial=self.epoch, desc="retrain", unit="epoch",
                    disable=not (self.progress and self.dist.main))
         with bar:
@@ -399,6 +414,9 @@ class _Run:
                     line["val"] = self.engine.evaluate(self.model, self.val_data)
                     with naming(self.out / "metrics.jsonl"), (self.out / "metrics.jsonl").open("a") as f:
                         f.write(json.dumps(line) + "\n")
+                    if self.log is not None:  # the line just written, in the trackers
+                        self.log.log_epoch(line["epoch"], line["train_loss"], line["val"], line["lr"],
+                                           samples_per_s=line["samples_per_s"])
                     save_checkpoint(
                         self.out / "checkpoint", self.model.state_dict(), self.state(), tree_key=self.tree.key,
                         extra_metadata={"tree": self.tree.describe(), "epoch": str(self.epoch)},
@@ -459,7 +477,8 @@ class _Run:
         val, test = self.engine.evaluate(self.model, self.val_data), self.engine.evaluate(self.model, test_data)
         # single-task networks trained for as many epochs as this retrain: delta-m compares like with like
         budget = replace(self.space, training=replace(self.space.training, epochs=self.epochs))
-        baselines = compute_baselines(budget, self.bundle, device=self.dev, seed=self.seed, progress=self.progress)
+        with tracking(self.scope.scope("baselines/") if self.scope is not None else None):
+            baselines = compute_baselines(budget, self.bundle, device=self.dev, seed=self.seed, progress=self.progress)
         cost = tree_cost(self.tree, self.space)
         seconds = sum(h["seconds"] for h in self.history)
         samples = sum(h["samples_per_s"] * h["seconds"] for h in self.history)
@@ -474,5 +493,9 @@ class _Run:
                      extra_metadata={"tree": self.tree.describe(), "epochs": str(self.epochs)})
         draw_curves(curve_data(self.history, self.space), self.out / "curves.png")
         atomic_write_text(self.out / "final.json", json.dumps(report.to_dict(), indent=2) + "\n")
+        if self.log is not None:  # final.json's test metrics and delta-m, at the last epoch's step
+            self.log.log({**{f"test/{t}/{m}": v for t, ms in test.items() for m, v in ms.items()},
+                          "delta_m/test": report.delta_m("test"), "delta_m/val": report.delta_m("val")}, self.epochs)
+            self.log.end()
         return report
 

@@ -58,10 +58,8 @@ def evaluate(model: nn.Module, split: TaskData, space: SearchSpace, *, batch_siz
             if t.name not in outputs:
                 continue
             pred, target, mask = outputs[t.name].float(), batch.targets[t.name], batch.labelled(t.name)
-            if mask is not None:  # partial labels: only the samples labelled for this task count
-                if not bool(mask.any()):
-                    continue
-                pred, target = pred[mask], target[mask]
+            if mask is not None:  # partial labels: only the samples labelled for this task count (none: zero sums,
+                pred, target = pred[mask], target[mask]  # so a split without its labels reads 0, as with -100 targets)
             for m in t.metrics:
                 stats = get_metric(m, t.kind).stats(pred, target).cpu()
                 sums[t.name, m] = sums[t.name, m] + stats if (t.name, m) in sums else stats

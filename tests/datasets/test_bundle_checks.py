@@ -4,7 +4,9 @@ a matter of width (float64 images, int32 class indices) is converted with a note
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -86,7 +88,24 @@ FAULTS: dict[str, tuple[Callable[[], DatasetBundle], list[str]]] = {
                                          ["task 's': targets hold the class 7"]),
     "dense regression without its channel": (lambda: _bundle(images=True, d=torch.rand(N, 4, 4)),
                                              ["task 'd': targets of shape (12, 4, 4), expected (12, 1, 4, 4)"]),
+    # a task with no labelled training sample (before: a NaN loss, or a KeyError deep in a training)
+    "every class label -100": (lambda: _bundle(c=torch.full((N,), -100)),
+                               ["the train split, task 'c': no sample is labelled (its targets are all -100), so the "
+                                "task cannot be learnt", "leave it out of the space's tasks"]),
+    "a mask all False": (lambda: _masked("train", "r", torch.zeros(N, dtype=torch.bool)),
+                         ["the train split, task 'r': no sample is labelled (its mask is all False)"]),
+    "the labelled samples all -100": (lambda: _masked("train", "c", torch.arange(N) < 4, c=torch.full((N,), -100)),
+                                      ["task 'c': no sample is labelled (its labelled targets are all -100)"]),
+    "every pixel -100": (lambda: _bundle(images=True, s=torch.full((N, 4, 4), -100)),
+                         ["the train split, task 's': no sample is labelled"]),
 }
+
+
+def _masked(split: str, task: str, mask: torch.Tensor, **change: object) -> DatasetBundle:
+    """``_bundle`` with ``mask`` as ``task``'s mask in ``split``."""
+    bundle = _bundle(split, **change)
+    data = getattr(bundle, split)
+    return replace(bundle, **{split: TaskData(data.inputs, data.targets, {task: mask})})
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))
@@ -125,26 +144,70 @@ def test_a_matter_of_width_is_converted_with_a_note(case: str) -> None:
     assert torch.equal(tensor(checked), tensor(given).to(tensor(checked).dtype))
 
 
+#: a split without labels of a task, outside train -> its note (the task is not refused: it trains)
+UNLABELLED_NOTES: dict[str, tuple[Callable[[], DatasetBundle], str]] = {
+    "val labels all -100": (lambda: _bundle("val", c=torch.full((N,), -100)),
+                            "dataset 'mine': the val split, task 'c': no sample is labelled (its targets are all -100): "
+                            "its val metrics read 0 for every tree, and delta-m on val counts the task as unchanged; "
+                            "label some of its val samples"),
+    "a test mask all False": (lambda: _masked("test", "m", torch.zeros(N, dtype=torch.bool)),
+                              "dataset 'mine': the test split, task 'm': no sample is labelled (its mask is all "
+                              "False): its test metrics read 0 for every tree"),
+}
+
+
+@pytest.mark.parametrize("case", list(UNLABELLED_NOTES))
+def test_a_split_without_labels_of_a_task_outside_train_gets_a_note(case: str) -> None:
+    """Before: delta-m left the task out without a word (or a KeyError for a mask all False)."""
+    make, note = UNLABELLED_NOTES[case]
+    given = make()
+    with pytest.warns(DatasetNote) as caught:
+        checked = check_bundle(given, "dataset 'mine'")
+    assert [str(w.message) for w in caught if note in str(w.message)], [str(w.message) for w in caught]
+    assert torch.equal(checked.val.targets["c"], given.val.targets["c"])
+
+
 def test_unlabelled_samples_and_the_ignore_index_are_not_faults() -> None:
     labels = torch.arange(N) % 3
     labels[0] = -100
     bad = torch.full((N, 1), float("nan"))
-    masks = {"r": torch.zeros(N, dtype=torch.bool)}  # no sample labelled for r: its NaNs are never read
+    bad[:4] = 0.5
+    masks = {"r": torch.arange(N) < 4}  # the samples not labelled for r: their NaNs are never read
     split = TaskData(torch.rand(N, 6), {"c": labels, "r": bad, "m": torch.zeros(N, 2)}, masks)
     checked = check_bundle(DatasetBundle(split, split, split, FLAT), "dataset 'mine'")
     assert torch.equal(checked.train.targets["c"], labels)
 
 
+def _splits(val: TaskData, tasks: tuple[TaskInfo, ...] = (TaskInfo("a", "regression", 1),)) -> DatasetBundle:
+    """A bundle whose val split is ``val`` (train and test sound): its faults name the val split."""
+    good = TaskData(torch.rand(4, 2), {"a": torch.rand(4, 1)})
+    return DatasetBundle(good, val, good, tasks)
+
+
 @pytest.mark.parametrize("build, expected", [
-    (lambda: TaskData(torch.rand(4, 2), {"a": torch.zeros(5)}), "targets['a'] has 5 rows, the inputs 4"),
-    (lambda: TaskData(torch.rand(4, 2), {"a": 3}), "targets['a'] is a int"),
+    (lambda: _splits(TaskData(torch.rand(4, 2), {"a": torch.zeros(5, 1)})),
+     "the val split, task 'a': targets have 5 rows, the inputs 4; give one target per input sample"),
+    (lambda: _splits(TaskData(torch.rand(4, 2), {"a": 3})),
+     "the val split, task 'a': targets is a int, not a tensor of one row per sample"),
+    (lambda: _splits(TaskData(torch.rand(4, 2), {"a": {"x": [1, 2, 3, 4]}})),  # before: "has 1 rows"
+     "the val split, task 'a': targets is a dict, not a tensor of one row per sample; convert it with torch.as_tensor"),
+    (lambda: _splits(TaskData(torch.rand(4, 2), {"a": torch.rand(4, 1)}, {"a": torch.ones(5, dtype=torch.bool)})),
+     "the val split, task 'a': its mask is torch.bool of shape (5,); give a bool tensor of shape (4,), True where"),
+    (lambda: _splits(TaskData(torch.rand(4, 2), {"a": torch.rand(4, 1)}, {"a": torch.ones(4)})),
+     "the val split, task 'a': its mask is torch.float32 of shape (4,); give a bool tensor of shape (4,)"),
+    (lambda: _splits(TaskData(torch.rand(4, 2), {"a": torch.rand(4, 1)}, {"a": [True] * 4})),
+     "the val split, task 'a': its mask is list; give a bool tensor of shape (4,)"),
+    (lambda: _splits(TaskData(torch.rand(4, 2), {"a": torch.rand(4, 1)}, {"b": torch.ones(4, dtype=torch.bool)})),
+     "the val split: masks['b']: no such task among the targets ['a']"),
+    (lambda: TaskData(torch.rand(4, 2), [torch.zeros(4)]), "TaskData: targets is a list; give a mapping"),
     (lambda: TaskInfo("a", "classification", 2.0), "num_outputs must be a whole number >= 1, got 2.0"),
     (lambda: TaskInfo("a", "segmentation", 2), "unknown kind 'segmentation'"),
     (lambda: DatasetBundle(*(3 * [TaskData(torch.rand(2, 2), {})]), tasks=(TaskInfo("a", "regression", 1),)),
      "the train split lacks targets for tasks ['a']"),
-], ids=["lengths", "not a tensor", "float outputs", "unknown kind", "missing targets"])
+], ids=["lengths", "not a tensor", "a dict", "a mask's length", "a mask's dtype", "a mask as a list",
+        "a mask of no task", "targets not a mapping", "float outputs", "unknown kind", "missing targets"])
 def test_a_bundle_that_cannot_be_built_is_a_user_error(build: Callable[[], object], expected: str) -> None:
-    with pytest.raises(DatasetError, match=expected.replace("[", r"\[").replace("(", r"\(")):
+    with pytest.raises(DatasetError, match=re.escape(expected)):
         build()
 
 

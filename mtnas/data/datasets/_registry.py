@@ -13,7 +13,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from mtnas.core import MtnasError, PluginRegistry, Registry, did_you_mean, short_repr
+from mtnas.core import MtnasError, PluginRegistry, Registry, did_you_mean, first_line, short_repr
 from mtnas.data._bundle import DatasetBundle, DatasetError
 from mtnas.data._checks import check_bundle
 
@@ -91,7 +91,8 @@ def build_dataset(name: str | None, args: Mapping[str, Any], factory: str | None
         MtnasError: both or neither of ``name`` and ``factory``, a name not registered, an
             argument the dataset does not take, a bad value, a function that returns something
             other than a ``DatasetBundle``, or one whose tensors cannot be trained on
-            (``mtnas.data.check_bundle``: one line naming the split, the task and what to do).
+            (``mtnas.data.check_bundle``: one line naming the split, the task and what to do);
+            a user's function that raises (its exception in one line, the traceback kept as the cause).
     """
     fn = dataset_function(name, factory)
     what = f"dataset factory {short_repr(factory)}" if factory is not None else f"dataset {short_repr(name)}"
@@ -102,6 +103,15 @@ def build_dataset(name: str | None, args: Mapping[str, Any], factory: str | None
         bundle = fn(**args)
     except DatasetError as exc:  # a TaskData or DatasetBundle the function could not build
         raise DatasetError(f"{what}: {exc}") from None
+    except MtnasError:
+        raise
+    except Exception as exc:
+        if factory is None and name in DATASETS:
+            raise  # a built-in dataset that fails is mtnas's bug: its traceback
+        # the user's own function failed: its error, in one line (--debug shows its traceback)
+        where = "" if factory is not None else f" ({getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', '?')})"
+        raise DatasetError(f"{what}{where} failed in its own code: {type(exc).__name__}: {first_line(exc)}; fix the "
+                           "dataset function (--debug shows its traceback)") from exc
     if not isinstance(bundle, DatasetBundle):
         raise MtnasError(
             f"{what} returned {type(bundle).__module__}.{type(bundle).__qualname__}; "
