@@ -189,8 +189,18 @@ def plot(table: list[dict], path: Path) -> None:
                    s=50, label=method)
         for r in mine:
             ax.annotate(r["case"], (r["cost"], r["median"]), fontsize=6, xytext=(3, 2), textcoords="offset points")
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
     ax.set_xscale("log")
     ax.set_yscale("symlog", linthresh=1.0)  # linear within a point of 0, logarithmic beyond: one outlier hides nothing
+    for axis, ticks in ((ax.xaxis, [1, 2, 3, 5, 10, 20, 50, 100]), (ax.yaxis, [0, 0.5, 1, 2, 5, 10, 20, 50, 100, 200])):
+        axis.set_major_locator(FixedLocator(ticks))
+        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        axis.set_minor_locator(NullLocator())
+    costs = [r["cost"] for r in table if "error" not in r]
+    worst = max((r["median"] for r in table if "error" not in r), default=1.0)
+    ax.set_xlim(min(costs, default=1.0) / 1.3, max(costs, default=10.0) * 1.3)
+    ax.set_ylim(-0.2, max(1.0, worst) * 1.5)
     ax.set_xlabel("search cost (trainings of the all-shared tree at the search budget)")
     ax.set_ylabel("median regret (score points, symlog)")
     ax.axhline(0.5, color="grey", lw=0.8, ls="--")
