@@ -3,7 +3,7 @@
 The default ``mtnas search`` of a space is created (``--workers 0``: the study, its baselines,
 nothing searched), then ``--workers`` ``mtnas worker`` processes join it, each with its own cache
 folder (``MTNAS_CACHE_DIR``), as on machines that share no disk: whatever trained evidence they
-share goes through the study's storage (``mtnas.study.StudyEvidence``). Printed: each worker's
+share goes through the study's storage (``mtnas.study.StudyStore``). Printed: each worker's
 units, the units in the study, any unit trained twice, and the wall time of the workers; with
 ``--compare``, the same search with one worker first, side by side.
 

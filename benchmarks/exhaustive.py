@@ -48,6 +48,7 @@ from scipy.stats import kendalltau
 
 from mtnas.core import format_table
 from mtnas.search import all_partitions
+from mtnas.space import trade_off_score
 from mtnas.tree import BranchingTree
 
 SIGNALS = ("short3", "short5", "partial5", "warm", "tag", "agreement", "pairs")
@@ -85,18 +86,16 @@ def truth_seed(name: str, layer: int, seed: int) -> tuple[int, dict[frozenset, f
     base = evidence.baselines(seed)
     units = [Unit(_tree(tasks, layers, layer, g), space.training.epochs, seed) for g in groupings]
     found = evidence.obtain(units)
-    from mtnas.model import tree_cost
+    from mtnas.model import relative_cost
 
-    shared = tree_cost(units[0].tree, space).flops
     dm = {_key(g): base.delta_m(f.result, space, "val") for g, f in zip(groupings, found)}
-    cost = {_key(g): tree_cost(u.tree, space).flops / shared for g, u in zip(groupings, units)}
+    cost = {_key(g): relative_cost(u.tree, space, "flops") for g, u in zip(groupings, units)}
     return seed, dm, cost
 
 
 def signal_scores(name: str, layer: int, signal: str, seed: int) -> tuple[str, dict[frozenset, float], float]:
     """One cheap signal's score of every grouping (higher: better), and its seconds."""
-    from mtnas.search import Evidence, Unit, pair_model, relative_scores
-    from mtnas.search._surrogate import labels_of
+    from mtnas.search import Evidence, Unit, gradient_agreement, labels_of, pair_model, relative_scores
     from mtnas.search._tag import tag_total, train_with_affinity
     from mtnas.train import train_trees
 
@@ -124,8 +123,7 @@ def signal_scores(name: str, layer: int, signal: str, seed: int) -> tuple[str, d
             _, z, _ = train_with_affinity(space, bundle, seed=seed)
             values = [tag_total(z, labels_of(tasks, g)) for g in groupings]
         elif signal == "agreement":
-            (found,) = evidence.obtain([Unit(trees[0], fifth, seed, probe=True)])
-            a = found.agreement.copy()
+            a = evidence.extra(Unit(trees[0], fifth, seed), "agreement", gradient_agreement).copy()
             np.fill_diagonal(a, 0.0)
             values = [float((a * (labels_of(tasks, g)[:, None] == labels_of(tasks, g)[None, :])).sum())
                       for g in groupings]
@@ -187,8 +185,7 @@ def main(argv: list[str] | None = None) -> None:
           flush=True)
     cost = truth[0][2]
     mean = {g: statistics.mean(t[1][g] for t in truth) for g in cost}
-    gain = space.search.gain_per_cost
-    score = {g: mean[g] - gain * (cost[g] - 1) for g in cost}
+    score = {g: trade_off_score(mean[g], cost[g], space.search.gain_per_cost) for g in cost}
     by_dm, by_score = _ranks(mean), _ranks(score)
     top = sorted(mean, key=lambda g: -mean[g])[:8]
     print(format_table(["rank", "score rank", "grouping", "delta-m %", "cost"],

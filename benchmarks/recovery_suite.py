@@ -131,6 +131,8 @@ def train_one(case_name: str, label: str, seed: int) -> dict:
     over the tasks; delta-m against single-task networks of the same budget; or that delta-m less
     ``search.gain_per_cost`` times the tree's relative FLOPs minus 1, with the delta-m and the
     relative FLOPs kept beside it), per-task values."""
+    from mtnas.model import relative_cost
+    from mtnas.space import trade_off_score
     from mtnas.train import compute_baselines, mean_metric, per_task_delta, train_tree
 
     torch.set_num_threads(1)
@@ -145,21 +147,12 @@ def train_one(case_name: str, label: str, seed: int) -> dict:
         dm = {split: statistics.mean(per[split].values()) for split in ("val", "test")}
         if case.measure == "delta_m":
             return {**row, **dm, "tasks": per["val"]}
-        cost = relative_flops(tree, space)
-        penalty = space.search.gain_per_cost * (cost - 1.0)
-        return {**row, "val": dm["val"] - penalty, "test": dm["test"] - penalty, "delta_m": dm["val"], "cost": cost,
-                "tasks": per["val"]}
+        cost = relative_cost(tree, space, "flops")
+        gain = space.search.gain_per_cost
+        return {**row, "val": trade_off_score(dm["val"], cost, gain), "test": trade_off_score(dm["test"], cost, gain),
+                "delta_m": dm["val"], "cost": cost, "tasks": per["val"]}
     return {**row, "val": 100 * mean_metric(r.val), "test": 100 * mean_metric(r.test),
             "tasks": {t: 100 * m.get("accuracy", float("nan")) for t, m in r.val.items()}}
-
-
-def relative_flops(tree, space) -> float:
-    """The tree's FLOPs over the all-shared tree's (1.0 = all-shared)."""
-    from mtnas.model import tree_cost
-    from mtnas.tree import BranchingTree
-
-    shared = BranchingTree.all_shared(space.task_names, space.num_layers)
-    return tree_cost(tree, space).flops / tree_cost(shared, space).flops
 
 
 def _run(pool_jobs: int, fn, jobs: list[tuple], log: Path | None) -> list[dict]:

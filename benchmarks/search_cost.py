@@ -28,7 +28,7 @@ from dataclasses import replace
 
 import torch
 
-from benchmarks.recovery_suite import relative_flops
+from mtnas.model import relative_cost
 from mtnas.search import METHODS, search_tree
 from mtnas.space import load_resolved
 from mtnas.study import proxy_space, run_search
@@ -87,7 +87,7 @@ def one_search(space, bundle, method: str, seed: int, device: torch.device) -> f
     trained = train_tree(result.tree, space, bundle, device=device, seed=seed)
     print(f"training the found tree at the space's budget ({space.training.epochs} epochs): {trained.seconds:.1f} s")
     if "unit_cost" in result.candidates:
-        found = space.training.epochs * relative_flops(result.tree, space)
+        found = space.training.epochs * relative_cost(result.tree, space, "flops")
         units = result.candidates["unit_cost"][0]
         print(f"{int(result.candidates['units'][0])} units of training, {units:.0f} epochs x relative FLOPs, against "
               f"{found:.1f} for the found tree's training: {units / found:.2f}x")

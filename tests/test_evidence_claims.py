@@ -30,13 +30,13 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-import mtnas.search._evidence as evidence_module
+import mtnas.train._evidence as evidence_module
 from mtnas.core import DamagedEntryWarning, MtnasWarning, process_start, seal
 from mtnas.model import Cost, save_weights
 from mtnas.search import Evidence, LocalStore, Trained, Unit
 from mtnas.space import load_space
-from mtnas.study._evidence import StudyEvidence
 from mtnas.study._storage import open_storage
+from mtnas.study._study_store import StudyStore
 from mtnas.train import Baselines, TreeResult, checked_result
 from mtnas.tree import BranchingTree
 from tests.test_trained_search import _small
@@ -174,12 +174,12 @@ def test_a_waiting_search_says_what_it_waits_for_then_takes_a_silent_claim_over(
     assert int(re.fullmatch(said, lines[-1])[1]) >= 1
 
 
-def _study(tmp_path: Path, name: str = "journal.log") -> StudyEvidence:
+def _study(tmp_path: Path, name: str = "journal.log") -> StudyStore:
     (tmp_path / "artifacts").mkdir(exist_ok=True)
-    return StudyEvidence(open_storage(f"journal:///{tmp_path / name}"), "s", str(tmp_path / "artifacts"))
+    return StudyStore(open_storage(f"journal:///{tmp_path / name}"), "s", str(tmp_path / "artifacts"))
 
 
-def _add_trial(store: StudyEvidence, state: TrialState, system_attrs: dict, user_attrs: dict | None = None) -> None:
+def _add_trial(store: StudyStore, state: TrialState, system_attrs: dict, user_attrs: dict | None = None) -> None:
     store._storage.create_new_trial(store._study_id, template_trial=optuna.trial.create_trial(
         state=state, values=[0.0] if state == TrialState.COMPLETE else None, system_attrs=system_attrs,
         user_attrs=user_attrs or {}))
@@ -418,7 +418,7 @@ def test_a_stored_metric_outside_its_range_is_damage(task, metric, value, says) 
 # -- minor: the evidence folder itself ------------------------------------------------------------
 
 def _full(monkeypatch, store: LocalStore) -> str:
-    import mtnas.search._store as store_module
+    import mtnas.train._store as store_module
 
     def full(*a: object, **k: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")

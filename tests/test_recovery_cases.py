@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from benchmarks._cases import CASES, DEPTH_LAYERS, LEFT, RIGHT, TWO_DIGITS, TWO_GRATINGS, TWO_LEFT, TWO_MIXED, TWO_RIGHT
-from benchmarks.recovery_suite import relative_flops, suite_report, truth_report
-from mtnas.search import METHODS, Supernet
-from mtnas.search._fixed_routing import best_partition, encode_tree, relative_cost, tree_fits
+from benchmarks.recovery_suite import suite_report, truth_report
+from mtnas.model import relative_cost
+from mtnas.search import METHODS, Supernet, best_partition, climb, count_partitions, partition_labels
+from mtnas.search._fixed_routing import encode_tree, tree_fits
 from mtnas.search._rsa import rdm, rsa_dissimilarity
 from mtnas.space import load_resolved
 from mtnas.tree import BranchingTree
@@ -99,9 +100,13 @@ def test_encoded_trees_are_derived_back(loaded) -> None:
         assert net.routing.derive().tree == tree
     assert not tree_fits(net.routing, BranchingTree.independent(t, n))  # 9 groups, 3 nodes
     assert net.routing.derive().tree == deep  # tree_fits leaves the logits alone
-    costs, head = net.block_costs("flops")
-    assert relative_cost(BranchingTree.all_shared(t, n), costs, head) == pytest.approx(1.0)
-    assert relative_cost(refs["3 factors after layer 1"], costs, head) > 2.0
+    assert relative_cost(BranchingTree.all_shared(t, n), space) == 1.0
+    assert relative_cost(refs["3 factors after layer 1"], space) > 2.0
+    for metric in ("flops", "params"):  # the one relative cost is what the supernet's expected cost counts
+        costs, head = net.block_costs(metric)
+        for tree in [*refs.values(), deep]:
+            blocks = sum(len(p) * c for p, c in zip(tree.partitions, costs)) + head
+            assert relative_cost(tree, space, metric) == pytest.approx(blocks / (sum(costs) + head), rel=1e-12)
 
 
 def test_rsa_dissimilarity_is_zero_for_equal_representations_and_symmetric() -> None:
@@ -120,8 +125,9 @@ def test_best_partition_climbs_to_the_best_grouping() -> None:
     def score(labels):
         return float((affinity * (labels[:, None] == labels[None])).sum())
 
-    labels = best_partition(score, np.array([0, 1, 0, 1, 0, 1]), 2)
+    labels = climb(score, np.array([0, 1, 0, 1, 0, 1]), 2)
     assert len(set(zip(labels, truth))) == 2
+    assert len(set(zip(best_partition(score, 2, np.where(affinity > 0, 0.0, 1.0)), truth))) == 2
 
 
 def test_the_methods_are_registered_and_cite_their_papers() -> None:
@@ -147,9 +153,9 @@ def test_suite_report_counts_cases_at_four_of_five(capsys) -> None:
 def test_the_score_is_judged_with_its_delta_m_and_cost_shown(loaded, capsys) -> None:
     space, bundle = loaded["two_level"]
     refs = CASES["two_level"].references(space, bundle)
-    assert relative_flops(refs["all-shared"], space) == 1.0
-    assert relative_flops(refs["left|right|grating at 1"], space) > relative_flops(
-        refs["two-level: digit|grating at 1, left|right at 2"], space) > relative_flops(refs["digit|grating at 1"], space)
+    assert relative_cost(refs["all-shared"], space) == 1.0
+    assert relative_cost(refs["left|right|grating at 1"], space) > relative_cost(
+        refs["two-level: digit|grating at 1, left|right at 2"], space) > relative_cost(refs["digit|grating at 1"], space)
     best = "two-level: digit|grating at 1, left|right at 2"
     rows = [{"case": "two_level", "label": label, "seed": seed, "val": -float(i) - seed, "test": -float(i),
              "delta_m": -float(i), "cost": 1.0 + i / 10, "params": 100}
@@ -183,11 +189,13 @@ def test_a_tiny_search_logs_what_its_method_measured(loaded, method: str) -> Non
 
 
 def test_small_groupings_are_searched_exactly() -> None:
-    from mtnas.search._fixed_routing import _count_partitions, _partitions
-
-    assert len(_partitions(9, 3)) == _count_partitions(9, 3) == 3025
-    assert len(_partitions(4, 2)) == 7
+    assert len(partition_labels(9, 3)) == count_partitions(9, 3) == 3025
+    assert len(partition_labels(4, 2)) == 7
     # A score whose best partition hill climbing from this start cannot reach in single moves.
     best = (0, 0, 1, 1, 1, 0)
-    labels = best_partition(lambda labels: float(tuple(labels) == best), np.array([0, 1, 0, 1, 0, 1]), 2)
-    assert tuple(labels) == best
+
+    def score(labels: np.ndarray) -> float:
+        return float(tuple(labels) == best)
+
+    assert tuple(climb(score, np.array([0, 1, 0, 1, 0, 1]), 2)) != best
+    assert tuple(best_partition(score, 2, np.ones((6, 6)))) == best

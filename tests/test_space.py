@@ -55,6 +55,18 @@ def test_nested_unknown_key_names_the_full_path() -> None:
         space_from_dict(data, "space")
 
 
+def test_a_renamed_key_is_refused_with_one_line_naming_the_new_one() -> None:
+    data = _base()
+    data["search"]["grouping_epochs"] = 3
+    with pytest.raises(ConfigError) as err:
+        space_from_dict(data, "space")
+    assert str(err.value) == ("space.search: key 'grouping_epochs' is now 'short_epochs' (it sets the same); "
+                              "rename it to space.search.short_epochs")
+    data["search"]["short_epochs"] = data["search"].pop("grouping_epochs")
+    space = space_from_dict(data, "space")
+    assert space.search.short_epochs == space.short_epochs == 3
+
+
 def test_wrong_type_names_path_expected_and_got() -> None:
     data = _base()
     data["training"]["epochs"] = "ten"

@@ -11,11 +11,11 @@ import pytest
 import yaml
 
 from mtnas.cli import main
-from mtnas.search import _evidence as evidence_module
 from mtnas.study import _optimize as study_module
 from mtnas.study import fail_reason
 from mtnas.train import NonFiniteLossError
-from mtnas.tree import Architecture, BranchingTree
+from mtnas.train import _evidence as evidence_module
+from mtnas.tree import Architecture
 from tests._wait import wait_until
 from tests.conftest import write_tiny_space
 
@@ -108,15 +108,22 @@ def test_an_evaluated_tree_is_reused_not_retrained(tmp_path: Path, monkeypatch: 
         assert source.user_attrs["tree_key"] == t.user_attrs["tree_key"] and source.values == t.values
 
 
+def _trial_training_raises(monkeypatch: pytest.MonkeyPatch, error: BaseException) -> None:
+    """A trial's proxy training of the all-shared tree raises ``error`` (the baselines, which train
+    that tree first as a unit of evidence, are computed as usual)."""
+    from mtnas.study import _objective
+
+    class Failing(evidence_module.Evidence):
+        def obtain(self, units):
+            if any(u.tree.num_nodes == u.tree.num_layers for u in units):  # the all-shared tree
+                raise error
+            return super().obtain(units)
+
+    monkeypatch.setattr(_objective, "Evidence", Failing)
+
+
 def test_a_non_finite_loss_fails_that_trial_with_its_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = evidence_module.train_trees
-
-    def exploding(space, bundle, trees: list[BranchingTree], **kwargs):
-        if any(tree.num_nodes == tree.num_layers for tree in trees):  # the all-shared tree
-            raise NonFiniteLossError("loss of task 'digit' is nan at epoch 0, step 3")
-        return real(space, bundle, trees, **kwargs)
-
-    monkeypatch.setattr(evidence_module, "train_trees", exploding)
+    _trial_training_raises(monkeypatch, NonFiniteLossError("loss of task 'digit' is nan at epoch 0, step 3"))
     _, study = study_module.run_search(
         str(_space(tmp_path)), name="r", trials=2, strategy="sampled", runs_dir=tmp_path, progress=False
     )
@@ -138,10 +145,7 @@ def test_resume_continues_to_the_requested_count(tmp_path: Path, capsys: pytest.
 
 def test_an_interrupted_trial_keeps_its_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                capsys: pytest.CaptureFixture) -> None:
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(evidence_module, "train_trees", interrupted)
+    _trial_training_raises(monkeypatch, KeyboardInterrupt())
     with pytest.raises(KeyboardInterrupt):
         study_module.run_search(str(_space(tmp_path)), name="r", trials=3, runs_dir=tmp_path, progress=False)
     failed = optuna.load_study(study_name="r", storage=f"sqlite:///{tmp_path / 'r' / 'study.db'}").trials[0]

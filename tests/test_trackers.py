@@ -135,11 +135,13 @@ def test_a_search_logs_its_trials_trainings_and_candidates(tracker: str, logged:
             assert extra[str(t.number)].data.params == {k: str(v) for k, v in t.params.items()}
             assert extra[str(t.number)].data.tags["state"] == "COMPLETE"
 
-    # trial 0 (all-shared) trained its tree as a unit of evidence: per-epoch curves whose last
-    # validation metrics are the trial's (metrics.json)
+    # the all-shared tree is a unit of evidence trained once per study, with the baselines (under
+    # baselines/), and read by trial 0: per-epoch curves whose last validation metrics are the
+    # trial's (metrics.json)
     space = yaml.safe_load((run_folder / "space.yaml").read_text())
     tasks = [t["name"] for t in space["tasks"]]
-    training = curves[f"trial-0000/tree-{trials[0].user_attrs['tree_key']}"]
+    assert f"trial-0000/tree-{trials[0].user_attrs['tree_key']}" not in curves  # not trained again
+    training = curves[f"baselines/tree-{trials[0].user_attrs['tree_key']}"]
     val = json.loads((run_folder / "trials" / "0000" / "metrics.json").read_text())["val"]
     assert set(training) == ({f"loss/{t}" for t in tasks} | {"loss/total", "lr"}
                              | {f"val/{t}/{m}" for t in tasks for m in val[t]})

@@ -1,5 +1,5 @@
-"""The trained search: stacked and warm-started trees, units of evidence and their stores, the
-surrogate, scores without baselines, TAG as published, and the search itself."""
+"""The trained search: stacked and warm-started trees, units of evidence and their stores, the pair
+model and the best partition, scores without baselines, TAG as published, and the search itself."""
 
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ from mtnas.search import (
     Evidence,
     LocalStore,
     PairModel,
-    PairSurrogate,
     Unit,
     gradient_agreement,
     references,
@@ -134,7 +133,7 @@ def test_a_unit_is_keyed_by_the_datas_content_and_mtnas_version(monkeypatch) -> 
     edited = replace(bundle, train=replace(bundle.train, inputs=bundle.train.inputs.clone()))
     edited.train.inputs[0, 0, 0, 0] += 1.0  # the same dataset name, one pixel changed
     assert Evidence(space, edited).key(unit) != key
-    import mtnas.search._evidence as evidence_module
+    import mtnas.train._evidence as evidence_module
 
     monkeypatch.setattr(evidence_module, "__version__", "99.0")
     assert Evidence(space, bundle).key(unit) != key
@@ -179,10 +178,10 @@ def test_a_claim_of_a_live_process_is_respected_and_one_of_a_dead_process_taken_
 def _claim_all(url: str, who: str, queue) -> None:
     import time
 
-    from mtnas.study._evidence import StudyEvidence
     from mtnas.study._storage import open_storage
+    from mtnas.study._study_store import StudyStore
 
-    store = StudyEvidence(open_storage(url), "s", "unused")
+    store = StudyStore(open_storage(url), "s", "unused")
     pending, mine = [f"k{i}" for i in range(8)], []
     while pending:
         for key in list(pending):
@@ -210,22 +209,22 @@ def test_workers_of_one_study_split_the_units_and_train_each_once(tmp_path) -> N
     trained = done["A"] + done["B"]
     assert sorted(trained) == [f"k{i}" for i in range(8)]  # each unit once
     assert done["A"] and done["B"]  # and both took a share
-    from mtnas.study._evidence import StudyEvidence
     from mtnas.study._storage import open_storage
+    from mtnas.study._study_store import StudyStore
 
-    store = StudyEvidence(open_storage(url), "s", "unused")
+    store = StudyStore(open_storage(url), "s", "unused")
     assert {store.get(f"k{i}")["by"] for i in range(8)} == {"A", "B"}
 
 
 def test_a_dead_workers_claim_in_the_study_is_taken_over(tmp_path) -> None:
-    from mtnas.study._evidence import StudyEvidence
     from mtnas.study._storage import open_storage
+    from mtnas.study._study_store import StudyStore
 
     url = f"journal:///{tmp_path / 'journal.log'}"
-    code = ("from mtnas.study._evidence import StudyEvidence; from mtnas.study._storage import open_storage; "
-            f"import os; s = StudyEvidence(open_storage({url!r}), 's', 'unused'); assert s.claim('k'); os._exit(0)")
+    code = ("from mtnas.study._study_store import StudyStore; from mtnas.study._storage import open_storage; "
+            f"import os; s = StudyStore(open_storage({url!r}), 's', 'unused'); assert s.claim('k'); os._exit(0)")
     subprocess.run([sys.executable, "-c", code], check=True)
-    store = StudyEvidence(open_storage(url), "s", "unused")
+    store = StudyStore(open_storage(url), "s", "unused")
     assert store.claim("k")  # the claimant's process is gone: its trial failed, the unit taken over
     store.put("k", {"ok": True})
     assert store.get("k")["ok"] is True
@@ -233,10 +232,10 @@ def test_a_dead_workers_claim_in_the_study_is_taken_over(tmp_path) -> None:
 
 def test_a_result_stored_after_its_claim_was_taken_over_is_kept(tmp_path) -> None:
     """An owner that looked dead to another process (its claim failed meanwhile) still keeps what it trained."""
-    from mtnas.study._evidence import StudyEvidence
     from mtnas.study._storage import open_storage
+    from mtnas.study._study_store import StudyStore
 
-    store = StudyEvidence(open_storage(f"journal:///{tmp_path / 'journal.log'}"), "s", "unused")
+    store = StudyStore(open_storage(f"journal:///{tmp_path / 'journal.log'}"), "s", "unused")
     assert store.claim("k")
     store._storage.set_trial_state_values(store._mine["k"], state=optuna.trial.TrialState.FAIL)  # taken over
     store.put("k", {"ok": True})
@@ -267,7 +266,7 @@ def _blocks(groups: list[list[int]], inside: float = -1.0, across: float = -10.0
     return np.array([[0.0 if i == j else inside if label[i] == label[j] else across for j in range(t)] for i in range(t)])
 
 
-def test_the_surrogate_learns_what_partners_do_from_trained_groupings() -> None:
+def test_the_pair_model_fitted_to_trained_groupings_learns_what_partners_do() -> None:
     tasks = tuple(f"t{i}" for i in range(6))
     harm = _blocks([[0, 1, 2], [3, 4, 5]])
     truth = PairModel(tasks, harm)
@@ -280,9 +279,30 @@ def test_the_surrogate_learns_what_partners_do_from_trained_groupings() -> None:
         labels = {t: i for i, g in enumerate(grouping) for t in g}
         terms.append([sum(harm[i, j] for j in range(6) if j != i and labels[tasks[j]] == labels[tasks[i]])
                       for i in range(6)])
-    fitted = PairSurrogate.fit(tasks, groupings, terms, prior=np.zeros((6, 6)), ridge=1e-3)
-    assert fitted.best(2) == truth.best_groups(2) == (("t0", "t1", "t2"), ("t3", "t4", "t5"))
+    fitted = PairModel.fit(tasks, groupings, terms, prior=np.zeros((6, 6)), ridge=1e-3)
+    assert fitted.best(2) == truth.best(2) == (("t0", "t1", "t2"), ("t3", "t4", "t5"))
     assert fitted.best(2, exclude={(("t0", "t1", "t2"), ("t3", "t4", "t5"))}) != fitted.best(2)
+
+
+def test_one_pair_model_and_one_best_partition_exact_or_by_local_moves() -> None:
+    from mtnas.search import EXHAUSTIVE, all_partitions, count_partitions
+    from mtnas.space import trade_off_score
+
+    tasks = tuple(f"t{i}" for i in range(6))
+    harm = _blocks([[0, 1, 2], [3, 4, 5]])
+    for mode in ("sum", "mean"):  # Standley et al.'s mean of pairs, or their sum: the same model's best
+        model = PairModel(tasks, harm, mode=mode)
+        exhaustive = max(all_partitions(tasks, 2), key=model.estimate)
+        assert model.best(2) == exhaustive == (("t0", "t1", "t2"), ("t3", "t4", "t5"))
+    many = tuple(f"t{i}" for i in range(12))
+    planted = [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10, 11]]
+    model = PairModel(many, _blocks(planted))
+    assert count_partitions(12, 4) > EXHAUSTIVE  # climbed, not enumerated
+    found = model.best(4)
+    assert found == tuple(tuple(f"t{i}" for i in g) for g in planted)
+    assert model.best(4, exclude={found}) is None  # every restart climbs back to it: nothing else to give
+    assert model.best(13) is None
+    assert trade_off_score(-2.0, 1.5, 4.0) == -4.0 and trade_off_score(3.0, 1.0, 9.0) == 3.0
 
 
 def test_gradient_agreement_is_one_for_tasks_that_ask_the_same() -> None:
@@ -320,9 +340,9 @@ def test_the_trained_search_is_the_default_and_a_second_search_trains_nothing(tm
     rows = saved["trees"]
     assert saved["chosen"] == result.tree.describe() and saved["noise"] >= 0
     assert "0-3: all" in [r["tree"] for r in rows] and result.tree.describe() in [r["tree"] for r in rows]
-    assert {r["epochs"] for r in rows} <= {space.grouping_epochs, space.proxy_epochs}
+    assert {r["epochs"] for r in rows} <= {space.short_epochs, space.proxy_epochs}
     BranchedNet.from_space(result.tree, space).load_state_dict(dict(result.weights))
-    from mtnas.search import _evidence
+    from mtnas.train import _evidence
 
     trained = []
     original = _evidence.Evidence._train
@@ -352,11 +372,11 @@ def test_two_level_trees_are_candidates_at_every_pair_of_branchable_layers() -> 
 
     run = Run()
     _trained._depth_and_hierarchy(run, groups, 0, [0, 1, 2, 3], (4, 4, 4, 4), np.eye(6),
-                                  PairSurrogate(tasks, np.zeros(6), harm))
+                                  PairModel(tasks, harm, np.zeros(6)))
     merged = (("e", "f"), ("a", "b", "c", "d"))
     for upper, deeper in itertools.combinations(range(layers), 2):
         two_level = BranchingTree.from_split_points(tasks, layers, {upper: merged, deeper: groups})
         assert two_level in run.trained and two_level.groups_at(upper) != two_level.groups_at(deeper)
     assert all(_trained._split(tasks, layers, layer, groups) in run.trained for layer in (1, 2, 3))
-    wrong = (("a", "b"), ("c", "d", "e", "f"))  # the surrogate says these two harm each other
+    wrong = (("a", "b"), ("c", "d", "e", "f"))  # the fitted pair model says these two harm each other
     assert not any(t.first_split() == wrong for t in run.trained)

@@ -216,7 +216,11 @@ def _parse_dataclass(cls: Any, value: Any, path: str, registries: bool) -> Any:
         raise ConfigError(f"{path}: expected a mapping, got {_describe(value)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    renamed = getattr(cls, "_renamed", {})  # an old key -> the key that now sets what it set
     for key in value:
+        if key in renamed and key not in fields:
+            raise ConfigError(f"{path}: key {key!r} is now {renamed[key]!r} (it sets the same); "
+                              f"rename it to {path}.{renamed[key]}")
         if key not in fields:
             raise ConfigError(
                 f"{path}: unknown key {_describe(key)}{did_you_mean(key, fields)}; valid keys: {', '.join(fields)}"

@@ -1,6 +1,6 @@
 """A digest of a dataset's content: every tensor of its three splits and its task descriptions.
 
-Trained evidence is keyed by it (``mtnas.search._evidence``), so a result trained on one dataset is
+Trained evidence is keyed by it (``mtnas.train.Evidence``), so a result trained on one dataset is
 never read for another that happens to carry the same name in a space: a user who regenerates or
 edits their data under the same factory gets new trainings, not the old results.
 """

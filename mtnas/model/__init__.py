@@ -11,7 +11,7 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
         "load_state", "load_weights", "read_safetensors", "remove_checkpoint", "save_checkpoint", "save_state", "save_weights",
         "tensors_sha256", "torch_load_checked",
     ),
-    "._cost": ("Cost", "count_flops", "count_params", "tree_cost",),
+    "._cost": ("Cost", "count_flops", "count_params", "relative_cost", "tree_cost",),
     "._inherit": ("inherit_state", "refines",),
     "._loading": ("arch_space", "load_model",),
     "._pretrained": (

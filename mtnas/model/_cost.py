@@ -1,8 +1,9 @@
-"""Cost of a tree in a space: parameters and FLOPs per sample."""
+"""Cost of a tree in a space: parameters and FLOPs per sample, and relative to the all-shared tree."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Literal
 
 import torch
 from torch import nn
@@ -12,7 +13,7 @@ from mtnas.model._branched import BranchedNet
 from mtnas.space import SearchSpace
 from mtnas.tree import BranchingTree
 
-__all__ = ["Cost", "count_flops", "count_params", "tree_cost"]
+__all__ = ["Cost", "count_flops", "count_params", "relative_cost", "tree_cost"]
 
 
 @dataclass(frozen=True)
@@ -54,3 +55,18 @@ def tree_cost(tree: BranchingTree, space: SearchSpace) -> Cost:
 
 
 _COSTS: dict[tuple[BranchingTree, str], Cost] = {}
+
+
+def relative_cost(tree: BranchingTree, space: SearchSpace, metric: Literal["flops", "params"] = "flops") -> float:
+    """``tree``'s cost (``metric``) over the all-shared tree's over every task of ``space``: 1 for
+    the all-shared tree, about the number of networks for trees that share nothing. A tree over
+    some of the space's tasks (a pair's network, a task alone) is built with those tasks' heads
+    only, so it costs a little less than the all-shared tree of all of them.
+
+    The one rule every search, study and benchmark compares trees' costs by (a store that answers
+    units from published trainings has its own: ``mtnas.train.AnsweringStore.relative_cost``).
+    """
+    own = space if set(tree.tasks) == set(space.task_names) else replace(
+        space, tasks=tuple(space.task(t) for t in tree.tasks))
+    shared = BranchingTree.all_shared(space.task_names, space.num_layers)
+    return float(getattr(tree_cost(tree, own), metric)) / float(getattr(tree_cost(shared, space), metric))

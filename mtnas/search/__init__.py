@@ -1,6 +1,10 @@
-"""One search: the search methods (a registry), the trained evidence of the default method (or
-published trainings in a trainings table), the routing supernet with its learnable sharing routes,
-and ``search_tree``.
+"""One search: the search methods (a registry), the routing supernet with its learnable sharing
+routes, published trainings in a trainings table, the partitions of tasks and the one routine that
+finds the best by a score, and ``search_tree``.
+
+The trained evidence the default method decides on is a training cache and lives in
+``mtnas.train`` (``Evidence``, ``Unit``, the evidence stores); its names are re-exported here, where
+the search methods use them.
 """
 
 from mtnas.core._lazy import lazy_exports
@@ -9,20 +13,21 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "._catalog": ("METHODS", "SearchMethod", "check_method", "check_search_space", "search_tree",),
     "._differentiable": ("SupernetSearch", "search_supernet", "split_holdout", "temperature",),
     "._dmtg": ("DMTG",),
-    "._evidence": ("EVIDENCE_FORMAT", "AnsweringStore", "Evidence", "Trained", "Unit", "default_store",),
+    "mtnas.train._evidence": ("EVIDENCE_FORMAT", "AnsweringStore", "Evidence", "Trained", "Unit", "default_store",),
+    "mtnas.train._store": ("EvidenceStore", "Holder", "LocalStore",),
     "._gradients": ("gradient_agreement",),
     "._scores": ("references", "relative_scores", "task_terms",),
-    "._store": ("EvidenceStore", "Holder", "LocalStore",),
-    "._surrogate": ("PairSurrogate",),
     "._table": ("TABLE_FORMAT", "TableStore", "TrainingTable", "read_table", "table_space",),
-    "._fixed_routing": (
-        "EXHAUSTIVE", "FixedTreeMethod", "best_partition", "encode_tree", "relative_cost", "tree_fits",
-    ),
+    "._fixed_routing": ("FixedTreeMethod", "encode_tree", "tree_fits",),
     "._methods": (
         "Affinity", "Plain", "RoutingContext", "RoutingMethod", "affinity_prior", "co_assignment", "path_probs",
         "scaled_affinity",
     ),
-    "._pairs": ("PAIR_TASKS", "PairModel", "all_partitions",),
+    "._pairs": ("PAIR_TASKS", "PairModel",),
+    "._partitions": (
+        "EXHAUSTIVE", "agglomerative", "all_partitions", "best_partition", "canonical", "climb", "count_partitions",
+        "groups_of", "labels_of", "partition_labels",
+    ),
     "._result": ("SearchResult",),
     "._routing": ("DerivedTree", "Routing", "RoutingSample", "effective_branches", "tree_of",),
     "._rsa": ("RepresentationSimilarity", "rdm", "rsa_dissimilarity",),

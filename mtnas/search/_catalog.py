@@ -28,10 +28,10 @@ from mtnas.search._dmtg import DMTG
 from mtnas.search._methods import Affinity, Plain
 from mtnas.search._result import SearchResult
 from mtnas.search._rsa import RepresentationSimilarity
-from mtnas.search._store import EvidenceStore
 from mtnas.search._tag import TaskAffinityGrouping
 from mtnas.search._trained import PairsSelection, TrainedSearch
 from mtnas.space import SearchConfig, SearchSpace
+from mtnas.train import EvidenceStore
 
 __all__ = ["METHODS", "SearchMethod", "check_method", "check_search_space", "search_tree"]
 

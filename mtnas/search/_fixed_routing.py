@@ -14,17 +14,18 @@ CLI and the study then run these baselines exactly as they run the routing metho
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
+from mtnas.search._partitions import agglomerative, groups_of
 from mtnas.search._routing import Routing, RoutingSample
 from mtnas.tree import BranchingTree
 
-__all__ = ["EXHAUSTIVE", "FixedTreeMethod", "best_partition", "encode_tree", "relative_cost", "tree_fits"]
+__all__ = ["FixedTreeMethod", "encode_tree", "tree_fits"]
 
 _BIG = 20.0
 
@@ -71,88 +72,6 @@ def tree_fits(routing: Routing, tree: BranchingTree) -> bool:
         with torch.no_grad():
             for p, s in zip(routing.parameters(), saved):
                 p.copy_(s)
-
-
-def relative_cost(tree: BranchingTree, block_costs: Sequence[float], head_cost: float) -> float:
-    """Cost of ``tree`` over the all-shared tree's, as ``Routing.expected_cost`` counts it."""
-    total = sum(len(p) * c for p, c in zip(tree.partitions, block_costs)) + head_cost
-    return total / (sum(block_costs) + head_cost)
-
-
-#: Up to this many partitions of the tasks into k groups, ``best_partition`` tries them all.
-EXHAUSTIVE = 20_000
-
-
-def _partitions(t: int, k: int) -> list[tuple[int, ...]]:
-    """Every partition of ``t`` items into exactly ``k`` groups, as restricted growth strings."""
-    out: list[tuple[int, ...]] = []
-
-    def grow(prefix: list[int], used: int) -> None:
-        if len(prefix) == t:
-            if used == k:
-                out.append(tuple(prefix))
-            return
-        if k - used > t - len(prefix):  # not enough items left to open the missing groups
-            return
-        for g in range(min(used + 1, k)):
-            grow(prefix + [g], max(used, g + 1))
-
-    grow([], 0)
-    return out
-
-
-def _count_partitions(t: int, k: int) -> int:
-    """Stirling number of the second kind S(t, k)."""
-    row = [1] + [0] * k
-    for _ in range(t):
-        row = [0] + [row[j - 1] + j * row[j] for j in range(1, k + 1)]
-    return row[k]
-
-
-def best_partition(score: Callable[[np.ndarray], float], init: np.ndarray, k: int, sweeps: int = 20) -> np.ndarray:
-    """Labels (T,) in 0..k-1 maximising ``score(labels)``: every partition into k groups when there
-    are at most ``EXHAUSTIVE`` (TAG searches exactly), else hill climbing by single-task moves from ``init``."""
-    t = len(init)
-    if 1 <= k <= t and _count_partitions(t, k) <= EXHAUSTIVE:
-        return np.asarray(max(_partitions(t, k), key=lambda labels: score(np.asarray(labels))))
-    labels = np.asarray(init).copy()
-    best = score(labels)
-    for _ in range(sweeps):
-        improved = False
-        for t in range(len(labels)):
-            for g in range(k):
-                if g == labels[t]:
-                    continue
-                trial = labels.copy()
-                trial[t] = g
-                if len(set(trial)) < len(set(labels)):  # keep k groups
-                    continue
-                s = score(trial)
-                if s > best + 1e-12:
-                    labels, best, improved = trial, s, True
-        if not improved:
-            break
-    return labels
-
-
-def agglomerative(dist: np.ndarray, k: int) -> np.ndarray:
-    """Average-linkage clustering of a (T, T) distance matrix into ``k`` groups: labels (T,)."""
-    from scipy.cluster.hierarchy import fcluster, linkage
-    from scipy.spatial.distance import squareform
-
-    if k <= 1 or len(dist) <= 1:
-        return np.zeros(len(dist), dtype=int)
-    d = (dist + dist.T) / 2
-    np.fill_diagonal(d, 0.0)
-    z = linkage(squareform(np.clip(d, 0.0, None), checks=False), method="average")
-    return fcluster(z, t=k, criterion="maxclust") - 1
-
-
-def groups_of(tasks: Sequence[str], labels: np.ndarray) -> tuple[tuple[str, ...], ...]:
-    out: dict[int, list[str]] = {}
-    for task, g in zip(tasks, labels):
-        out.setdefault(int(g), []).append(task)
-    return tuple(tuple(g) for g in out.values())
 
 
 @dataclass

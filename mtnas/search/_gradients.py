@@ -7,11 +7,9 @@ orthogonal read different features. The agreement of tasks i and j is the mean o
 layers of ``cos(g_i(x), g_j(x))``: per sample, so no task's loss scale and no sample's weight
 enters, and over many samples, so it is measured once, at the end of a training, with little noise.
 
-Measured against the exhaustive trained ranking (``benchmarks/README.md``): its best partition is
-the planted one on ``synth_attributes`` (40 tasks, ARI 1 after a third of the budget, where
-lookahead affinity during warm-up reached ARI 0.05-0.67) and on ``digit_gratings`` (the best
-2-grouping ranked first of 31), but it cannot see what a task's loss scale does to its partners
-(``digit_grating_kinds``): it proposes groupings, and trained trees decide.
+What it does not see: what a task's loss scale, or a slowly learning task, does to its partners
+over a whole training. So it proposes groupings, and trained trees decide (how it compares with
+the exhaustive trained ranking is in ``benchmarks/README.md``).
 """
 
 from __future__ import annotations

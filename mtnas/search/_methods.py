@@ -18,10 +18,9 @@ group. Nothing in that gradient measures the harm one task's sharing does to ano
    cost term is free to merge it with other solved tasks. ``M + M.T`` is averaged with an
    exponential moving average, so the late warm-up, where easy tasks are solved, dominates.
    Two cheaper measurements were tried and dropped (``benchmarks/README.md``): the first-order
-   form ``lr g_i . g_j L_j`` (one backward pass per task, 1.7x cheaper; it agrees with the
-   lookahead to a correlation of 0.9999 at initialisation but loses the curvature term later,
-   and ``digit_gratings`` recovery fell from 4/5 seeds to 1/5), and measuring only the second
-   half of the warm-up (3/5).
+   form ``lr g_i . g_j L_j`` (one backward pass per task; it agrees with the lookahead at
+   initialisation but loses the curvature term later, and recovery fell), and measuring only the
+   second half of the warm-up.
 2. At the end of warm-up every copy of a layer is loaded with the warmed-up shared block, so
    the routing phase starts from shared features rather than from random copies.
 3. Routing steps add ``-affinity_weight * sum_l sum_{i != j} A[i, j] * P_l(i, j share a node)``,
@@ -31,17 +30,17 @@ group. Nothing in that gradient measures the harm one task's sharing does to ano
    cost term. Two choices make the one default hold across spaces:
 
    * The unit. Rescaling the strongest pair to +-1 (the first version) turned noise into
-     conflict on a space without structure (``synth_null``: 1 of 5 seeds kept the cheapest
-     tree); next to the self-affinity, noise between unrelated tasks stays small (4 of 5).
+     conflict on a space without structure (``synth_null``); next to the self-affinity, noise
+     between unrelated tasks stays small.
    * No division by the number of pairs. Each task's routing gradient sees its own loss at full
      weight (the task losses are summed), so the prior's pull on one task must not shrink as
      tasks are added: summed over its partners, a task with nine helpful partners among 39 is
-     pulled as hard as one with two among five. Divided by T (T - 1), the pull at 40 tasks was
-     1/50 of that at six, and the 40-task groups came out at random (ARI ~0; summed: 0.0-0.6).
-     At six tasks the weight 0.1 is exactly the former weight 3 over T (T - 1) = 30.
+     pulled as hard as one with two among five. Divided by T (T - 1), the pull at 40 tasks is
+     1/50 of that at six, too weak to group them. At six tasks the weight 0.1 is exactly the
+     former weight 3 over T (T - 1) = 30.
 
-On ``digit_gratings`` this moved planted recovery from 0/5 seeds (plain) to 4/5; see
-``benchmarks/README.md`` for the measurements and the variants that did not work.
+``benchmarks/README.md`` has what this does to planted recovery against ``plain``, and the
+variants that did not work.
 """
 
 from __future__ import annotations

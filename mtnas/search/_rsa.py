@@ -10,7 +10,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from mtnas.search._fixed_routing import FixedTreeMethod, FixedTreeState, relative_cost
+from mtnas.model import relative_cost
+from mtnas.search._fixed_routing import FixedTreeMethod, FixedTreeState
+from mtnas.space import trade_off_score
 from mtnas.train import task_losses
 from mtnas.tree import BranchingTree
 
@@ -55,8 +57,9 @@ class RepresentationSimilarity(FixedTreeMethod):
        scored by their task dissimilarity score, ``sum_l`` of the average over layer l's nodes of
        the largest ``D_l`` between two tasks of the node, divided by the number of layers; their
        cost budget becomes a Lagrangian term: the tree minimising
-       ``score + cost_weight * (relative cost - 1)`` is chosen (``relative cost`` as the search's
-       expected cost counts it, 1 = all-shared).
+       ``score + cost_weight * (relative cost - 1)`` is chosen (the trade-off of
+       ``mtnas.space.trade_off_score`` with the score's sign turned, as a dissimilarity is to be
+       low; ``mtnas.model.relative_cost``, 1 = all-shared).
 
     No supernet routing is trained: the search's warm-up trains the shared path, the chosen tree is
     written into the routing at its end and its weights are trained for the remaining epochs
@@ -122,7 +125,8 @@ class RepresentationSimilarity(FixedTreeMethod):
             for layer, part in enumerate(tree.partitions):
                 worst = [max((d[layer, index[a], index[b]] for a in g for b in g), default=0.0) for g in part]
                 total += sum(worst) / len(part)
-            return total / layers + ctx.cfg.cost_weight * (relative_cost(tree, ctx.block_costs, ctx.head_cost) - 1)
+            cost = relative_cost(tree, ctx.space, ctx.cfg.cost_metric)
+            return -trade_off_score(-total / layers, cost, ctx.cfg.cost_weight)
 
         cands = self.candidates(ctx, lambda s: d[s:].mean(0))
         scores = [score(tree) for tree in cands]

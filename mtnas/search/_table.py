@@ -16,7 +16,7 @@ val or test. The first line says whether lower or higher values are better; late
 with ``#`` and blank lines are comments. Every format error is one line naming the file, the line,
 what was found and what was expected.
 
-:class:`TableStore` answers units of evidence (``mtnas.search._evidence``) from a table, so the
+:class:`TableStore` answers units of evidence (``mtnas.train.Evidence``) from a table, so the
 search methods run unchanged on what a paper measured (``Evidence`` asks a store that answers
 units instead of training them):
 
@@ -30,8 +30,8 @@ units instead of training them):
   test rows at that fidelity when every network of the tree has them, else empty: no split's value
   is passed off as another's (the search methods read val only). A second seed gets the same
   values: a table holds one training of each network.
-* A unit that asks for the gradient agreement of its network (``probe``) is answered without it
-  (``agreement`` None): a table holds no network.
+* A table holds no network: no quantity is read off a unit's trained network (``Evidence.extra``
+  is None, so the trained search goes without gradient agreement).
 * Cost and ledger: a tree costs its number of networks (the all-shared tree: 1). What a search
   spent counts each distinct (network, fidelity) it obtained once, at its trained epochs, since one
   trained network serves every grouping that holds it: every subset of 5 tasks at full fidelity is
@@ -39,7 +39,7 @@ units instead of training them):
 
 ``table_space`` builds the space a table is searched in: its tasks (with a metric of the table's
 direction), a one-layer MLP that nothing trains whose only layer may branch (so only first-layer
-groupings exist), ``proxy_epochs`` 5 and ``grouping_epochs`` 1 (the short trees of the trained
+groupings exist), ``proxy_epochs`` 5 and ``short_epochs`` 1 (the short trees of the trained
 search are trained for a fifth of the schedule: fidelity 0.2).
 """
 
@@ -54,9 +54,8 @@ from pathlib import Path
 from mtnas.core import ConfigError, MtnasError, is_name, short_repr
 from mtnas.model import Cost
 from mtnas.nn import get_metric
-from mtnas.search._evidence import Trained, Unit
 from mtnas.space import SearchSpace, space_from_dict
-from mtnas.train import TreeResult
+from mtnas.train import Trained, TreeResult, Unit
 from mtnas.tree import BranchingTree
 
 __all__ = ["TABLE_FORMAT", "TableStore", "TrainingTable", "read_table", "table_space"]
@@ -282,7 +281,7 @@ class TableStore:
     """Units of evidence answered from a trainings table (module docstring); trains nothing.
 
     Pass it as the ``store`` of a search on ``table_space(table)``: ``Evidence`` asks it for
-    every unit (``mtnas.search._evidence.AnsweringStore``).
+    every unit (``mtnas.train.AnsweringStore``).
     """
 
     def __init__(self, table: TrainingTable) -> None:
@@ -317,7 +316,7 @@ class TableStore:
                             val={t: dict.fromkeys(self._metrics(space, t), val[t]) for t in tasks},
                             test={t: dict.fromkeys(self._metrics(space, t), test[t]) for t in tasks} if test else {},
                             seconds=0.0)
-        return Trained(unit, result, None)
+        return Trained(unit, result)
 
     def _missing(self, network: Network, fidelity: float) -> str:
         has = [f for f in self.table.fidelities("val") if self.table.find(network, f, "val") is not None]
@@ -360,7 +359,7 @@ def table_space(table: TrainingTable, name: str | None = None) -> SearchSpace:
         "tasks": tasks,
         "routing": {"max_branches": len(table.tasks), "branching_layers": [0]},
         "training": {"epochs": 5},
-        "search": {"proxy_epochs": 5, "grouping_epochs": 1},
+        "search": {"proxy_epochs": 5, "short_epochs": 1},
         "input_shape": [1],
     }
     return space_from_dict(data, source=f"table_space({table.source})")

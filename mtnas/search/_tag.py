@@ -9,8 +9,9 @@ Groupings for Multi-Task Learning", NeurIPS 2021).
 2. For k = 1..K groups (K: the branches of the first layer that may branch), the partition that
    maximises TAG's total affinity ``sum_i mean_{j in group(i), j != i} Z[j, i]`` (0 for a task
    alone): exactly over every partition where there are at most 20,000 (TAG's branch and bound
-   is exact), else by single-task moves from an average-linkage start. TAG's network budget
-   becomes a trade-off: the k maximising ``total / T - cost_weight * (relative cost - 1)``.
+   is exact), else by single-task moves from an average-linkage start
+   (``mtnas.search._partitions.best_partition``). TAG's network budget becomes a trade-off: the k
+   maximising ``total - cost_weight * (relative cost - 1)`` (``mtnas.space.trade_off_score``).
 3. Each group is its own network: the tree splits at the first layer that may branch. TAG's
    overlapping groups are not used. The tree's weights are inherited from the shared network.
 
@@ -27,12 +28,12 @@ import numpy as np
 import torch
 
 from mtnas.data import DatasetBundle, TaskData
-from mtnas.model import BranchedNet, inherit_state, tree_cost
-from mtnas.search._fixed_routing import agglomerative, best_partition, groups_of
+from mtnas.model import BranchedNet, inherit_state, relative_cost
 from mtnas.search._lookahead import lookahead_losses
+from mtnas.search._partitions import best_partition, groups_of
 from mtnas.search._result import SearchResult
 from mtnas.search._routing import space_branches
-from mtnas.space import SearchConfig, SearchSpace
+from mtnas.space import SearchConfig, SearchSpace, trade_off_score
 from mtnas.train import proxy_space, train_model
 from mtnas.tree import BranchingTree
 
@@ -100,19 +101,16 @@ class TaskAffinityGrouping:
         limit = space_branches(space, branches)
         layer = next((s for s in range(layers) if space.can_branch[s] and limit[s] > 1), None)
 
-        def cost(tree: BranchingTree) -> float:
-            return float(getattr(tree_cost(tree, space), hparams.cost_metric))
-
         options = [(tag_total(z, np.zeros(len(tasks), dtype=int)), shared)]
         if layer is not None:
             sym = (z + z.T) / 2
             np.fill_diagonal(sym, 0.0)
             for k in range(2, min(limit[layer], len(tasks)) + 1):
-                labels = best_partition(lambda lab: tag_total(z, lab), agglomerative(sym.max() - sym, k), k)
+                labels = best_partition(lambda lab: tag_total(z, lab), k, sym.max() - sym)
                 tree = BranchingTree.from_split_points(tasks, layers, {layer: groups_of(tasks, labels)})
                 options.append((tag_total(z, labels), tree))
-        base = cost(shared)
-        values = [total - hparams.cost_weight * (cost(tree) / base - 1) for total, tree in options]
+        values = [trade_off_score(total, relative_cost(tree, space, hparams.cost_metric), hparams.cost_weight)
+                  for total, tree in options]
         tree = options[int(np.argmax(values))][1]
         state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
         return SearchResult(tree=tree, derived=None, routing={}, weights=inherit_state(shared, state, tree),

@@ -1,31 +1,30 @@
 """Search methods that decide the sharing from trained trees: ``trained`` (the default) and
 ``pairs`` (Standley et al. 2020).
 
-``trained`` decides on trained trees, each a unit of evidence (``mtnas.search._evidence``: trained
-once, whichever process of a study gets to it first). The measurements behind each step are in
-``benchmarks/README.md`` (fourth round):
+``trained`` decides on trained trees, each a unit of evidence (``mtnas.train.Evidence``: trained
+once, whichever process of a study gets to it first). What each step was measured to do, and the
+variants that were tried and dropped, are in ``benchmarks/README.md`` (fourth round):
 
 1. **Signal.** The all-shared tree is trained for the whole budget (``SearchSpace.proxy_epochs``),
    and the per-sample gradient agreement of its tasks is read off the trained network
-   (``mtnas.search._gradients``). Its best partition into k groups, for every k = 2..K, is the
-   first proposal of each size. (At 40 tasks its 4-grouping is the planted one; at six or nine
-   tasks it is often wrong, so it only proposes.)
+   (``mtnas.search._gradients``, added to the unit's stored evidence: ``Evidence.extra``). Its best
+   partition into k groups, for every k = 2..K, is the first proposal of each size. It only
+   proposes: it cannot see what a task's loss scale or its pace of learning does to its partners,
+   so its groupings are often wrong on few tasks.
 2. **Groupings, trained for the whole budget.** Every proposal is trained split at the first layer
-   that may branch. A surrogate of what each partner does to each task
-   (``mtnas.search._surrogate``) is fitted to every trained grouping and proposes the next grouping
-   of each size (``ROUNDS`` rounds). The groupings within one training's noise of the best (the
-   all-shared tree trained again with a second seed gives the noise) are trained with a second
-   seed too, and the best mean of two goes on (one seed had picked a wrong grouping 0.3 points
-   ahead of the planted one on ``digit_gratings`` seed 4). Short trainings were measured for this
-   step first: they rank groupings as whole ones do on ``digit_gratings`` and
-   ``digit_grating_kinds`` (Kendall tau 0.75-0.82 with the exhaustive trained ranking), but on
-   ``digit_grating_levels`` a slow task looks unharmed by its partners after a fifth of the
-   budget, and the level tasks joined the digit tasks in 3 of 5 seeds.
-3. **Depth and hierarchy, for a fifth of the budget** (``SearchSpace.grouping_epochs``, the first
-   epochs of the whole schedule). The best grouping split at each later layer that may branch,
-   and as two-level trees: a coarser grouping (the two groups the surrogate says harm each other
-   least, merged) at one layer and the grouping deeper, or the grouping at one layer and its
-   largest group split in two deeper.
+   that may branch. An additive model of what each partner does to each task
+   (``mtnas.search._pairs.PairModel.fit``) is fitted to every trained grouping and proposes the next
+   grouping of each size (``ROUNDS`` rounds). The groupings within one training's noise of the best
+   (the all-shared tree trained again with a second seed gives the noise) are trained with a
+   second seed too, and the best mean of two goes on: one seed alone can put a wrong grouping
+   ahead of the right one by less than its noise. The groupings are trained whole, not short,
+   because a short training can hide the harm a slowly learning task suffers from its partners.
+3. **Depth and hierarchy, short** (``SearchSpace.short_epochs``, by default a fifth of the
+   budget: the first epochs of the whole schedule). The best grouping split at each later layer
+   that may branch, and as two-level trees: a coarser grouping (the two groups the model says
+   harm each other least, merged) at one layer and the grouping deeper, or the grouping at one
+   layer and its largest group split in two deeper. These candidates move a grouping's split, not
+   its members, which short trainings rank as whole ones do.
 4. **The choice.** Short terms are larger than whole ones (every tree is further from what it will
    learn): the trees trained for both budgets give the scale, each short tree's score is
    re-estimated at it, and the best estimate is trained for the whole budget if it beats the whole
@@ -34,16 +33,16 @@ once, whichever process of a study gets to it first). The measurements behind ea
    found (the one-standard-error rule).
 
 Evidence answered by a store holds no network (a trainings table, ``mtnas.search._table``), so
-there is no gradient agreement to read: the first groupings of step 2 are then the surrogate's
-too, fitted to the all-shared network and the single-task networks (the independent tree's
+there is no gradient agreement to read: the first groupings of step 2 are then the model's too,
+fitted to the all-shared network and the single-task networks (the independent tree's
 observation, which says how each task fares with partners at all), with no prior, and the
 result's ``notes`` say so.
 
 Trees are compared by their mean task term against the best value any trained tree reached on
 each task (``mtnas.search._scores``: delta-m with the best trained tree as reference, so no
 single-task network is trained), less ``search.gain_per_cost`` points for each all-shared
-network's worth of extra cost (``search.cost_metric``): the trade-off a study's trials sample to
-fill the front.
+network's worth of extra cost (``search.cost_metric``; ``mtnas.space.trade_off_score``): the
+trade-off a study's trials sample to fill the front.
 
 ``pairs`` is Standley et al.'s selection as they describe it: every pair of tasks trained as one
 network for the whole budget, a grouping estimated by the mean of its pairs, one network per group
@@ -63,26 +62,32 @@ import torch
 
 from mtnas.core import ConfigError
 from mtnas.data import DatasetBundle
-from mtnas.search._evidence import AnsweringStore, Evidence, Trained, Unit
-from mtnas.search._fixed_routing import agglomerative, best_partition, groups_of
+from mtnas.search._gradients import gradient_agreement
 from mtnas.search._pairs import PAIR_TASKS, PairModel
+from mtnas.search._partitions import Groups, best_partition, canonical, groups_of
 from mtnas.search._result import SearchResult
 from mtnas.search._routing import space_branches
 from mtnas.search._scores import references, task_terms
-from mtnas.search._store import EvidenceStore
-from mtnas.search._surrogate import PairSurrogate, canonical
-from mtnas.space import SearchConfig, SearchSpace
-from mtnas.train import TaskMetrics, per_task_delta, subset_space
+from mtnas.space import SearchConfig, SearchSpace, trade_off_score
+from mtnas.train import (
+    AnsweringStore,
+    Evidence,
+    EvidenceStore,
+    TaskMetrics,
+    Trained,
+    Unit,
+    per_task_delta,
+    subset_space,
+)
 from mtnas.tree import BranchingTree
 
 __all__ = ["PairsSelection", "TrainedSearch", "agreement_grouping", "pair_model"]
 
-Groups = tuple[tuple[str, ...], ...]
-#: Rounds of surrogate proposals after the first (each trains at most one grouping per size).
+#: Rounds of the fitted pair model's proposals after the first (each trains at most one grouping per size).
 ROUNDS = 1
 #: The note of a search without gradient agreement (``SearchResult.notes``).
 NO_AGREEMENT = ("no gradient agreement: the evidence holds no trained network (a store answered every unit); the "
-                "first groupings were proposed by the surrogate fitted to the all-shared and single-task networks")
+                "first groupings were proposed by the pair model fitted to the all-shared and single-task networks")
 
 
 def _limits(space: SearchSpace, branches: int | Sequence[int] | None) -> tuple[list[int], tuple[int, ...]]:
@@ -100,8 +105,7 @@ def agreement_grouping(agreement: np.ndarray, tasks: Sequence[str], k: int) -> G
     def within(labels: np.ndarray) -> float:
         return float((a * (labels[:, None] == labels[None, :])).sum())
 
-    labels = best_partition(within, agglomerative(a.max() - a, k), k)
-    return canonical(groups_of(tuple(tasks), labels), tasks)
+    return canonical(groups_of(tuple(tasks), best_partition(within, k, a.max() - a)), tasks)
 
 
 @dataclass
@@ -126,13 +130,13 @@ class _Search:
         """The tree's cost relative to the all-shared tree's."""
         return self.evidence.cost(tree)
 
-    def unit(self, tree: BranchingTree, whole: bool = False, probe: bool = False, seed: int | None = None) -> Unit:
-        return Unit(tree, self.full, self.seed if seed is None else seed, probe, None if whole else self.short)
+    def unit(self, tree: BranchingTree, whole: bool = False, seed: int | None = None) -> Unit:
+        return Unit(tree, self.full, self.seed if seed is None else seed, None if whole else self.short)
 
-    def train(self, trees: Sequence[BranchingTree], whole: bool = False, probe: bool = False) -> list[Trained]:
+    def train(self, trees: Sequence[BranchingTree], whole: bool = False) -> list[Trained]:
         known = self.trained[whole]
         new = [t for t in dict.fromkeys(trees) if t.key not in known]
-        for tree, found in zip(new, self.evidence.obtain([self.unit(t, whole, probe) for t in new])):
+        for tree, found in zip(new, self.evidence.obtain([self.unit(t, whole) for t in new])):
             known[tree.key] = found
         return [known[t.key] for t in trees]
 
@@ -150,13 +154,14 @@ class _Search:
         refs = references([f.result.val for f in known.values()], self.space)
         return {k: float(np.mean(list(task_terms(f.result.val, refs, self.space).values()))) for k, f in known.items()}
 
-    def penalty(self, key: str) -> float:
+    def score(self, key: str, term: float) -> float:
+        """A trained tree's ``term`` less its cost's penalty (``mtnas.space.trade_off_score``)."""
         tree = (self.trained[False].get(key) or self.trained[True][key]).unit.tree
-        return self.gain * (self.cost(tree) - 1)
+        return trade_off_score(term, self.cost(tree), self.gain)
 
     def scores(self, whole: bool = False, scale: float = 1.0) -> dict[str, float]:
         """Mean term (times ``scale``) less the cost penalty, for the trees of one budget."""
-        return {k: scale * v - self.penalty(k) for k, v in self.terms(whole).items()}
+        return {k: self.score(k, scale * v) for k, v in self.terms(whole).items()}
 
 
 def _split(tasks: Sequence[str], layers: int, layer: int, groups: Groups) -> BranchingTree:
@@ -168,7 +173,7 @@ AGAIN_SEED = 7919
 
 
 class TrainedSearch:
-    """Trained groupings proposed by gradient agreement and a fitted surrogate (module docstring)."""
+    """Trained groupings proposed by gradient agreement and a fitted pair model (module docstring)."""
 
     kind = "trained"
     uses = ("gain_per_cost",)
@@ -181,20 +186,21 @@ class TrainedSearch:
         space = replace(space, search=hparams)
         evidence = Evidence(space, bundle, device=device, store=store, progress=progress)
         notes = []
-        run = _Search(space, evidence, seed if eval_seed is None else eval_seed, space.grouping_epochs,
+        run = _Search(space, evidence, seed if eval_seed is None else eval_seed, space.short_epochs,
                       space.proxy_epochs, hparams.gain_per_cost)
         tasks, layers = space.task_names, space.num_layers
         shared = BranchingTree.all_shared(tasks, layers)
-        (base,) = run.train([shared], whole=True, probe=True)
+        (base,) = run.train([shared], whole=True)
+        agreement = evidence.extra(base.unit, "agreement", gradient_agreement, shape=(len(tasks), len(tasks)))
         run.train([shared])
         branchable, limit = _limits(space, branches)
         if branchable:
             first = branchable[0]
             sizes = range(2, min(limit[first], len(tasks)) + 1)
-            if base.agreement is None:
+            if agreement is None:
                 notes.append(NO_AGREEMENT)
-            best, surrogate = _groupings(run, base.agreement, first, sizes)
-            _depth_and_hierarchy(run, best, first, branchable, limit, base.agreement, surrogate)
+            best, model = _groupings(run, agreement, first, sizes)
+            _depth_and_hierarchy(run, best, first, branchable, limit, agreement, model)
         chosen, noise, scale = _final(run, shared)
         return SearchResult(tree=chosen.unit.tree, derived=None, routing={}, weights=evidence.weights(chosen.unit),
                             seconds=time.perf_counter() - start, hparams=hparams,
@@ -219,7 +225,7 @@ def _final(run: _Search, shared: BranchingTree) -> tuple[Trained, float, float]:
     y = np.array([whole[k] for k in both]) - np.mean([whole[k] for k in both])
     scale = float(np.clip((x @ y) / (x @ x), 0.05, 1.0)) if len(both) > 1 and x @ x > 1e-12 else 1.0
     offset = float(np.mean([whole[k] - scale * short[k] for k in both])) if both else 0.0
-    estimated = {k: offset + scale * v - run.penalty(k) for k, v in short.items()}
+    estimated = {k: run.score(k, offset + scale * v) for k, v in short.items()}
     scores = run.scores(whole=True)
     top = max(estimated, key=estimated.get)
     if top not in run.trained[True] and estimated[top] > max(scores.values()):
@@ -243,8 +249,8 @@ def _two_seeds(run: _Search, keys: Sequence[str]) -> dict[str, float]:
         [run.unit(run.trained[True][k].unit.tree, whole=True, seed=run.seed + AGAIN_SEED) for k in keys])))
     refs = references([f.result.val for f in run.trained[True].values()]
                       + [f.result.val for f in seconds.values()], run.space)
-    return {k: (_mean_term(run.trained[True][k], refs, run) + _mean_term(seconds[k], refs, run)) / 2
-            - run.penalty(k) for k in keys}
+    return {k: run.score(k, (_mean_term(run.trained[True][k], refs, run) + _mean_term(seconds[k], refs, run)) / 2)
+            for k in keys}
 
 
 def _mean_term(found: Trained, refs: dict, run: _Search) -> float:
@@ -262,10 +268,10 @@ def _noise(run: _Search, found: Trained) -> float:
     return float(np.sqrt(np.mean(d ** 2) / len(d) / 2))
 
 
-def _groupings(run: _Search, agreement: np.ndarray | None, layer: int, sizes: range) -> tuple[Groups, PairSurrogate]:
-    """Step 2: the trained groupings at ``layer``; returns the best one by score and the surrogate
-    fitted to all of them. Without gradient agreement (None), the surrogate fitted to the
-    all-shared and single-task networks proposes the first groupings too (one more round)."""
+def _groupings(run: _Search, agreement: np.ndarray | None, layer: int, sizes: range) -> tuple[Groups, PairModel]:
+    """Step 2: the trained groupings at ``layer``; returns the best one by score and the pair model
+    fitted to all of them. Without gradient agreement (None), the model fitted to the all-shared
+    and single-task networks proposes the first groupings too (one more round)."""
     tasks, layers = run.tasks, run.layers
     tried: set[Groups] = set()
 
@@ -282,8 +288,8 @@ def _groupings(run: _Search, agreement: np.ndarray | None, layer: int, sizes: ra
         prior, rounds = np.zeros((len(tasks), len(tasks))), ROUNDS + 1
     for _ in range(rounds):
         groupings, terms = _observations(run, layer)
-        surrogate = PairSurrogate.fit(tasks, groupings, terms, prior)
-        proposals = [g for g in (surrogate.best(k, exclude=tried) for k in sizes) if g is not None]
+        model = PairModel.fit(tasks, groupings, terms, prior)
+        proposals = [g for g in (model.best(k, exclude=tried) for k in sizes) if g is not None]
         if not proposals:
             break
         train(proposals)
@@ -297,7 +303,7 @@ def _groupings(run: _Search, agreement: np.ndarray | None, layer: int, sizes: ra
         means = _two_seeds(run, [keys[g] for g in close])
         best = max(close, key=lambda g: means[keys[g]])
     run.train([_split(tasks, layers, layer, best)])  # its short training: the scale of the short ones
-    return best, PairSurrogate.fit(tasks, *_observations(run, layer), prior)
+    return best, PairModel.fit(tasks, *_observations(run, layer), prior)
 
 
 def _observations(run: _Search, layer: int) -> tuple[list[Groups], list[list[float]]]:
@@ -320,19 +326,19 @@ def _observations(run: _Search, layer: int) -> tuple[list[Groups], list[list[flo
 
 
 def _depth_and_hierarchy(run: _Search, groups: Groups, first: int, branchable: list[int], limit: tuple[int, ...],
-                         agreement: np.ndarray | None, surrogate: PairSurrogate) -> None:
+                         agreement: np.ndarray | None, model: PairModel) -> None:
     """Step 3: the best grouping split at each later layer, and the two-level trees around it, for
-    the short budget: a coarser grouping (the two groups that harm each other least by the
-    surrogate merged, when it has three or more) at a layer and the grouping itself deeper, or the
+    the short budget: a coarser grouping (the two groups that harm each other least by the fitted
+    pair model merged, when it has three or more) at a layer and the grouping itself deeper, or the
     grouping at a layer and its largest group split in two deeper (by gradient agreement, or by
-    the surrogate's help between the tasks where there is none)."""
+    the model's help between the tasks where there is none)."""
     tasks, layers = run.tasks, run.layers
     if agreement is None:
-        agreement = surrogate.harm + surrogate.harm.T  # what each pair does for each other
+        agreement = model.harm + model.harm.T  # what each pair does for each other
     trees = [_split(tasks, layers, layer, groups) for layer in branchable if layer > first]
     levels = []  # (coarse, fine) partitions of a two-level tree
     if len(groups) > 2:
-        pair = _closest_pair(groups, surrogate)
+        pair = _closest_pair(groups, model)
         levels.append((tuple(g for g in groups if g not in pair) + (pair[0] + pair[1],), groups))
     big = max(groups, key=len)
     if len(big) > 1:
@@ -346,12 +352,12 @@ def _depth_and_hierarchy(run: _Search, groups: Groups, first: int, branchable: l
     run.train(trees)
 
 
-def _closest_pair(groups: Groups, surrogate: PairSurrogate) -> tuple[tuple[str, ...], ...]:
-    """The two groups whose tasks the surrogate says harm each other least (help most)."""
-    index = {t: i for i, t in enumerate(surrogate.tasks)}
+def _closest_pair(groups: Groups, model: PairModel) -> tuple[tuple[str, ...], ...]:
+    """The two groups whose tasks the fitted pair model says harm each other least (help most)."""
+    index = {t: i for i, t in enumerate(model.tasks)}
 
     def between(a: tuple[str, ...], b: tuple[str, ...]) -> float:
-        return float(sum(surrogate.harm[index[x], index[y]] + surrogate.harm[index[y], index[x]] for x in a for y in b))
+        return float(sum(model.harm[index[x], index[y]] + model.harm[index[y], index[x]] for x in a for y in b))
 
     return max(itertools.combinations(groups, 2), key=lambda p: between(*p))
 
@@ -404,8 +410,8 @@ class PairsSelection:
         if branchable:
             s = branchable[0]
             options += [(groups, _split(tasks, layers, s, groups))
-                        for groups in (model.best_groups(k) for k in range(2, limit[s] + 1))]
-        values = [model.estimate(groups) - hparams.gain_per_cost * (run.cost(tree) - 1) for groups, tree in options]
+                        for groups in (model.best(k) for k in range(2, min(limit[s], len(tasks)) + 1))]
+        values = [trade_off_score(model.estimate(groups), run.cost(tree), hparams.gain_per_cost) for groups, tree in options]
         tree = options[int(np.argmax(values))][1]
         unit = Unit(tree, space.proxy_epochs, seed)
         return SearchResult(tree=tree, derived=None, routing={}, weights=evidence.weights(unit),
@@ -429,5 +435,5 @@ def pair_model(evidence: Evidence, seed: int, mode: str = "sum") -> PairModel:
     for (a, b), pair in zip(pairs, found[len(tasks):]):
         d = per_task_delta(pair.result.val, {t: solo[t] for t in (a, b)}, subset_space(space, (a, b)))
         deltas[index[a], index[b]], deltas[index[b], index[a]] = d[a], d[b]
-    return PairModel(tasks, deltas, mode)
+    return PairModel(tasks, deltas, mode=mode)
 

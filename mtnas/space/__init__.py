@@ -1,5 +1,6 @@
 """Search spaces: a built-in name or a YAML file -> a frozen, typed ``SearchSpace``, resolved
-against its dataset (task kinds, sizes, input shape) so that it alone rebuilds a model.
+against its dataset (task kinds, sizes, input shape) so that it alone rebuilds a model; and the
+trade-off of quality and cost its ``search.gain_per_cost`` sets (``trade_off_score``).
 """
 
 from mtnas.core._lazy import lazy_exports
@@ -14,4 +15,5 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
         "BackboneConfig", "DatasetConfig", "KIND_DEFAULTS", "MAX_LAYERS", "MAX_TASKS", "RoutingConfig",
         "SearchConfig", "SearchRanges", "SearchSpace", "TaskConfig", "TrainingConfig", "WEIGHTS_SUFFIXES",
     ),
+    "._trade_off": ("trade_off_score",),
 })

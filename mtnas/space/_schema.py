@@ -351,10 +351,11 @@ class SearchConfig:
     gain_per_cost: float = bounded(5.0, ge=0.0)  # trained methods: delta-m points per all-shared net of extra cost
     trials: int = bounded(8, ge=1)
     proxy_epochs: int | None = bounded(None, ge=1)  # None: training.epochs (trees learn as in a real training)
-    grouping_epochs: int | None = bounded(None, ge=1)  # None: a fifth of the proxy budget (trained search)
+    short_epochs: int | None = bounded(None, ge=1)  # None: a fifth of the proxy budget (trained: short trainings)
     stable_epochs: int | None = bounded(None, ge=1)  # stop once the argmax tree stayed unchanged this many routing epochs
     pruner: str | None = None  # stop a trial's proxy training once it is clearly dominated (see mtnas.study)
     ranges: SearchRanges = field(default_factory=SearchRanges)
+    _renamed: ClassVar[dict[str, str]] = {"grouping_epochs": "short_epochs"}
 
     def _validate(self) -> None:
         if self.tau_min > self.tau0:
@@ -474,10 +475,20 @@ class SearchSpace:
         share what one of them trained."""
         return self._digest(drop=("description", "search"))
 
-    def _digest(self, drop: tuple[str, ...]) -> str:
+    @property
+    def unit_hash(self) -> str:
+        """``training_hash`` without ``training.epochs``: how a tree is trained, not for how long.
+        The key of a unit of trained evidence (``mtnas.train.Evidence``), which names its own
+        epochs, so a tree trained for 10 epochs is one unit whether the space that asks for it
+        trains for 10 (its proxy space) or for 50."""
+        return self._digest(drop=("description", "search"), training_drop=("epochs",))
+
+    def _digest(self, drop: tuple[str, ...], training_drop: tuple[str, ...] = ()) -> str:
         data = self.to_dict()
         for key in drop:
             data.pop(key, None)
+        for key in training_drop:
+            data["training"].pop(key, None)
         if self.backbone.weights:  # the pretrained file's content, not only its path, shapes results
             data["backbone_weights_sha256"] = _file_digest(self.backbone.weights)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
@@ -488,7 +499,7 @@ class SearchSpace:
         if epochs < 1:
             raise MtnasError(f"with_budget: epochs must be >= 1, got {epochs}")
         search = replace(self.search, epochs=2 * epochs, warmup_epochs=epochs, proxy_epochs=epochs,
-                         grouping_epochs=None)
+                         short_epochs=None)
         return replace(self, training=replace(self.training, epochs=epochs), search=search)
 
     @property
@@ -499,12 +510,12 @@ class SearchSpace:
         return self.search.proxy_epochs or self.training.epochs
 
     @property
-    def grouping_epochs(self) -> int:
-        """The epochs of the whole schedule the trained search trains its depth and hierarchy
-        candidates for before it compares them: ``search.grouping_epochs``, by default a fifth of
-        ``proxy_epochs``; their scores are scaled to the whole budget's by the trees trained for
-        both (``mtnas.search._trained``)."""
-        return self.search.grouping_epochs or max(1, round(self.proxy_epochs / 5))
+    def short_epochs(self) -> int:
+        """The epochs of the whole schedule the trained search's short trainings run for (its depth
+        and hierarchy candidates, trained before it compares them): ``search.short_epochs``, by
+        default a fifth of ``proxy_epochs``; their scores are scaled to the whole budget's by the
+        trees trained for both (``mtnas.search._trained``)."""
+        return self.search.short_epochs or max(1, round(self.proxy_epochs / 5))
 
     @property
     def is_resolved(self) -> bool:

@@ -11,7 +11,6 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
         "ARTIFACT_ID", "TRIAL_FILES", "artifact_cache", "check_artifact_store", "fetch_trial_file",
         "open_artifact_store", "upload_trial_files",
     ),
-    "._evidence": ("StudyEvidence", "evidence_study_name",),
     "._front": (
         "FrontPoints", "FrontTree", "PICKS", "choose_trial", "front_point", "front_points", "front_trees", "knee",
         "pareto", "searched_front", "trade_off", "write_pareto",
@@ -36,4 +35,5 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
         "open_storage",
     ),
     "._strategies": ("SAMPLERS", "STRATEGIES", "Strategy", "TrialContext", "trial_space",),
+    "._study_store": ("StudyStore", "evidence_study_name",),
 })

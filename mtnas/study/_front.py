@@ -34,6 +34,7 @@ from typing import Any
 import optuna
 
 from mtnas.core import MtnasError, Registry, atomic_write_text
+from mtnas.space import trade_off_score
 from mtnas.study._objectives import QUALITY, cost_objective, objective_names, trial_objectives
 from mtnas.study._run import SearchRun, load_study, trial_label, trial_tree
 from mtnas.tree import BranchingTree
@@ -163,9 +164,9 @@ def trade_off(front: FrontPoints) -> int:
     the default search makes (``mtnas.search``); the knee when the all-shared cost is unknown."""
     if not front.all_shared_cost:
         return knee(front.points)
-    unit = front.all_shared_cost
+    unit = front.all_shared_cost  # the points' costs are their trees' (tree_cost), so this is relative_cost
     return max(range(len(front.points)),
-               key=lambda i: (front.points[i][0] - front.gain_per_cost * (front.points[i][1] / unit - 1),
+               key=lambda i: (trade_off_score(front.points[i][0], front.points[i][1] / unit, front.gain_per_cost),
                               -front.points[i][1]))
 
 

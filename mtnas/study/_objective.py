@@ -3,7 +3,7 @@ score it, and write its files.
 
 The tree is trained for the search's budget (``SearchSpace.proxy_epochs``) and scored by delta-m
 on the validation split against single-task baselines of the same budget; a tree the trial's
-search trained already is read from the study's evidence (``mtnas.search.Evidence``). Its
+search trained already is read from the study's evidence (``mtnas.train.Evidence``). Its
 objective values are looked up by name (``mtnas.study._objectives``). A tree already evaluated in the study (same loss balancing) is not
 retrained: its result is reused. The independent tree is the single-task baselines themselves
 (one network per task; trained once, batched): its result is read off them, delta-m 0. A NaN/inf
@@ -20,14 +20,22 @@ import optuna
 from mtnas.core import __version__, atomic_write_text
 from mtnas.data import DatasetBundle
 from mtnas.model import tree_cost
-from mtnas.search import Evidence, Unit
 from mtnas.space import SearchSpace
 from mtnas.study._artifacts import open_artifact_store, upload_trial_files
 from mtnas.study._liveness import mark_alive, wait_for_turn
 from mtnas.study._objectives import OBJECTIVES, cost_objective
 from mtnas.study._pruning import epoch_monitor
 from mtnas.study._strategies import STRATEGIES, TrialContext, trial_space
-from mtnas.train import SUM_OF_SOLO_LOSSES, Baselines, NonFiniteLossError, delta_m, proxy_space, train_tree
+from mtnas.train import (
+    SUM_OF_SOLO_LOSSES,
+    Baselines,
+    Evidence,
+    NonFiniteLossError,
+    Unit,
+    delta_m,
+    proxy_space,
+    train_tree,
+)
 from mtnas.tree import Architecture, BranchingTree
 from mtnas.viz import draw_tree, tree_title
 

@@ -29,11 +29,10 @@ import yaml
 from mtnas.core import MtnasError, atomic_write_text
 from mtnas.core._version import __version__
 from mtnas.data import DatasetBundle
-from mtnas.search import Evidence, check_search_space
+from mtnas.search import check_search_space
 from mtnas.space import SearchSpace, load_resolved, space_from_dict
 from mtnas.study._artifacts import absolute_store, check_artifact_store
 from mtnas.study._claim import check_not_starting, claim_new_run
-from mtnas.study._evidence import StudyEvidence
 from mtnas.study._front import write_pareto
 from mtnas.study._liveness import finished_elsewhere, reap_dead_trials, settle
 from mtnas.study._objective import FIXED, evaluate_trial, proxy_space
@@ -44,9 +43,11 @@ from mtnas.study._records import check_settings
 from mtnas.study._run import SearchRun, check_run_name
 from mtnas.study._storage import MAX_LOCAL_WORKERS, absolute_url, file_path, mask_url, open_storage
 from mtnas.study._strategies import SAMPLERS, STRATEGIES, TrialContext
+from mtnas.study._study_store import StudyStore
 from mtnas.study._tracking import trial_logging
 from mtnas.train import (
     Baselines,
+    Evidence,
     NonFiniteLossError,
     Tracking,
     check_trackers,
@@ -190,7 +191,7 @@ def run_search(
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 study.set_metric_names(names)  # optuna-dashboard shows "delta_m", "flops", not "Objective 0"
         _enqueue_fixed_trees(study)
-    store = StudyEvidence(study._storage, study_name, artifacts)
+    store = StudyStore(study._storage, study_name, artifacts)
     scope = Tracking(log_to, run.root / "logs", study_name) if log_to else None
     if scope is not None:
         scope.prepare()  # the stores exist before the local workers share them
@@ -365,7 +366,7 @@ def run_worker(storage: str, study_name: str, *, device: str = "auto", timeout: 
     if pruner is not None and pruner.optuna is not None:  # a pruner belongs to the process's Study object
         study = optuna.load_study(study_name=study_name, storage=open_storage(storage, create=False), pruner=pruner.optuna())
     dev = select_device(device)
-    store = StudyEvidence(study._storage, study_name, artifacts)
+    store = StudyStore(study._storage, study_name, artifacts)
     folder = file_path(storage)  # a local worker's study file lies in its run folder
     scope = Tracking(log_to, (Path(folder).parent if folder else Path("runs") / study_name) / "logs",
                      study_name) if log_to else None

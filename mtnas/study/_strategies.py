@@ -25,9 +25,8 @@ if TYPE_CHECKING:
     import torch
 
     from mtnas.data import DatasetBundle
-    from mtnas.search import EvidenceStore
     from mtnas.space import SearchSpace
-    from mtnas.train import Tracking
+    from mtnas.train import EvidenceStore, Tracking
 
 __all__ = ["SAMPLERS", "STRATEGIES", "Strategy", "TrialContext", "trial_space"]
 

@@ -1,5 +1,7 @@
 """The training engine and everything that runs on it: fixed trees (``mtnas train``), the
-single-task baselines and delta-m, and ``mtnas retrain`` (devices, precision, DDP, checkpoints).
+single-task baselines and delta-m, trained evidence (units of training, each trained once and
+shared through an evidence store: a training cache for searches and studies), and ``mtnas
+retrain`` (devices, precision, DDP, checkpoints).
 """
 
 from mtnas.core._lazy import lazy_exports
@@ -12,6 +14,8 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     ),
     "._cached": ("checked_result", "read_result", "write_result",),
     "._delta_m": ("delta_m", "per_task_delta",),
+    "._evidence": ("EVIDENCE_FORMAT", "AnsweringStore", "Evidence", "Trained", "Unit", "default_store",),
+    "._store": ("CLOCK_SKEW", "EvidenceStore", "Holder", "LocalStore",),
     "._device": (
         "DTYPES", "Dist", "PRECISIONS", "autocast", "pick_device", "process_group", "resolve_precision",
         "select_device",

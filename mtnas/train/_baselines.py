@@ -14,7 +14,7 @@ study need not train that tree again.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -147,13 +147,17 @@ def compute_baselines(
     use_cache: bool = True,
     batched: bool = True,
     progress: bool = False,
+    all_shared: Callable[[], TreeResult] | None = None,
 ) -> Baselines:
     """Train (or load from the cache) one network per task and the all-shared tree.
 
     ``batched`` trains the T single-task networks as one stacked model (same seeds, batches and
     schedule as one at a time, same metrics up to float summation order); False trains them one
     at a time. The cache entry (per ``training_hash``, dataset digest and seed) serves both: a
-    dataset whose samples changed under the same name gets baselines of its own.
+    dataset whose samples changed under the same name gets baselines of its own. ``all_shared``
+    gives the all-shared tree's result when they are not cached (default: trained here with the
+    space's budget and ``seed``; ``mtnas.train.Evidence.baselines`` obtains it as a unit of
+    evidence, so a study trains that tree once).
     """
     digest = data_digest(bundle)
     path = cache_dir() / "baselines" / f"{space.training_hash}-{digest[:16]}-seed{seed}.json"
@@ -162,7 +166,7 @@ def compute_baselines(
     if cached is not None:
         return cached
     single = train_single_tasks(space, bundle, device=device, seed=seed, batched=batched, progress=progress)
-    shared = train_tree(
+    shared = all_shared() if all_shared is not None else train_tree(
         BranchingTree.all_shared(space.task_names, space.num_layers), space, bundle,
         device=device, seed=seed, progress=progress, desc="all-shared",
     )

@@ -9,10 +9,10 @@ that module) plus a uniform brightness offset of one of four levels. Three tasks
   (4 classes), ``bright`` (level >= 2) and ``level_odd`` (level is 1 or 3).
 
 The planted structure is the digit | grating split of ``digit_gratings``. The level tasks are
-solved on any path (100% validation accuracy in every reference tree), but sharing layers with
-them costs the digit tasks dearly (the digit class drops from ~75% to ~27% with the space's
-budget; ``python -m benchmarks.recovery_suite --truth --cases levels``), while the grating tasks
-share with them at no cost: they belong with the gratings or on their own. ``planted_groups``
+solved on any path (in every reference tree), but sharing layers with them costs the digit tasks
+dearly (``python -m benchmarks.recovery_suite --truth --cases levels``; the figures are in
+``benchmarks/README.md``), while the grating tasks share with them at no cost: they belong with
+the gratings or on their own. ``planted_groups``
 lists the three factors.
 """
 

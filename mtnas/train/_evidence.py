@@ -2,21 +2,29 @@
 
 A :class:`Unit` is one training: a tree from fresh weights (seeded) for a number of epochs on a
 space's data, exactly as ``mtnas.train.train_tree`` trains it (its cosine schedule over those
-epochs). Its key digests everything the result depends on: the space without its search settings
-(``SearchSpace.training_hash``: backbone, tasks, losses, balancing, optimiser), the dataset's
-content (``mtnas.data.data_digest``), mtnas's version, the tree, the epochs and the seed. A
-search asks :class:`Evidence` for the units it needs (``obtain``); each is read from the store
-when some process trained it, trained here when this process claims it, or waited for while
-another process trains it (``mtnas.search._store``), so the processes of a study split a search's
-trainings and none trains what another did.
+epochs). Its key digests everything the result depends on: how the space trains
+(``SearchSpace.unit_hash``: backbone, tasks, losses, balancing, optimiser, but not
+``training.epochs``, which the unit names itself), the dataset's content
+(``mtnas.data.data_digest``), mtnas's version, the tree, the epochs and the seed. So a search on a
+space and a study's trial on its proxy space (``mtnas.train.proxy_space``) ask for one unit when
+they ask for one training. A search asks :class:`Evidence` for the units it needs (``obtain``);
+each is read from the store when some process trained it, trained here when this process claims
+it, or waited for while another process trains it (``mtnas.train._store``), so the processes of a
+study split a search's trainings and none trains what another did.
 
-Units that are all-shared trees can also carry the gradient agreement of their trained network
-(``probe``, ``mtnas.search._gradients``), so the signal travels with the entry and needs no
-weights.
+The weights of every unit trained here go to the store with its result, and none stay in memory:
+``Evidence.weights`` reads them back (or trains the unit again, the same seed giving the same
+network, where the store cannot keep them). A quantity computed from a unit's trained network
+(the gradient agreement of the all-shared tree, ``mtnas.search._gradients``) is added to the
+stored evidence when first asked for (``Evidence.extra``): an entry of its own, named by the
+unit's key and the quantity's name, computed once from the unit's stored weights by whichever
+process claims it. So a unit is trained once whether or not anyone reads such a quantity off it,
+and this module need not know how it is computed.
 
 Every unit obtained is also counted in a ledger (``Evidence.spent``): its epochs times its tree's
-cost relative to the all-shared tree (``search.cost_metric``), whether this process trained it or
-read it, so what a search costs does not depend on what a cache held.
+cost relative to the all-shared tree (``search.cost_metric``, ``mtnas.model.relative_cost``),
+whether this process trained it or read it, so what a search costs does not depend on what a
+cache held.
 
 A store may also *answer* units instead of holding trained ones (an :class:`AnsweringStore`: a
 table of published trainings, ``mtnas.search._table``). ``Evidence`` then asks it for every unit,
@@ -32,30 +40,37 @@ import json
 import math
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import torch
 
 from mtnas.core import MtnasError, __version__, first_line
-from mtnas.data import DatasetBundle, data_digest
-from mtnas.model import BranchedNet, tree_cost
-from mtnas.search._gradients import gradient_agreement
-from mtnas.search._store import EvidenceStore, LocalStore
+from mtnas.data import DatasetBundle, TaskData, data_digest
+from mtnas.model import BranchedNet, relative_cost
 from mtnas.space import SearchSpace
-from mtnas.train import Baselines, TreeResult, cache_dir, checked_result, compute_baselines, subset_space, train_trees
+from mtnas.train._baselines import Baselines, cache_dir, compute_baselines
+from mtnas.train._batched import subset_space, train_trees
+from mtnas.train._cached import checked_result
+from mtnas.train._fixed_tree import TreeResult
+from mtnas.train._store import EvidenceStore, LocalStore
 from mtnas.tree import BranchingTree
 
 __all__ = ["EVIDENCE_FORMAT", "AnsweringStore", "Evidence", "Trained", "Unit", "default_store"]
 
-#: Changes whenever an entry's meaning changes: older entries are then not read.
-EVIDENCE_FORMAT = 2
+#: Changes whenever an entry's meaning changes: older entries are then not read (3: a unit's key no
+#: longer holds ``training.epochs`` nor a probe; extras are entries of their own).
+EVIDENCE_FORMAT = 3
 #: Seconds between the lines of a process waiting for units another process trains.
 WAIT_LINE_EVERY = 30.0
 #: What checking a stored entry raises when it is not sound.
 _UNSOUND = (MtnasError, KeyError, TypeError, ValueError, AttributeError)
+#: What an extra is computed by: the unit's trained network (eval mode is its own business), the
+#: training split of its tasks, and the space of its tree.
+Extra = Callable[[BranchedNet, TaskData, SearchSpace], np.ndarray]
+Value = TypeVar("Value")
 
 
 def _reason(exc: BaseException) -> str:
@@ -66,13 +81,11 @@ def _reason(exc: BaseException) -> str:
 class Unit:
     """One training: ``tree`` (over all or some of the space's tasks) from fresh weights seeded by
     ``seed``, with the schedule of ``epochs`` epochs, trained for all of them or for the first
-    ``stop``; with ``probe``, also the gradient agreement of the trained network (all-shared trees
-    only)."""
+    ``stop``."""
 
     tree: BranchingTree
     epochs: int
     seed: int
-    probe: bool = False
     stop: int | None = None
 
     @property
@@ -86,16 +99,13 @@ class Unit:
 
 @dataclass(frozen=True)
 class Trained:
-    """A unit's result: per-task metrics on val and test, the training's seconds, and the gradient
-    agreement (T, T) when probed."""
+    """A unit's result: per-task metrics on val and test, and the training's seconds."""
 
     unit: Unit
     result: TreeResult
-    agreement: np.ndarray | None = None
 
     def to_entry(self) -> dict:
-        return {"result": self.result.to_dict(),
-                "agreement": None if self.agreement is None else self.agreement.tolist()}
+        return {"result": self.result.to_dict()}
 
     @classmethod
     def from_entry(cls, unit: Unit, entry: dict, space: SearchSpace) -> Trained | None:
@@ -111,13 +121,21 @@ class Trained:
     def checked(cls, unit: Unit, entry: dict, space: SearchSpace) -> Trained:
         """:meth:`from_entry`, raising (one of ``_UNSOUND``) with the reason instead of None."""
         result = checked_result(entry["result"], space, tasks=unit.tree.tasks)
-        agreement = None if entry.get("agreement") is None else np.asarray(entry["agreement"], dtype=float)
         if result.tree != unit.tree:
             raise ValueError(f"it holds the tree {result.tree.describe()!r}, not the unit's")
-        if unit.probe and (agreement is None or agreement.shape != (len(unit.tree.tasks),) * 2
-                           or not np.isfinite(agreement).all()):
-            raise ValueError("its gradient agreement is missing, of another shape, or not finite")
-        return cls(unit, result, agreement)
+        return cls(unit, result)
+
+
+def _checked_extra(entry: Mapping[str, Any], name: str, shape: tuple[int, ...] | None) -> np.ndarray:
+    """A stored extra's value; raises (one of ``_UNSOUND``) with the reason when it is not sound."""
+    if entry.get("extra") != name:
+        raise ValueError(f"it holds {entry.get('extra')!r}, not {name!r}")
+    value = np.asarray(entry["value"], dtype=float)
+    if value.shape != tuple(entry["shape"]) or (shape is not None and value.shape != shape):
+        raise ValueError(f"its {name} is of shape {value.shape}, expected {shape or tuple(entry['shape'])}")
+    if not np.isfinite(value).all():
+        raise ValueError(f"its {name} is not finite")
+    return value
 
 
 @runtime_checkable
@@ -128,8 +146,8 @@ class AnsweringStore(Protocol):
     where: str  # what the store is, for messages
 
     def answer(self, unit: Unit, space: SearchSpace) -> Trained:
-        """The unit's result (``agreement`` None: no network to probe); an ``MtnasError`` of one
-        line when the store cannot answer it."""
+        """The unit's result; an ``MtnasError`` of one line when the store cannot answer it (it
+        holds no network: ``Evidence.extra`` of its units is None)."""
 
     def relative_cost(self, tree: BranchingTree) -> float:
         """The tree's cost relative to the all-shared tree."""
@@ -148,7 +166,7 @@ class Evidence:
 
     Args:
         space: a resolved search space (its ``training`` section trains every unit; a unit's
-            ``epochs`` replaces ``training.epochs``).
+            ``epochs`` replaces ``training.epochs``, which its key leaves out).
         bundle: its dataset (units train on ``train``; metrics are read on ``val`` and ``test``);
             None when the store answers units (:class:`AnsweringStore`).
         store: where units are kept and claimed (default: this machine's evidence folder), or a
@@ -170,10 +188,10 @@ class Evidence:
                              "given; pass the dataset, or a store that answers units (a trainings table)")
         self.progress, self.poll = progress, poll
         self.wait_line_every, self._said = WAIT_LINE_EVERY, 0.0
-        self._prefix = json.dumps({"format": EVIDENCE_FORMAT, "mtnas": __version__, "space": space.training_hash,
+        self._prefix = json.dumps({"format": EVIDENCE_FORMAT, "mtnas": __version__, "space": space.unit_hash,
                                    "data": None if bundle is None else data_digest(bundle)}, sort_keys=True)
         self._known: dict[str, Trained] = {}
-        self._weights: dict[str, dict[str, torch.Tensor]] = {}
+        self._extras: dict[str, np.ndarray] = {}
         self._costs: dict[str, float] = {}
         self.order: list[Trained] = []  # every unit obtained, in the order first obtained
         self.trained = 0  # units this object trained (not read from the store)
@@ -181,16 +199,12 @@ class Evidence:
 
     def cost(self, tree: BranchingTree) -> float:
         """The tree's cost (``search.cost_metric``) relative to the all-shared tree over every task
-        of the space (a tree over fewer tasks, as a pair's network, costs a little less than 1); a
-        store that answers units says what its trees cost."""
+        of the space (``mtnas.model.relative_cost``: a tree over fewer tasks, as a pair's network,
+        costs a little less than 1); a store that answers units says what its trees cost."""
         if self.answering is not None:
             return self.answering.relative_cost(tree)
         if tree.key not in self._costs:
-            shared = BranchingTree.all_shared(self.space.task_names, self.space.num_layers)
-            metric = self.space.search.cost_metric
-            own = self.space if len(tree.tasks) == len(self.space.tasks) else subset_space(self.space, tree.tasks)
-            self._costs[tree.key] = float(getattr(tree_cost(tree, own), metric)) / float(
-                getattr(tree_cost(shared, self.space), metric))
+            self._costs[tree.key] = relative_cost(tree, self.space, self.space.search.cost_metric)
         return self._costs[tree.key]
 
     @property
@@ -204,7 +218,7 @@ class Evidence:
 
     def key(self, unit: Unit) -> str:
         spec = json.dumps({"tree": unit.tree.to_dict(), "epochs": unit.epochs, "seed": unit.seed,
-                           "probe": unit.probe, "stop": unit.trained_epochs}, sort_keys=True)
+                           "stop": unit.trained_epochs}, sort_keys=True)
         return hashlib.sha256(f"{self._prefix}|{spec}".encode()).hexdigest()
 
     def obtain(self, units: Sequence[Unit]) -> list[Trained]:
@@ -267,83 +281,121 @@ class Evidence:
         self._known[key] = found
         self.order.append(found)
 
+    def _unit_space(self, unit: Unit) -> SearchSpace:
+        """The space a unit trains in: the space with the unit's epochs."""
+        return replace(self.space, training=replace(self.space.training, epochs=unit.epochs))
+
     def _train(self, claimed: list[tuple[str, Unit]]) -> None:
-        """Train the claimed units, stacked by (epochs, stop, seed), and store each result."""
+        """Train the claimed units, stacked by (epochs, stop, seed), and store each result with its
+        weights (kept by the store, not here)."""
         groups: dict[tuple[int, int, int], list[tuple[str, Unit]]] = {}
         for k, u in claimed:
             groups.setdefault((u.epochs, u.trained_epochs, u.seed), []).append((k, u))
-        for (epochs, stop, seed), members in groups.items():
-            space = replace(self.space, training=replace(self.space.training, epochs=epochs))
-            start = time.perf_counter()
+        for members in groups.values():
+            held = {k for k, _ in members}
             try:
-                outs = train_trees(space, self.bundle, [u.tree for _, u in members], device=self.device, seed=seed,
-                                   progress=self.progress, stop=stop)
+                first = members[0][1]
+                start = time.perf_counter()
+                outs = train_trees(self._unit_space(first), self.bundle, [u.tree for _, u in members],
+                                   device=self.device, seed=first.seed, progress=self.progress,
+                                   stop=first.trained_epochs)
+                self.seconds += time.perf_counter() - start
+                for (k, u), (result, weights) in zip(members, outs):
+                    found = Trained(u, result)
+                    self.store.put_weights(k, u.tree.key, weights)  # before the entry: whoever reads it finds them
+                    self.store.put(k, found.to_entry())
+                    held.discard(k)
+                    self.trained += 1
+                    self._remember(k, found)
             except BaseException:
-                for k, _ in members:
+                for k in held:
                     self.store.release(k)
                 raise
-            self.seconds += time.perf_counter() - start
-            for (k, u), (result, weights) in zip(members, outs):
-                agreement = self._probe(space, u, weights) if u.probe else None
-                found = Trained(u, result, agreement)
-                self.store.put(k, found.to_entry())
-                self.trained += 1
-                self._weights[k] = weights
-                self._remember(k, found)
 
-    def _probe(self, space: SearchSpace, unit: Unit, weights: dict[str, torch.Tensor]) -> np.ndarray:
-        net = BranchedNet.from_space(unit.tree, space, pretrained=False).to(self.device)
-        net.load_state_dict(weights)
-        return gradient_agreement(net, self.bundle.train.only(unit.tree.tasks), space)
-
-    def baselines(self, seed: int) -> Baselines:
-        """The single-task baselines of delta-m (and the all-shared tree) for the space's budget and
-        ``seed``, as a unit of evidence: read from the store, or computed here when this process
-        claims them (``mtnas.train.compute_baselines``), or waited for."""
-        if self.answering is not None:
-            raise MtnasError(f"{self.answering.where} answers units of evidence and holds no delta-m baselines; "
-                             "the trained methods score trees without them")
-        key = self._baselines_key(seed)
+    def _claimed(self, key: str, what: str, read: Callable[[Mapping[str, Any]], Value],
+                 make: Callable[[], tuple[Value, dict[str, Any]]]) -> Value:
+        """One stored entry besides the units (baselines, an extra): read from the store
+        (``read`` raises one of ``_UNSOUND`` for one that is not sound: it is rejected, made again
+        and stored), else made here when this process claims it (``make``: the value and its
+        entry), else waited for while another process makes it."""
         since = None
         while True:
             entry = self.store.get(key)
             if entry is not None:
                 try:
-                    return Baselines.checked(entry["baselines"], self.space, seed)
-                except _UNSOUND as exc:  # not sound: claimed and computed again, by one process, and stored
+                    return read(entry)
+                except _UNSOUND as exc:  # not sound: claimed and made again, by one process, and stored
                     self.store.reject(key, entry, _reason(exc))
                     continue
             if self.store.claim(key):
                 try:
-                    found = compute_baselines(self.space, self.bundle, device=self.device, seed=seed,
-                                              progress=self.progress)
+                    value, entry = make()
                 except BaseException:
                     self.store.release(key)
                     raise
-                self.store.put(key, {"baselines": found.to_dict()})
-                return found
-            since = self._wait(since, f"the delta-m baselines (seed {seed})", key)
+                self.store.put(key, entry)
+                return value
+            since = self._wait(since, what, key)
+
+    def extra(self, unit: Unit, name: str, compute: Extra, *, shape: tuple[int, ...] | None = None
+              ) -> np.ndarray | None:
+        """A quantity named ``name`` computed from the unit's trained network, added to its stored
+        evidence: read from the store, or computed here when this process claims it
+        (``compute(net, train split of the unit's tasks, the tree's space)``, the network built
+        from the unit's stored weights: the unit is obtained first, and trained only if no process
+        has), or waited for. A stored value whose shape is not ``shape`` or that is not finite is
+        computed again. None when the store answers units: it holds no network."""
+        if self.answering is not None:
+            return None
+        key = hashlib.sha256(f"{self._prefix}|extra|{name}|{self.key(unit)}".encode()).hexdigest()
+        if key not in self._extras:
+            self.obtain([unit])
+
+            def make() -> tuple[np.ndarray, dict[str, Any]]:
+                own = self._unit_space(unit)
+                own = own if set(unit.tree.tasks) == set(own.task_names) else subset_space(own, unit.tree.tasks)
+                net = BranchedNet.from_space(unit.tree, own, pretrained=False).to(self.device)
+                net.load_state_dict(self.weights(unit))
+                value = np.asarray(compute(net, self.bundle.train.only(unit.tree.tasks), own), dtype=float)
+                return value, {"extra": name, "shape": list(value.shape), "value": value.tolist()}
+
+            self._extras[key] = self._claimed(key, f"the {name} of unit {self.key(unit)[:12]} ({unit.describe()})",
+                                              lambda entry: _checked_extra(entry, name, shape), make)
+        return self._extras[key]
+
+    def baselines(self, seed: int) -> Baselines:
+        """The single-task baselines of delta-m (and the all-shared tree) for the space's budget and
+        ``seed``, as evidence: read from the store, or computed here when this process claims them
+        (``mtnas.train.compute_baselines``, the all-shared tree obtained as a unit, so the study's
+        all-shared trial and its searches read that training), or waited for."""
+        if self.answering is not None:
+            raise MtnasError(f"{self.answering.where} answers units of evidence and holds no delta-m baselines; "
+                             "the trained methods score trees without them")
+        shared = Unit(BranchingTree.all_shared(self.space.task_names, self.space.num_layers),
+                      self.space.training.epochs, seed)
+
+        def make() -> tuple[Baselines, dict[str, Any]]:
+            found = compute_baselines(self.space, self.bundle, device=self.device, seed=seed, progress=self.progress,
+                                      all_shared=lambda: self.obtain([shared])[0].result)
+            return found, {"baselines": found.to_dict()}
+
+        return self._claimed(self._baselines_key(seed), f"the delta-m baselines (seed {seed})",
+                             lambda entry: Baselines.checked(entry["baselines"], self.space, seed), make)
 
     def _baselines_key(self, seed: int) -> str:
         return hashlib.sha256(f"{self._prefix}|baselines|{self.space.training.epochs}|{seed}".encode()).hexdigest()
 
     def weights(self, unit: Unit) -> Mapping[str, torch.Tensor]:
-        """The unit's trained weights (a ``BranchedNet`` state dict): from this process's training,
-        else from the store, else trained again (the same seed gives the same network) and stored,
-        so the next process that needs them reads them. Empty when the store answers units: it
-        holds no networks."""
+        """The unit's trained weights (a ``BranchedNet`` state dict), read from the store, else
+        trained again (the same seed gives the same network) and stored, so the next process that
+        needs them reads them. Nothing is kept here. Empty when the store answers units: it holds
+        no networks."""
         if self.answering is not None:
             return {}
         key = self.key(unit)
-        if key in self._weights:
-            state = self._weights[key]
-            self.store.put_weights(key, unit.tree.key, state)
-            return state
         state = self.store.get_weights(key, unit.tree.key)
         if state is None:
-            space = replace(self.space, training=replace(self.space.training, epochs=unit.epochs))
-            ((_, state),) = train_trees(space, self.bundle, [unit.tree], device=self.device, seed=unit.seed,
-                                        stop=unit.trained_epochs)
+            ((_, state),) = train_trees(self._unit_space(unit), self.bundle, [unit.tree], device=self.device,
+                                        seed=unit.seed, stop=unit.trained_epochs)
             self.store.put_weights(key, unit.tree.key, state)
-        self._weights[key] = state
         return state

@@ -1,12 +1,12 @@
 """Where trained evidence lives, and who trains what: an evidence store.
 
-A unit of evidence (a tree trained for some epochs with some seed, ``mtnas.search._evidence``) is
+A unit of evidence (a tree trained for some epochs with some seed, ``mtnas.train._evidence``) is
 named by a key that digests everything its result depends on. A store keeps each unit's result
 (a JSON entry with its checksum) and, when asked, its weights (bound to the unit: its key in the
 file's metadata, beside the tensors' checksum), and hands each missing unit to exactly one
 trainer: ``claim(key)`` is True for the process that is to train it and False while another live
 process holds it. A process that needs units therefore claims what it can, trains that, and waits
-for the rest (``mtnas.search._evidence.Evidence.obtain``); two processes that need the same units
+for the rest (``mtnas.train.Evidence.obtain``); two processes that need the same units
 split them, and neither trains what the other did.
 
 A claim proves it is alive, or it is taken over (with a line naming it): it names its owner
@@ -21,7 +21,7 @@ Two stores:
 
 * :class:`LocalStore` (the default): this machine's cache folder (``$MTNAS_CACHE_DIR/evidence/``),
   claims as lock files whose modification time is the heartbeat.
-* a study's store (``mtnas.study.StudyEvidence``): the study's own storage and artifact store, so
+* a study's store (``mtnas.study.StudyStore``): the study's own storage and artifact store, so
   workers on any machine that reaches the study share one search's trainings.
 """
 

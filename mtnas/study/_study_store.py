@@ -1,6 +1,6 @@
-"""A study's evidence store: the units of training its searches need, kept in the study's storage.
+"""A study's store: the units of training its searches need, kept in the study's storage.
 
-The searches of a study's trials train units (``mtnas.search._evidence``): trees trained for some
+The searches of a study's trials train units (``mtnas.train.Evidence``): trees trained for some
 epochs with some seed, each named by a key that digests the space, the data, mtnas's version and
 the training. This store keeps them where every worker of the study looks, whatever its machine:
 
@@ -8,7 +8,7 @@ the training. This store keeps them where every worker of the study looks, whate
   local workers' journal, or a PostgreSQL server), one trial per claim of a unit: the trial
   carries the unit's key from its creation (``system_attrs["unit"]``, written in the same storage
   operation that creates it), the claimant's host, process and its start time
-  (``mtnas.search.Holder``), and a heartbeat;
+  (``mtnas.train.Holder``), and a heartbeat;
 * of the RUNNING and COMPLETE trials of one key, the lowest-numbered owns it: trial numbers are
   handed out by the storage in order, so every process agrees on the owner, and a claimant that
   finds an older trial of its key fails its own and waits (no lock, nothing but the storage);
@@ -45,10 +45,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from mtnas.core import DamagedEntryWarning, MtnasError, MtnasWarning, seal, unseal
 from mtnas.model import load_weights, save_weights
-from mtnas.search import Holder
 from mtnas.study._artifacts import ARTIFACT_ID, open_artifact_store
+from mtnas.train import Holder
 
-__all__ = ["StudyEvidence", "evidence_study_name"]
+__all__ = ["StudyStore", "evidence_study_name"]
 
 _HOLDING = (TrialState.RUNNING, TrialState.COMPLETE)
 
@@ -63,8 +63,9 @@ def _holder(key: str) -> dict[str, Any]:
     return {"unit": key, **Holder.this_process().to_dict()}
 
 
-class StudyEvidence:
-    """Units of evidence in a study's storage and artifact store (see the module docstring).
+class StudyStore:
+    """Units of trained evidence in a study's storage and artifact store: an evidence store
+    (``mtnas.train.EvidenceStore``; see the module docstring).
 
     Args:
         storage: the study's Optuna storage.
