@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 
 from benchmarks._cases import CASES
+from mtnas.space import trade_off_score
 from mtnas.tree import BranchingTree
 
 POOL_DIR = Path(__file__).parent / "pools"
@@ -135,8 +136,7 @@ def truth(pool: Pool, trained: dict[int, dict[str, dict]], costs: dict[str, floa
             terms[key].append(statistics.mean(task_terms(results[key], refs, space).values()))
     out = {}
     for key, tree in pool.trees.items():
-        penalty = gain * (costs[key] - 1.0)
-        scores = [t - penalty for t in terms[key]]
+        scores = [trade_off_score(t, costs[key], gain) for t in terms[key]]
         (score, score_se), (dm, dm_se) = _mean_se(scores), _mean_se(terms[key])
         out[key] = TreeTruth(tree, score, score_se, dm, dm_se, costs[key], tuple(scores))
     return out

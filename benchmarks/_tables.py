@@ -52,6 +52,7 @@ from pathlib import Path
 
 from mtnas.core import MtnasError, first_line
 from mtnas.search import METHODS, TableStore, TrainingTable, all_partitions, read_table, table_space
+from mtnas.space import trade_off_score
 
 STANDLEY = Path(__file__).resolve().parent / "data" / "standley"
 STANDLEY_SETTINGS = ("default", "large", "small_data", "alt")
@@ -128,7 +129,7 @@ class Judge:
         values = _values(rows, partition)
         sign = 1.0 if self.higher else -1.0
         terms = [100.0 * sign * (values[t] - refs[t]) / (abs(refs[t]) or 1e-12) for t in self.tasks]
-        return statistics.mean(terms) - self.gain * (len(partition) - 1)
+        return trade_off_score(statistics.mean(terms), len(partition), self.gain)
 
     def choose(self, rows: Rows, k: int) -> Partition | None:
         """The partition of at most k groups best by the sum of ``rows``' values (None: none valued)."""

@@ -43,6 +43,7 @@ import torch
 from benchmarks._cases import CASES
 from benchmarks._pool import TRUTH_SEEDS, Pool, TreeTruth, load_case, train_seed, truth
 from mtnas.core import format_table
+from mtnas.space import trade_off_score
 from mtnas.tree import BranchingTree
 
 DEFAULT_METHODS = ("trained", "pairs", "tag", "dmtg")
@@ -87,7 +88,7 @@ def exhaustive_top(case: str, layer: int, jobs: int, seeds: tuple[int, ...] = (0
         found = list(pool.map(truth_seed, [CASES[case].space] * len(seeds), [layer] * len(seeds), seeds))
     cost = found[0][2]
     dm = {g: statistics.mean(f[1][g] for f in found) for g in cost}
-    score = {g: dm[g] - space.search.gain_per_cost * (cost[g] - 1) for g in cost}
+    score = {g: trade_off_score(dm[g], cost[g], space.search.gain_per_cost) for g in cost}
     keep = set(sorted(dm, key=dm.get, reverse=True)[:TOP]) | set(sorted(score, key=score.get, reverse=True)[:TOP])
     return [_tree(space.task_names, space.num_layers, layer, g) for g in _groupings(space.task_names) if _key(g) in keep]
 
