@@ -15,7 +15,8 @@ the training. This store keeps them where every worker of the study looks, whate
 * the owner writes the result into its trial (``user_attrs["entry"]``, with its checksum as a
   cache file has it: ``mtnas.core.seal``) and completes it; weights, when asked for, go to the
   study's artifact store (the evidence study's ``weights:<key>`` attribute names the artifact; the
-  file's metadata names the unit);
+  file's metadata names the unit), and so does the rest of a unit's checkpoint, from which a later
+  stop of its training resumes (``state:<key>``, ``mtnas.train.save_resume_state``);
 * a claim proves it is alive or is taken over, with a line: an owner that cannot be read, that is
   gone from this host (or whose process id names another process now), or whose heartbeat is
   missing, older than ``stale_after`` seconds or in the future has its trial failed by the next
@@ -35,9 +36,9 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import optuna
 import torch
@@ -46,11 +47,12 @@ from optuna.trial import FrozenTrial, TrialState
 from mtnas.core import DamagedEntryWarning, MtnasError, MtnasWarning, seal, unseal
 from mtnas.model import load_weights, save_weights
 from mtnas.study._artifacts import ARTIFACT_ID, open_artifact_store
-from mtnas.train import Holder
+from mtnas.train import Checkpoint, Holder, load_resume_state, save_resume_state
 
 __all__ = ["StudyStore", "evidence_study_name"]
 
 _HOLDING = (TrialState.RUNNING, TrialState.COMPLETE)
+Value = TypeVar("Value")
 
 
 def evidence_study_name(study_name: str) -> str:
@@ -253,34 +255,62 @@ class StudyStore:
 
     # -- weights ---------------------------------------------------------------------------------
 
-    def get_weights(self, key: str, tree_key: str) -> dict[str, torch.Tensor] | None:
-        artifact_id = self._storage.get_study_system_attrs(self._study_id).get(f"weights:{key}")
+    def _download(self, key: str, kind: str, what: str, read: Callable[[Path], Value], then: str) -> Value | None:
+        """The artifact that the evidence study's ``{kind}:{key}`` attribute names, read from a
+        temporary file by ``read``; None when there is none, or (with a line: ``what`` of the unit,
+        why, ``then``) when it is missing, damaged or another unit's."""
+        artifact_id = self._storage.get_study_system_attrs(self._study_id).get(f"{kind}:{key}")
         if artifact_id is None:
             return None
-        where = f"{self.where}: weights of unit {key[:12]} (artifact {str(artifact_id)[:40]})"
+        where = f"{self.where}: {what} of unit {key[:12]} (artifact {str(artifact_id)[:40]})"
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "weights.safetensors"
+            path = Path(tmp) / f"{kind}.safetensors"
             try:
                 if not isinstance(artifact_id, str) or not ARTIFACT_ID.fullmatch(artifact_id):
                     raise MtnasError("not an artifact id")
                 with open_artifact_store(self._artifacts).open_reader(artifact_id) as reader:
                     path.write_bytes(reader.read())
-                return load_weights(path, tree_key=tree_key, metadata={"unit": key})
-            except Exception as exc:  # noqa: BLE001 - a missing, damaged or another unit's artifact: trained again
+                return read(path)
+            except Exception as exc:  # noqa: BLE001 - a missing, damaged or another unit's artifact
                 reason = str(exc).removeprefix(f"{path}: ") if isinstance(exc, MtnasError) else (
                     f"cannot be read: {type(exc).__name__}")
-                warnings.warn(f"{where}: {reason}; not used, they are trained again", DamagedEntryWarning,
-                              stacklevel=2)
-                self._bad_weights.add(key)
+                warnings.warn(f"{where}: {reason}; {then}", DamagedEntryWarning, stacklevel=3)
                 return None
+
+    def _upload(self, key: str, kind: str, write: Callable[[Path], object]) -> None:
+        """Write a file of the unit (``write``) to the artifact store, named by ``{kind}:{key}``."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"{key[:16]}.{kind}.safetensors"
+            write(path)
+            artifact_id = optuna.artifacts.upload_artifact(artifact_store=open_artifact_store(self._artifacts),
+                                                           file_path=str(path), study_or_trial=self._study)
+        self._storage.set_study_system_attr(self._study_id, f"{kind}:{key}", artifact_id)
+
+    def get_weights(self, key: str, tree_key: str) -> dict[str, torch.Tensor] | None:
+        weights = self._download(key, "weights", "weights", lambda path: load_weights(
+            path, tree_key=tree_key, metadata={"unit": key}), "not used, they are trained again")
+        if weights is None:
+            self._bad_weights.add(key)
+        return weights
 
     def put_weights(self, key: str, tree_key: str, state: Mapping[str, torch.Tensor]) -> None:
         if key not in self._bad_weights and f"weights:{key}" in self._storage.get_study_system_attrs(self._study_id):
             return  # kept already
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / f"{key[:16]}.safetensors"
-            save_weights(path, state, tree_key=tree_key, extra_metadata={"unit": key})
-            artifact_id = optuna.artifacts.upload_artifact(artifact_store=open_artifact_store(self._artifacts),
-                                                           file_path=str(path), study_or_trial=self._study)
-        self._storage.set_study_system_attr(self._study_id, f"weights:{key}", artifact_id)
+        self._upload(key, "weights", lambda path: save_weights(path, state, tree_key=tree_key,
+                                                                extra_metadata={"unit": key}))
         self._bad_weights.discard(key)
+
+    # -- checkpoints -----------------------------------------------------------------------------
+
+    def get_checkpoint(self, key: str, tree_key: str) -> Checkpoint | None:
+        if f"state:{key}" not in self._storage.get_study_system_attrs(self._study_id):
+            return None
+        weights = self.get_weights(key, tree_key)
+        if weights is None:
+            return None
+        return self._download(key, "state", "resume state", lambda path: load_resume_state(
+            path, weights, tree_key=tree_key, unit=key), "not resumed from")
+
+    def put_checkpoint(self, key: str, tree_key: str, checkpoint: Checkpoint) -> None:
+        self.put_weights(key, tree_key, checkpoint.weights)
+        self._upload(key, "state", lambda path: save_resume_state(path, checkpoint, tree_key=tree_key, unit=key))

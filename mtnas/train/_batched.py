@@ -22,6 +22,13 @@ separate ones would. The T networks therefore train as one model:
 - heads of one structure (the 40 binary heads of ``synth_attributes``) run stacked the same way,
   the others one by one (a 10-class head and a 2-class head cannot be stacked).
 
+A stacked training's checkpoint (``mtnas.train.Checkpoint``) slices into one per member
+(``TreeStack.member_checkpoints``): each parameter's slice of the weights and of the optimizer's
+per-element state (Adam's moments are (M, ...) like the stacked parameter; its step count is
+shared), the member's entries of a per-task balancer state and of the loss history; and members'
+checkpoints stack back (``TreeStack.stack_checkpoints``). So a tree's checkpoint resumes alone or
+stacked, whichever way it was written.
+
 The result equals training each network alone up to floating-point summation order (stacked and
 grouped kernels add in another order: about 1e-7 relative on the losses after a few epochs,
 metrics equal on the tiny spaces of the tests). The stacking pattern is the
@@ -34,7 +41,7 @@ import copy
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 from torch import nn
@@ -42,14 +49,25 @@ from torch.func import functional_call, stack_module_state
 
 from mtnas.data import DatasetBundle, TaskData
 from mtnas.model import BranchedNet, inherit_state, tree_cost
+from mtnas.nn import shared_parameters
 from mtnas.space import SearchSpace
-from mtnas.train._engine import train_model
+from mtnas.train._engine import Engine, train_model
 from mtnas.train._fixed_tree import TreeResult, train_tree
+from mtnas.train._resume import (
+    BALANCER_PREFIX,
+    SHARED_STATE,
+    Checkpoint,
+    canonical,
+    join_states,
+    present_states,
+    resume_problem,
+    task_rows,
+)
 from mtnas.train._trackers import TrackedRun
 from mtnas.tree import BranchingTree
 
 __all__ = ["SingleTaskStack", "TreeStack", "single_task_space", "subset_space", "train_single_tasks",
-           "train_subset_networks", "train_trees"]
+           "train_subset_networks", "train_trees", "tree_resume_problem"]
 
 
 def single_task_space(space: SearchSpace, task: str) -> SearchSpace:
@@ -156,7 +174,8 @@ class TreeStack(nn.Module):
         if any(_wiring(net) != wiring for net in nets):
             raise ValueError("trees of different wirings cannot stack")
         self.wiring = wiring
-        self.members = tuple(net.tree.tasks for net in nets)
+        self.trees = tuple(net.tree for net in nets)
+        self.members = tuple(tree.tasks for tree in self.trees)
         #: (member, task, output key, last-layer node) of every head, in order
         self.outputs = tuple((m, task, key, net._head_node[task]) for m, (net, ks) in enumerate(zip(nets, keys))
                              for task, key in zip(net.tree.tasks, ks))
@@ -194,19 +213,107 @@ class TreeStack(nn.Module):
                 out[self.outputs[group[0]][2]] = head(inputs[0])
         return {key: out[key] for _, _, key, _ in self.outputs}
 
-    def member_states(self) -> list[dict[str, torch.Tensor]]:
-        """Each member as a ``BranchedNet`` state dict (``layers.{l}.{j}.*``, ``heads.{task}.*``)."""
-        states: list[dict[str, torch.Tensor]] = [{} for _ in self.members]
+    def _slots(self) -> dict[str, list[tuple[int, int | None, str]]]:
+        """Where each tensor of the stack's state dict belongs, in the order of its slices: (member,
+        its slice along dim 0 or None for the whole tensor, its name in the member's ``BranchedNet``)."""
+        slots: dict[str, list[tuple[int, int | None, str]]] = {}
+
+        def stacked(prefix: str, module: _Stacked, places: Sequence[tuple[int, str]]) -> None:
+            for kind, names in (("p", module._param_names), ("b", module._buffer_names)):
+                for i, name in enumerate(names):
+                    slots[f"{prefix}.{kind}{i}"] = [(m, g, f"{own}.{name}") for g, (m, own) in enumerate(places)]
+
         for layer, nodes in enumerate(self.nodes):
             for j, node in enumerate(nodes):
-                for m, state in enumerate(states):
-                    state.update({f"layers.{layer}.{j}.{k}": v for k, v in node.member_state(m).items()})
-        for group, head in zip(self.head_groups, self.heads):
-            for g, i in enumerate(group):
-                m, task, _, _ = self.outputs[i]
-                state = head.member_state(g) if isinstance(head, _Stacked) else head.state_dict()
-                states[m].update({f"heads.{task}.{k}": v.detach() for k, v in state.items()})
+                stacked(f"nodes.{layer}.{j}", node, [(m, f"layers.{layer}.{j}") for m in range(len(self.members))])
+        for h, (group, head) in enumerate(zip(self.head_groups, self.heads)):
+            places = [(self.outputs[i][0], f"heads.{self.outputs[i][1]}") for i in group]
+            if isinstance(head, _Stacked):
+                stacked(f"heads.{h}", head, places)
+            else:
+                ((m, own),) = places
+                slots.update({f"heads.{h}.{name}": [(m, None, f"{own}.{name}")] for name in head.state_dict()})
+        return slots
+
+    def _split(self, tensors: Mapping[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        """Each member's part of the stack's ``tensors`` (a state dict), by the member's names."""
+        states: list[dict[str, torch.Tensor]] = [{} for _ in self.members]
+        for name, places in self._slots().items():
+            for m, g, own in places:
+                states[m][own] = tensors[name][g] if g is not None else tensors[name]
         return states
+
+    def _rows(self) -> list[list[int]]:
+        """Each member's outputs (indices into ``outputs``), in the order of its tree's tasks."""
+        return [[i for i, out in enumerate(self.outputs) if out[0] == m] for m in range(len(self.members))]
+
+    def member_states(self) -> list[dict[str, torch.Tensor]]:
+        """Each member as a ``BranchedNet`` state dict (``layers.{l}.{j}.*``, ``heads.{task}.*``)."""
+        return self._split(self.state_dict())
+
+    def member_checkpoints(self, checkpoint: Checkpoint) -> list[Checkpoint]:
+        """Each member's checkpoint out of the stack's (trained on ``_member_problem``'s tasks): its
+        weights, its slice of every parameter's optimizer state (``SHARED_STATE`` as it is), its
+        tasks' entries of the balancer's per-task state and of the loss history; what a member
+        trained alone would hold. The RNG states and seconds are the stack's: set each member's."""
+        slots, rows, size = self._slots(), self._rows(), len(self.outputs)
+        optimizer: list[dict[str, dict[str, torch.Tensor]]] = [{} for _ in self.members]
+        for name, entry in checkpoint.optimizer.items():
+            if name.startswith(BALANCER_PREFIX):
+                for m, own in enumerate(rows):
+                    optimizer[m][name] = {k: task_rows(v, own, size, k) for k, v in entry.items()}
+                continue
+            for m, g, own_name in slots[name]:
+                optimizer[m][own_name] = {k: (v if k in SHARED_STATE or g is None else v[g]).clone()
+                                          for k, v in entry.items()}
+        return [
+            replace(checkpoint, weights={k: v.clone() for k, v in weights.items()}, optimizer=optimizer[m],
+                    balancer={k: task_rows(v, rows[m], size, k) for k, v in checkpoint.balancer.items()},
+                    history=tuple({self.outputs[i][1]: h[self.outputs[i][2]] for i in rows[m]}
+                                  for h in checkpoint.history))
+            for m, weights in enumerate(self._split(checkpoint.weights))
+        ]
+
+    def stack_checkpoints(self, checkpoints: Sequence[Checkpoint]) -> Checkpoint:
+        """The stack's checkpoint from one checkpoint per member (of its tree trained alone, or
+        sliced out of a stack by :meth:`member_checkpoints`). Raises ``ValueError`` when they are
+        not of one training's stop (other epochs, batch order, schedule, learning rate, step) or
+        do not hold the members' tensors."""
+        if len(checkpoints) != len(self.members):
+            raise ValueError(f"{len(checkpoints)} checkpoints for a stack of {len(self.members)} trees")
+        first = checkpoints[0]
+        for c in checkpoints[1:]:
+            if (c.epochs, c.epoch) != (first.epochs, first.epoch):
+                raise ValueError(f"checkpoints after epoch {c.epoch} of {c.epochs} and {first.epoch} of {first.epochs}")
+            if c.seed != first.seed or not torch.equal(c.generator, first.generator):
+                raise ValueError("checkpoints of other batch orders (another seed)")
+            if canonical(c.groups) != canonical(first.groups) or canonical(c.schedule) != canonical(first.schedule):
+                raise ValueError("checkpoints of other optimizer settings or schedules")
+        try:
+            return self._stacked(checkpoints)
+        except (KeyError, RuntimeError) as exc:  # a member's tensor missing, or of another shape
+            raise ValueError(f"the checkpoints do not hold the members' tensors ({type(exc).__name__}: {exc})"
+                             ) from None
+
+    def _stacked(self, checkpoints: Sequence[Checkpoint]) -> Checkpoint:
+        slots, parts = self._slots(), [c.optimizer for c in checkpoints]
+        weights = {name: torch.stack([checkpoints[m].weights[own] for m, _, own in places])
+                   if places[0][1] is not None else checkpoints[places[0][0]].weights[places[0][2]].clone()
+                   for name, places in slots.items()}
+        optimizer: dict[str, dict[str, torch.Tensor]] = {}
+        for name, _ in self.named_parameters():
+            places = slots[name]
+            entries = [parts[m].get(own) for m, _, own in places]
+            if any(e is not None for e in entries):
+                optimizer[name] = join_states(entries, name, cat=False) if places[0][1] is not None else {
+                    k: v.clone() for k, v in present_states(entries, name)[0].items()}
+        for name in sorted({n for p in parts for n in p if n.startswith(BALANCER_PREFIX)}):
+            optimizer[name] = join_states([p.get(name) for p in parts], name, cat=True)
+        balancer = join_states([c.balancer for c in checkpoints], "the balancer", cat=True)
+        history = tuple({key: checkpoints[m].history[e][task] for m, task, key, _ in self.outputs}
+                        for e in range(checkpoints[0].epoch))
+        return replace(checkpoints[0], weights=weights, optimizer=optimizer, balancer=balancer, history=history,
+                       seconds=sum(c.seconds for c in checkpoints))
 
 
 class SingleTaskStack(TreeStack):
@@ -333,6 +440,20 @@ def _net(space: SearchSpace, tree: BranchingTree, seed: int, start: Start | None
     return net
 
 
+@overload
+def train_trees(space: SearchSpace, bundle: DatasetBundle, trees: Sequence[BranchingTree], *, device: torch.device,
+                seed: int, epochs: int | None = None, progress: bool = False, start: Start | None = None,
+                stop: int | None = None, resume: Sequence[Checkpoint | None] | None = None,
+                checkpoints: Literal[False] = False) -> list[tuple[TreeResult, dict[str, torch.Tensor]]]: ...
+
+
+@overload
+def train_trees(space: SearchSpace, bundle: DatasetBundle, trees: Sequence[BranchingTree], *, device: torch.device,
+                seed: int, epochs: int | None = None, progress: bool = False, start: Start | None = None,
+                stop: int | None = None, resume: Sequence[Checkpoint | None] | None = None,
+                checkpoints: Literal[True]) -> list[tuple[TreeResult, Checkpoint]]: ...
+
+
 def train_trees(
     space: SearchSpace,
     bundle: DatasetBundle,
@@ -344,49 +465,93 @@ def train_trees(
     progress: bool = False,
     start: Start | None = None,
     stop: int | None = None,
-) -> list[tuple[TreeResult, dict[str, torch.Tensor]]]:
+    resume: Sequence[Checkpoint | None] | None = None,
+    checkpoints: bool = False,
+) -> list[tuple[TreeResult, dict[str, torch.Tensor]]] | list[tuple[TreeResult, Checkpoint]]:
     """Train every tree (over all or some of the space's tasks) and evaluate it: the result and the
     trained weights each gets when trained alone by ``train_tree`` (the same initial weights,
     batches and schedule), in ``trees`` order. With ``start`` every tree begins from the weights of
     that coarser trained tree instead of fresh ones (a warm start). ``stop`` trains only the first
     that many epochs of the schedule (``mtnas.train.train_model``).
 
-    Trees of one wiring (``TreeStack``), at least ``MIN_STACK`` of them, train together, stacked,
-    when the space's loss balancing weighs tasks one by one (``STACKABLE_BALANCING``) and the
-    backbone runs under ``torch.vmap``; the others one at a time. Stacked and alone agree up to float
-    summation order. A stacked result's ``seconds`` is its share of the stack's time.
+    ``resume`` (one entry per tree, None for a tree that starts afresh) goes on from each tree's
+    checkpoint of the same schedule to ``stop``; ``checkpoints`` returns each tree's checkpoint at
+    ``stop`` (``mtnas.train.Checkpoint``, its weights among them) instead of its weights. A tree's
+    checkpoint is the same whether its training was stacked or alone, so either resumes the other.
+
+    Trees of one wiring (``TreeStack``), at least ``MIN_STACK`` of them, resumed from the same
+    epoch or none, train together, stacked, when the space's loss balancing weighs tasks one by one
+    (``STACKABLE_BALANCING``), the backbone runs under ``torch.vmap`` and their checkpoints are of
+    one training's stop; the others one at a time. Stacked and alone agree up to float summation
+    order. A stacked result's ``seconds`` is its share of the stack's time (plus its checkpoint's).
     """
-    out: list[tuple[TreeResult, dict[str, torch.Tensor]] | None] = [None] * len(trees)
-    nets = [_net(space, tree, seed, start) for tree in trees]
+    resumed = list(resume) if resume is not None else [None] * len(trees)
+    if len(resumed) != len(trees):
+        raise ValueError(f"{len(resumed)} checkpoints to resume {len(trees)} trees")
+    out: list[tuple[TreeResult, Any] | None] = [None] * len(trees)
+    nets, rngs = [], []
+    for tree in trees:
+        nets.append(_net(space, tree, seed, start))
+        rngs.append(torch.get_rng_state())  # torch's RNG as this tree's training alone leaves it (vmap draws none)
     groups: dict[tuple, list[int]] = {}
-    for i, net in enumerate(nets):
-        groups.setdefault(_wiring(net) if space.training.balancing in STACKABLE_BALANCING else (i,), []).append(i)
+    for i, (net, ckpt) in enumerate(zip(nets, resumed)):
+        wiring = _wiring(net) if space.training.balancing in STACKABLE_BALANCING else (i,)
+        groups.setdefault((wiring, ckpt.epoch if ckpt is not None else 0), []).append(i)
     for members in groups.values():
         stack = TreeStack([nets[i] for i in members], [[f"{t}@{j}" for t in trees[i].tasks] for j, i in enumerate(members)]) \
             if len(members) >= MIN_STACK else None
-        if stack is None or _check_stackable(stack, bundle.train.inputs[: min(len(bundle.train), 8)]) is not None:
+        if stack is not None and _check_stackable(stack, bundle.train.inputs[: min(len(bundle.train), 8)]) is not None:
+            stack = None
+        joint = None
+        if stack is not None and resumed[members[0]] is not None:
+            try:
+                joint = stack.stack_checkpoints([resumed[i] for i in members])  # type: ignore[misc]
+            except ValueError:  # not of one training's stop: each goes on alone
+                stack = None
+        if stack is None:
             for i in members:
                 tree_space = _tree_space(space, trees[i])
                 alone = train_model(nets[i], tree_space, bundle, device=device, seed=seed, epochs=epochs,
                                     progress=progress, desc=trees[i].describe()[:40], stop=stop,
-                                    track=[TrackedRun.of_tree(trees[i])])
+                                    track=[TrackedRun.of_tree(trees[i])], resume=resumed[i], checkpoint=checkpoints)
                 out[i] = (TreeResult(trees[i], tree_cost(trees[i], tree_space), alone.val, alone.test, alone.seconds),
+                          alone.checkpoint if checkpoints else
                           {k: v.detach().cpu() for k, v in nets[i].state_dict().items()})
             continue
         stacked, data = _member_problem(space, bundle, stack.outputs)
         result = train_model(stack, stacked, data, device=device, seed=seed, epochs=epochs, progress=progress,
                              desc=f"{len(members)} trees", stop=stop,  # each tree's curves in a run of its own
                              track=[TrackedRun.of_tree(trees[i], {f"{t}@{j}": t for t in trees[i].tasks})
-                                    for j, i in enumerate(members)])
+                                    for j, i in enumerate(members)], resume=joint, checkpoint=checkpoints)
+        share = (result.seconds - (joint.seconds if joint is not None else 0.0)) / len(members)
+        own = stack.member_checkpoints(result.checkpoint) if result.checkpoint is not None else None
         states = stack.member_states()
         for j, i in enumerate(members):
-            tree = trees[i]
+            tree, before = trees[i], resumed[i]
             keys = {t: f"{t}@{j}" for t in tree.tasks}
-            out[i] = (TreeResult(tree, tree_cost(tree, _tree_space(space, tree)),
-                                 {t: result.val[k] for t, k in keys.items()}, {t: result.test[k] for t, k in keys.items()},
-                                 result.seconds / len(members)),
-                      {k: v.detach().cpu() for k, v in states[j].items()})
-    return [o for o in out if o is not None]
+            seconds = (before.seconds if before is not None else 0.0) + share
+            if own is not None:  # the RNG states this tree's own training leaves (the stack draws none)
+                kept: Any = replace(own[j], seconds=seconds, torch_rng=before.torch_rng if before else rngs[i],
+                                    cuda_rng=before.cuda_rng if before else own[j].cuda_rng)
+            else:
+                kept = {k: v.detach().cpu().clone() for k, v in states[j].items()}
+            val, test = {t: result.val[k] for t, k in keys.items()}, {t: result.test[k] for t, k in keys.items()}
+            out[i] = (TreeResult(tree, tree_cost(tree, _tree_space(space, tree)), val, test, seconds), kept)
+    return [o for o in out if o is not None]  # type: ignore[return-value]
+
+
+def tree_resume_problem(space: SearchSpace, tree: BranchingTree, checkpoint: Checkpoint, *, seed: int,
+                        stop: int | None = None) -> str | None:
+    """What keeps ``checkpoint`` from resuming ``tree``'s training in ``space`` (whose
+    ``training.epochs`` is the schedule's length) up to ``stop``; None: ``train_trees`` can resume
+    it (``mtnas.train._resume.resume_problem``)."""
+    own = _tree_space(space, tree)
+    net = _net(space, tree, seed)
+    engine = Engine(space=own, params=list(net.parameters()), shared=shared_parameters(net), total_steps=1,
+                    device=torch.device("cpu"), seed=seed)
+    epochs = space.training.epochs
+    return resume_problem(checkpoint, net, engine, torch.Generator().manual_seed(seed), seed=seed, epochs=epochs,
+                          stop=min(stop or epochs, epochs), tasks=own.task_names)
 
 
 def train_subset_networks(

@@ -26,11 +26,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from mtnas.core import Registry
+from mtnas.core import MtnasError, Registry
 from mtnas.data import DatasetBundle, TaskData
 from mtnas.nn import make_balancer, optimizer_params, shared_parameters
 from mtnas.space import SearchSpace, TrainingConfig
 from mtnas.train._device import autocast
+from mtnas.train._resume import Checkpoint, capture, restore, resume_problem
 from mtnas.train._tasks import TaskMetrics, evaluate, task_losses
 from mtnas.train._trackers import TrackedRun, run_name, training_logs
 
@@ -172,13 +173,16 @@ class Engine:
 
 @dataclass(frozen=True)
 class TrainResult:
-    """Per-task metrics on val and test after training, and the per-epoch mean task losses."""
+    """Per-task metrics on val and test after training, and the per-epoch mean task losses (of
+    every epoch, those before a resumed checkpoint's stop too); the training's checkpoint at its
+    stop when asked for."""
 
     val: TaskMetrics
     test: TaskMetrics
     epochs: int
     seconds: float
     history: tuple[dict[str, float], ...]
+    checkpoint: Checkpoint | None = None
 
 
 def train_model(
@@ -195,6 +199,8 @@ def train_model(
     before_step: Callable[[int, float, TaskData], None] | None = None,
     stop: int | None = None,
     track: Sequence[TrackedRun] | None = None,
+    resume: Checkpoint | None = None,
+    checkpoint: bool = False,
 ) -> TrainResult:
     """Train ``model`` on ``bundle.train`` with the space's budget, then evaluate on val and test.
 
@@ -204,6 +210,13 @@ def train_model(
     learning rate it will use and its batch (TAG measures its lookahead affinity there). ``stop``
     ends the training after that many epochs of the ``epochs``-epoch schedule (the first part of
     a whole training, whose learning rate has not decayed yet).
+
+    ``resume`` goes on from a checkpoint of the same schedule (``model`` built as for a fresh
+    training; the checkpoint's weights replace its own) to ``stop``: the same weights and metrics
+    as training to ``stop`` straight (``mtnas.train._resume``); one that does not fit is an
+    ``MtnasError`` of one line. ``checkpoint`` returns the training's state at its stop in the
+    result (``TrainResult.checkpoint``), which a later call resumes from. ``seconds`` count the
+    resumed checkpoint's.
 
     Inside a ``mtnas.train.tracking`` block, every epoch's mean task losses, validation metrics and
     learning rate go to its trackers (``mtnas.train.epoch_scalars``), one run per entry of
@@ -219,10 +232,19 @@ def train_model(
     engine = Engine(space=space, params=list(model.parameters()), shared=shared_parameters(model),
                     total_steps=epochs * steps_per_epoch, device=device, seed=seed)
     generator = torch.Generator().manual_seed(seed)
+    last, first, before = min(stop or epochs, epochs), 0, 0.0
+    if resume is not None:
+        problem = resume_problem(resume, model, engine, generator, seed=seed, epochs=epochs, stop=last,
+                                 tasks=space.task_names)
+        if problem is not None:
+            raise MtnasError(f"{desc}: cannot resume from the checkpoint after epoch {resume.epoch}: {problem}")
+        restore(resume, model, engine, generator)
+        first, before = resume.epoch, resume.seconds
     start = time.perf_counter()
-    bar = tqdm(range(min(stop or epochs, epochs)), desc=desc, disable=not progress, leave=False)
+    bar = tqdm(range(first, last), desc=desc, disable=not progress, leave=False)
     seen: TaskMetrics | None = None  # the validation metrics after the last epoch, when measured
-    with training_logs(track or [TrackedRun(run_name(desc))], seed=seed, epochs=f"{len(bar)} of {epochs}") as logs:
+    with training_logs(track or [TrackedRun(run_name(desc))], seed=seed, epochs=f"{last} of {epochs}",
+                       **({"resumed_after": first} if first else {})) as logs:
         for epoch in bar:
             engine.start_epoch(epoch)
             lr = engine.lr
@@ -238,9 +260,11 @@ def train_model(
                 log.log_epoch(epoch + 1, means, seen, lr)
             if watched:
                 monitor(epoch + 1, seen)
-    seconds = time.perf_counter() - start
+    seconds = before + time.perf_counter() - start
+    kept = capture(model, engine, generator, seed=seed, epochs=epochs, epoch=last, seconds=seconds) if checkpoint \
+        else None
     history = tuple({**h, "total": sum(h.values())} for h in engine.history)
     return TrainResult(
         val=seen if seen is not None else evaluate(model, val, space), test=evaluate(model, test, space),
-        epochs=len(history), seconds=seconds, history=history,
+        epochs=len(history), seconds=seconds, history=history, checkpoint=kept,
     )

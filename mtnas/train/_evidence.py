@@ -21,10 +21,20 @@ unit's key and the quantity's name, computed once from the unit's stored weights
 process claims it. So a unit is trained once whether or not anyone reads such a quantity off it,
 and this module need not know how it is computed.
 
-Every unit obtained is also counted in a ledger (``Evidence.spent``): its epochs times its tree's
-cost relative to the all-shared tree (``search.cost_metric``, ``mtnas.model.relative_cost``),
-whether this process trained it or read it, so what a search costs does not depend on what a
-cache held.
+Units of one tree, schedule (``epochs``) and seed are one *chain* at several stops: the rungs of a
+successive-halving search, which trains every candidate for the first part of its schedule and
+continues only the survivors. With its weights, the store keeps each unit's checkpoint (the rest
+of its training's state at its stop: optimizer, schedule, RNG states, ``mtnas.train.Checkpoint``),
+and a unit whose chain has a checkpoint at an earlier stop resumes from the latest one instead of
+training from scratch, with the same result (``mtnas.train.train_trees``). A damaged checkpoint,
+or one that is not of the chain, is named in a line and not used. A unit trained to the end of
+its schedule keeps its weights only: no later stop can resume from it.
+
+Every unit obtained is also counted in a ledger (``Evidence.spent``): per chain, its largest stop
+obtained times its tree's cost relative to the all-shared tree (``search.cost_metric``,
+``mtnas.model.relative_cost``), whether this process trained it, resumed it or read it, so what a
+search costs does not depend on what a cache held, and a survivor's rungs cost its last stop,
+not the sum of its rungs.
 
 A store may also *answer* units instead of holding trained ones (an :class:`AnsweringStore`: a
 table of published trainings, ``mtnas.search._table``). ``Evidence`` then asks it for every unit,
@@ -40,6 +50,7 @@ import json
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar, runtime_checkable
@@ -47,14 +58,15 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 import numpy as np
 import torch
 
-from mtnas.core import MtnasError, __version__, first_line
+from mtnas.core import DamagedEntryWarning, MtnasError, __version__, first_line
 from mtnas.data import DatasetBundle, TaskData, data_digest
 from mtnas.model import BranchedNet, relative_cost
 from mtnas.space import SearchSpace
 from mtnas.train._baselines import Baselines, cache_dir, compute_baselines
-from mtnas.train._batched import subset_space, train_trees
+from mtnas.train._batched import subset_space, train_trees, tree_resume_problem
 from mtnas.train._cached import checked_result
 from mtnas.train._fixed_tree import TreeResult
+from mtnas.train._resume import Checkpoint
 from mtnas.train._store import EvidenceStore, LocalStore
 from mtnas.tree import BranchingTree
 
@@ -81,7 +93,7 @@ def _reason(exc: BaseException) -> str:
 class Unit:
     """One training: ``tree`` (over all or some of the space's tasks) from fresh weights seeded by
     ``seed``, with the schedule of ``epochs`` epochs, trained for all of them or for the first
-    ``stop``."""
+    ``stop``. Units of one ``chain`` differ only in their stop: each is the first part of the next."""
 
     tree: BranchingTree
     epochs: int
@@ -91,6 +103,11 @@ class Unit:
     @property
     def trained_epochs(self) -> int:
         return min(self.stop or self.epochs, self.epochs)
+
+    @property
+    def chain(self) -> tuple[str, int, int]:
+        """The training this unit is a stop of: its tree, schedule and seed."""
+        return self.tree.key, self.epochs, self.seed
 
     def describe(self) -> str:
         part = f"{self.trained_epochs} of {self.epochs}" if self.trained_epochs < self.epochs else f"{self.epochs}"
@@ -195,6 +212,7 @@ class Evidence:
         self._costs: dict[str, float] = {}
         self.order: list[Trained] = []  # every unit obtained, in the order first obtained
         self.trained = 0  # units this object trained (not read from the store)
+        self.resumed = 0  # of those, units resumed from a stored checkpoint of their chain
         self.seconds = 0.0  # their training time
 
     def cost(self, tree: BranchingTree) -> float:
@@ -209,12 +227,19 @@ class Evidence:
 
     @property
     def spent(self) -> float:
-        """The ledger: every unit obtained so far, its trained epochs times its relative cost, in
-        epochs of the all-shared tree (divide by ``SearchSpace.proxy_epochs`` for trainings of it at
-        the search budget). A store that answers units keeps this ledger by its own rules."""
+        """The ledger: every chain of units obtained so far (``Unit.chain``: a tree, schedule and
+        seed) once, its largest stop obtained times its relative cost, in epochs of the all-shared
+        tree (divide by ``SearchSpace.proxy_epochs`` for trainings of it at the search budget): a
+        unit resumed from an earlier stop's checkpoint costs what training it straight does, and
+        its earlier stops nothing more. A store that answers units keeps this ledger by its own
+        rules."""
         if self.answering is not None:
             return self.answering.spent([f.unit for f in self.order])
-        return sum(f.unit.trained_epochs * self.cost(f.unit.tree) for f in self.order)
+        chains: dict[tuple[str, int, int], Unit] = {}
+        for f in self.order:
+            if f.unit.chain not in chains or f.unit.trained_epochs > chains[f.unit.chain].trained_epochs:
+                chains[f.unit.chain] = f.unit
+        return sum(u.trained_epochs * self.cost(u.tree) for u in chains.values())
 
     def key(self, unit: Unit) -> str:
         spec = json.dumps({"tree": unit.tree.to_dict(), "epochs": unit.epochs, "seed": unit.seed,
@@ -286,11 +311,14 @@ class Evidence:
         return replace(self.space, training=replace(self.space.training, epochs=unit.epochs))
 
     def _train(self, claimed: list[tuple[str, Unit]]) -> None:
-        """Train the claimed units, stacked by (epochs, stop, seed), and store each result with its
-        weights (kept by the store, not here)."""
-        groups: dict[tuple[int, int, int], list[tuple[str, Unit]]] = {}
+        """Train the claimed units, stacked by (epochs, stop, seed, the stop they resume from), each
+        from the latest checkpoint of its chain in the store if any, and store each result with its
+        checkpoint (kept by the store, not here)."""
+        starts = {k: self._resume_point(u) for k, u in claimed}
+        groups: dict[tuple[int, int, int, int], list[tuple[str, Unit]]] = {}
         for k, u in claimed:
-            groups.setdefault((u.epochs, u.trained_epochs, u.seed), []).append((k, u))
+            point = starts[k]
+            groups.setdefault((u.epochs, u.trained_epochs, u.seed, point.epoch if point else 0), []).append((k, u))
         for members in groups.values():
             held = {k for k, _ in members}
             try:
@@ -298,19 +326,49 @@ class Evidence:
                 start = time.perf_counter()
                 outs = train_trees(self._unit_space(first), self.bundle, [u.tree for _, u in members],
                                    device=self.device, seed=first.seed, progress=self.progress,
-                                   stop=first.trained_epochs)
+                                   stop=first.trained_epochs, resume=[starts[k] for k, _ in members], checkpoints=True)
                 self.seconds += time.perf_counter() - start
-                for (k, u), (result, weights) in zip(members, outs):
+                for (k, u), (result, checkpoint) in zip(members, outs):
                     found = Trained(u, result)
-                    self.store.put_weights(k, u.tree.key, weights)  # before the entry: whoever reads it finds them
+                    self._keep(k, u, checkpoint)  # before the entry: whoever reads it finds them
                     self.store.put(k, found.to_entry())
                     held.discard(k)
                     self.trained += 1
+                    self.resumed += starts[k] is not None
                     self._remember(k, found)
             except BaseException:
                 for k in held:
                     self.store.release(k)
                 raise
+
+    def _keep(self, key: str, unit: Unit, checkpoint: Checkpoint) -> None:
+        """Store a trained unit's checkpoint: its weights, and the rest of its state unless its
+        schedule has ended (nothing resumes from it then)."""
+        if checkpoint.finished:
+            self.store.put_weights(key, unit.tree.key, checkpoint.weights)
+        else:
+            self.store.put_checkpoint(key, unit.tree.key, checkpoint)
+
+    def _resume_point(self, unit: Unit) -> Checkpoint | None:
+        """The checkpoint of the unit's chain at the latest stop before the unit's that the store
+        holds and that fits (one that does not is named in a line and passed over); None: the
+        unit trains from scratch."""
+        for stop in range(unit.trained_epochs - 1, 0, -1):
+            earlier = replace(unit, stop=stop)
+            key = self.key(earlier)
+            if key not in self._known and self.store.get(key) is None:
+                continue  # no such unit: no checkpoint either
+            checkpoint = self.store.get_checkpoint(key, unit.tree.key)  # damaged or another's: None, with a line
+            if checkpoint is None:
+                continue
+            problem = (f"it stopped after epoch {checkpoint.epoch}, not {stop}" if checkpoint.epoch != stop else
+                       tree_resume_problem(self._unit_space(unit), unit.tree, checkpoint, seed=unit.seed,
+                                           stop=unit.trained_epochs))
+            if problem is None:
+                return checkpoint
+            warnings.warn(f"{self.store.where}: the checkpoint of unit {key[:12]} ({earlier.describe()}) does not "
+                          f"resume its training ({problem}); not resumed from", DamagedEntryWarning, stacklevel=4)
+        return None
 
     def _claimed(self, key: str, what: str, read: Callable[[Mapping[str, Any]], Value],
                  make: Callable[[], tuple[Value, dict[str, Any]]]) -> Value:
@@ -395,7 +453,9 @@ class Evidence:
         key = self.key(unit)
         state = self.store.get_weights(key, unit.tree.key)
         if state is None:
-            ((_, state),) = train_trees(self._unit_space(unit), self.bundle, [unit.tree], device=self.device,
-                                        seed=unit.seed, stop=unit.trained_epochs)
-            self.store.put_weights(key, unit.tree.key, state)
+            ((_, checkpoint),) = train_trees(self._unit_space(unit), self.bundle, [unit.tree], device=self.device,
+                                             seed=unit.seed, stop=unit.trained_epochs,
+                                             resume=[self._resume_point(unit)], checkpoints=True)
+            self._keep(key, unit, checkpoint)
+            state = checkpoint.weights
         return state

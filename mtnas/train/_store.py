@@ -3,7 +3,9 @@
 A unit of evidence (a tree trained for some epochs with some seed, ``mtnas.train._evidence``) is
 named by a key that digests everything its result depends on. A store keeps each unit's result
 (a JSON entry with its checksum) and, when asked, its weights (bound to the unit: its key in the
-file's metadata, beside the tensors' checksum), and hands each missing unit to exactly one
+file's metadata, beside the tensors' checksum) and the rest of its training's state at its stop
+(``mtnas.train.Checkpoint``: optimizer, schedule, RNG states, ...; bound and checksummed the same
+way), from which a later stop of the same training resumes, and hands each missing unit to exactly one
 trainer: ``claim(key)`` is True for the process that is to train it and False while another live
 process holds it. A process that needs units therefore claims what it can, trains that, and waits
 for the rest (``mtnas.train.Evidence.obtain``); two processes that need the same units
@@ -56,6 +58,7 @@ from mtnas.core import (
     write_checked,
 )
 from mtnas.model import load_weights, save_weights
+from mtnas.train._resume import Checkpoint, load_resume_state, save_resume_state
 
 __all__ = ["CLOCK_SKEW", "EvidenceStore", "Holder", "LocalStore"]
 
@@ -96,6 +99,13 @@ class EvidenceStore(Protocol):
 
     def put_weights(self, key: str, tree_key: str, state: Mapping[str, torch.Tensor]) -> None:
         """Keep a unit's trained weights."""
+
+    def get_checkpoint(self, key: str, tree_key: str) -> Checkpoint | None:
+        """The unit's checkpoint (its weights and the rest of its training's state at its stop)
+        when stored; None when not, or (with a line naming it) damaged or another unit's."""
+
+    def put_checkpoint(self, key: str, tree_key: str, checkpoint: Checkpoint) -> None:
+        """Keep a unit's checkpoint: its weights (as ``put_weights``) and the rest of its state."""
 
 
 @dataclass(frozen=True)
@@ -175,8 +185,9 @@ def _claiming(folder: Path) -> Iterator[None]:
 class LocalStore:
     """Evidence in a folder of this machine (``$MTNAS_CACHE_DIR/evidence`` by default).
 
-    ``XX/<key>.json`` holds an entry, ``XX/<key>.safetensors`` the weights, ``XX/<key>.lock`` a
-    claim: its :class:`Holder`, made complete or not at all (a hard link to a file already
+    ``XX/<key>.json`` holds an entry, ``XX/<key>.safetensors`` the weights,
+    ``XX/<key>.state.safetensors`` the rest of a checkpoint (``mtnas.train.save_resume_state``),
+    ``XX/<key>.lock`` a claim: its :class:`Holder`, made complete or not at all (a hard link to a file already
     written), its modification time the heartbeat (touched every ``beat_every`` seconds while its
     owner holds it). Locks are judged, broken, created and removed only while the process holds the
     folder's ``.claiming`` lock (an ``flock``), so of two processes taking a stale lock over one
@@ -437,5 +448,30 @@ class LocalStore:
         try:
             folder.mkdir(parents=True, exist_ok=True)
             save_weights(folder / f"{key}.safetensors", state, tree_key=tree_key, extra_metadata={"unit": key})
+        except OSError as exc:
+            self._cannot_write(exc)
+
+    # -- checkpoints -----------------------------------------------------------------------------
+
+    def get_checkpoint(self, key: str, tree_key: str) -> Checkpoint | None:
+        folder = self._folder(key)
+        if folder is None or not os.path.lexists(path := folder / f"{key}.state.safetensors"):
+            return None
+        weights = self.get_weights(key, tree_key)
+        if weights is None:
+            return None
+        try:
+            return load_resume_state(path, weights, tree_key=tree_key, unit=key)
+        except MtnasError as exc:  # damaged, or another unit's: the unit is trained without it
+            self._say(f"{exc}; not resumed from", category=DamagedEntryWarning)
+            return None
+
+    def put_checkpoint(self, key: str, tree_key: str, checkpoint: Checkpoint) -> None:
+        self.put_weights(key, tree_key, checkpoint.weights)
+        folder = self._folder(key)
+        if folder is None or self._unwritable:
+            return
+        try:
+            save_resume_state(folder / f"{key}.state.safetensors", checkpoint, tree_key=tree_key, unit=key)
         except OSError as exc:
             self._cannot_write(exc)
