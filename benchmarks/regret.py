@@ -18,19 +18,21 @@ the search's wall time over one training of the all-shared tree at the search bu
 process (marked ``~``). Searches read and write this machine's evidence folder, so a re-run
 trains nothing it trained before; the ledger does not depend on it.
 
-    python -m benchmarks.regret [--methods trained,pairs,tag,dmtg] [--cases a,b] [--seeds 5] [--jobs 2]
+    python -m benchmarks.regret [--methods trained,pairs,tag,dmtg,budget@3] [--cases a,b] [--seeds 5] [--jobs 2]
         [--log FILE] [--exhaustive] [--plot FILE]
     python -m benchmarks.regret --truth [--cases ...]       # the pooled truth alone
     python -m benchmarks.regret --table FILE | --tables standley [--methods ...]   # published trainings
 
-One line per method, ``regret [METHOD]: K/N cases within noise, mean cost X.XXx``, the default
-(``trained``) last.
+A method ``NAME@B`` is ``NAME`` with ``search.budget`` B (the budgeted search's trainings). One line
+per method, ``regret [METHOD]: K/N cases within noise, mean cost X.XXx``, the default (``trained``)
+last.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 import time
@@ -54,6 +56,13 @@ EXHAUSTIVE = {"digit_gratings": 1, "kinds": 0}
 TOP = 10
 
 
+def method_settings(method: str) -> tuple[str, dict[str, float]]:
+    """A method of ``--methods`` as a registered name and its overridden search settings: ``NAME``,
+    or ``NAME@B`` for ``search.budget`` B (``budget@3``: the budgeted search at 3 trainings)."""
+    name, _, budget = method.partition("@")
+    return name, ({"budget": float(budget)} if budget else {})
+
+
 def search_one(case: str, method: str, seed: int) -> dict:
     """One search of ``case`` with ``method`` on ``seed``: its tree, seconds and cost."""
     from mtnas.search import search_tree
@@ -62,9 +71,10 @@ def search_one(case: str, method: str, seed: int) -> dict:
     torch.set_num_threads(1)
     space, bundle = load_case(case, seed)
     row = {"case": case, "method": method, "seed": seed}
+    name, settings = method_settings(method)
     start = time.perf_counter()
     try:
-        result = search_tree(space, bundle, seed=seed, hparams=replace(space.search, method=method))
+        result = search_tree(space, bundle, seed=seed, hparams=replace(space.search, method=name, **settings))
     except Exception as exc:  # a method that cannot run on the case (e.g. pairs at 40 tasks): its reason
         return {**row, "error": str(exc).splitlines()[0]}
     seconds = time.perf_counter() - start
@@ -219,7 +229,8 @@ def main(argv: list[str] | None = None) -> None:
 
         return tables_main(argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated search methods")
+    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                        help="comma-separated search methods; NAME@B sets search.budget to B (budget@3)")
     parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of: {', '.join(CASES)}")
     parser.add_argument("--seeds", type=int, default=5, help="searches per method and case (seeds 0..N-1)")
     parser.add_argument("--jobs", type=int, default=2, help="searches (or truth seeds) run in parallel processes")
@@ -234,7 +245,8 @@ def main(argv: list[str] | None = None) -> None:
     methods = [m for m in args.methods.split(",") if m]
     from mtnas.search import METHODS
 
-    bad = [c for c in cases if c not in CASES] + [m for m in methods if m not in METHODS]
+    bad = [c for c in cases if c not in CASES] + [m for m in methods if method_settings(m)[0] not in METHODS
+                                                  or not re.fullmatch(r"[\w-]+(@\d+(\.\d+)?)?", m)]
     if bad:
         parser.error(f"unknown case(s) or method(s) {', '.join(bad)}; cases: {', '.join(CASES)}; "
                      f"methods: {', '.join(METHODS.names())}")

@@ -10,6 +10,7 @@ the search methods use them.
 from mtnas.core._lazy import lazy_exports
 
 __all__, __getattr__, __dir__ = lazy_exports(__name__, {
+    "._budgeted": ("RUNGS", "BudgetedSearch", "rung_epochs",),
     "._catalog": ("METHODS", "SearchMethod", "check_method", "check_search_space", "search_tree",),
     "._differentiable": ("SupernetSearch", "search_supernet", "split_holdout", "temperature",),
     "._dmtg": ("DMTG",),

@@ -23,6 +23,7 @@ import torch
 
 from mtnas.core import ConfigError, Registry, did_you_mean
 from mtnas.data import DatasetBundle
+from mtnas.search._budgeted import BudgetedSearch
 from mtnas.search._differentiable import SupernetSearch
 from mtnas.search._dmtg import DMTG
 from mtnas.search._methods import Affinity, Plain
@@ -51,6 +52,7 @@ _SUPERNET = ("tau0", "tau_min", "cost_weight", "routing_lr", "warmup_epochs")
 METHODS: Registry[SearchMethod] = Registry("search method")
 METHODS.add("trained", TrainedSearch())
 METHODS.add("pairs", PairsSelection())
+METHODS.add("budget", BudgetedSearch())
 METHODS.add("plain", SupernetSearch(Plain(), _SUPERNET))
 METHODS.add("affinity", SupernetSearch(Affinity(), _SUPERNET + ("affinity_weight",)))
 METHODS.add("rsa", SupernetSearch(RepresentationSimilarity(), ("cost_weight", "warmup_epochs")))

@@ -1,0 +1,340 @@
+"""``budget``: candidate trees trained in rungs within a budget, the survivors continued.
+
+A user can afford some number of trainings; ``search.budget`` says how many, in trainings of the
+all-shared tree at the search budget (``SearchSpace.proxy_epochs`` epochs). Every unit of evidence
+the search obtains is charged to that budget by the evidence's ledger (``Evidence.spent``: each
+chain of a tree, epochs and seed at the furthest stop it reached, times the tree's cost relative to
+all-shared), and no training starts that the budget cannot pay.
+
+Candidates come from **proposers** into one pool, each tagged with its kind:
+
+* ``all-shared``: the all-shared tree; the gradient agreement of its network after the first rung
+  (``mtnas.search._gradients``) proposes the first groupings;
+* ``agreement``: the agreement's best grouping into k groups, k = 2..K, split at the first layer
+  that may branch;
+* ``pair model``: the additive pair model (``mtnas.search._pairs``) fitted to every grouping
+  compared at the first rung proposes the next grouping of each size;
+* ``depth``: the best grouping split at each later layer that may branch;
+* ``two-level``: the best grouping at one layer and its largest group halved deeper.
+
+Candidates train in **rungs** (successive halving, Jamieson and Talwalkar 2016; Li et al.'s
+Hyperband 2018): every candidate for the first third of its schedule (``RUNGS``), the best third
+of them (at least two) on to two thirds, the best of those to the end. A survivor resumes its
+own training (its checkpoint: weights, optimizer, RNG and epoch), so the winner's last rung is
+its training at the search budget. Candidates of one rung are compared on their validation
+metrics at the same epoch, each task against the best value any candidate reached on it, less the
+trade-off's cost penalty (``mtnas.space.trade_off_score``). Why a third and not a ninth: on the
+planted cases the tree that is best at the end ranks at most 4th of up to 29 after a third of its
+training and anywhere after a ninth; reading the early curve otherwise (leaving out the tasks still
+rising, or extrapolating each curve) ranked worse (``python -m benchmarks.rungs``,
+``benchmarks/README.md``).
+
+The **choice** is the best candidate at the end. When the runner-up is within the noise of the
+difference (the spread of the per-task differences between the two, over the square root of
+the number of tasks) and the budget allows, both are trained with a second seed and the better
+mean wins: another seed only where the decision depends on it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+from mtnas.data import DatasetBundle
+from mtnas.search._gradients import gradient_agreement
+from mtnas.search._pairs import PairModel
+from mtnas.search._partitions import Groups
+from mtnas.search._result import SearchResult
+from mtnas.search._scores import references, task_terms
+from mtnas.search._trained import AGAIN_SEED, _limits, _split, agreement_grouping
+from mtnas.space import SearchConfig, SearchSpace, trade_off_score
+from mtnas.train import AnsweringStore, Evidence, EvidenceStore, Trained, Unit
+from mtnas.tree import BranchingTree
+
+__all__ = ["RUNGS", "BudgetedSearch", "rung_epochs"]
+
+#: The fractions of the schedule where candidates are compared (``benchmarks.rungs``).
+RUNGS = (1 / 3, 2 / 3, 1.0)
+#: The share of a rung's candidates that go on to the next (at least ``MIN_SURVIVORS``).
+KEEP = 1 / 3
+MIN_SURVIVORS = 2
+
+
+def rung_epochs(epochs: int) -> tuple[int, ...]:
+    """The epochs of ``RUNGS`` for a schedule of ``epochs`` (distinct, at least 1, the last ``epochs``)."""
+    return tuple(sorted({max(1, round(f * epochs)) for f in RUNGS} | {epochs}))
+
+
+@dataclass
+class Candidate:
+    """A tree in the pool: the proposer that put it there, and its results at each rung reached."""
+
+    tree: BranchingTree
+    kind: str
+    results: dict[int, Trained] = field(default_factory=dict)  # stop (epochs) -> result
+
+    @property
+    def stop(self) -> int:
+        return max(self.results, default=0)
+
+
+class _Pool:
+    """The candidates of one search and the budget they draw on."""
+
+    def __init__(self, space: SearchSpace, evidence: Evidence, seed: int, budget: float, gain: float) -> None:
+        self.space, self.evidence, self.seed, self.gain = space, evidence, seed, gain
+        self.epochs = space.proxy_epochs
+        self.rungs = rung_epochs(self.epochs)
+        self.budget = budget * self.epochs  # in epochs of the all-shared tree
+        self.candidates: dict[str, Candidate] = {}
+        self.skipped: list[str] = []  # what the budget did not pay for, for the notes
+
+    def left(self) -> float:
+        return self.budget - self.evidence.spent
+
+    def step_cost(self, cands: Sequence[Candidate], stop: int) -> float:
+        return sum(max(0, stop - c.stop) * self.evidence.cost(c.tree) for c in cands)
+
+    def add(self, trees: Sequence[BranchingTree], kind: str) -> list[Candidate]:
+        """The trees not yet in the pool, added as candidates of ``kind``."""
+        fresh = []
+        for tree in dict.fromkeys(trees):
+            if tree.key not in self.candidates:
+                self.candidates[tree.key] = Candidate(tree, kind)
+                fresh.append(self.candidates[tree.key])
+        return fresh
+
+    def advance(self, cands: Sequence[Candidate], stop: int, reserve: float = 0.0) -> list[Candidate]:
+        """Train ``cands`` (in order of preference) on to ``stop`` as far as the budget, less
+        ``reserve`` epochs kept for later, pays; returns those that reached it."""
+        paid, total = [], 0.0
+        for c in cands:
+            step = self.step_cost([c], stop)
+            if total + step <= self.left() - reserve + 1e-9:
+                paid.append(c)
+                total += step
+            else:
+                self.skipped.append(f"{c.kind} {c.tree.describe()} to epoch {stop}")
+        todo = [c for c in paid if stop not in c.results]
+        for c, found in zip(todo, self.evidence.obtain([Unit(c.tree, self.epochs, self.seed, stop) for c in todo])):
+            c.results[stop] = found
+        return paid
+
+    def scores(self, cands: Sequence[Candidate], stop: int) -> dict[str, float]:
+        """Each candidate's trade-off score at ``stop``, against the best value any of them reached."""
+        refs = references([c.results[stop].result.val for c in cands], self.space)
+        return {c.tree.key: trade_off_score(float(np.mean(list(task_terms(c.results[stop].result.val, refs,
+                                                                             self.space).values()))),
+                                            self.evidence.cost(c.tree), self.gain) for c in cands}
+
+    def at(self, stop: int) -> list[Candidate]:
+        return [c for c in self.candidates.values() if stop in c.results]
+
+
+class BudgetedSearch:
+    """Candidates from proposers, trained in rungs within ``search.budget`` (module docstring)."""
+
+    kind = "trained"
+    uses = ("gain_per_cost",)
+    units_only = True
+
+    def search(self, space: SearchSpace, bundle: DatasetBundle | None, *, seed: int, hparams: SearchConfig,
+               device: torch.device, branches: int | Sequence[int] | None = None, progress: bool = False,
+               eval_seed: int | None = None, store: EvidenceStore | AnsweringStore | None = None) -> SearchResult:
+        start = time.perf_counter()
+        space = replace(space, search=hparams)
+        evidence = Evidence(space, bundle, device=device, store=store, progress=progress)
+        pool = _Pool(space, evidence, seed if eval_seed is None else eval_seed, hparams.budget, hparams.gain_per_cost)
+        first_stop = pool.rungs[0]
+        tasks, layers = space.task_names, space.num_layers
+        (shared,) = pool.add([BranchingTree.all_shared(tasks, layers)], "all-shared")
+        notes: list[str] = []
+        if not pool.advance([shared], first_stop):
+            raise ValueError(f"search.budget {hparams.budget:g} does not pay for the all-shared tree's first rung "
+                             f"({first_stop} of {pool.epochs} epochs): raise it")
+        agreement = evidence.extra(shared.results[first_stop].unit, "agreement", gradient_agreement,
+                                   shape=(len(tasks), len(tasks)))
+        branchable, limit = _limits(space, branches)
+        if branchable:
+            _propose(pool, agreement, branchable, limit, notes)
+        winner = _halve(pool)
+        chosen, second = _settle(pool, winner)
+        if pool.skipped:
+            notes.append(f"the budget ({hparams.budget:g} trainings) did not pay for {len(pool.skipped)} step(s): "
+                         + "; ".join(pool.skipped[:3]) + ("; ..." if len(pool.skipped) > 3 else ""))
+        return SearchResult(tree=chosen.tree, derived=None, routing={},
+                            weights=evidence.weights(chosen.results[chosen.stop].unit),
+                            seconds=time.perf_counter() - start, hparams=hparams, candidates=_history(pool, second),
+                            spent=evidence.spent / pool.epochs, notes=tuple(notes))
+
+
+def _reserve(pool: _Pool, cost: float) -> float:
+    """The epochs kept for taking a candidate of relative ``cost`` from the first rung to the end."""
+    return (pool.epochs - pool.rungs[0]) * cost
+
+
+def _propose(pool: _Pool, agreement: np.ndarray | None, branchable: list[int], limit: tuple[int, ...],
+             notes: list[str]) -> None:
+    """The proposers, in order, each adding what the budget pays at the first rung (keeping enough
+    to take the dearest candidate so far to the end)."""
+    tasks, layers, stop = pool.space.task_names, pool.space.num_layers, pool.rungs[0]
+    first = branchable[0]
+    sizes = range(2, min(limit[first], len(tasks)) + 1)
+
+    def admit(trees: Sequence[BranchingTree], kind: str) -> None:
+        fresh = pool.add(trees, kind)
+        dearest = max([pool.evidence.cost(c.tree) for c in pool.candidates.values()], default=1.0)
+        paid = pool.advance(fresh, stop, reserve=_reserve(pool, dearest))
+        for c in fresh:
+            if c not in paid:
+                del pool.candidates[c.tree.key]
+
+    if agreement is not None:
+        admit([_split(tasks, layers, first, agreement_grouping(agreement, tasks, k)) for k in sizes], "agreement")
+        prior = 0.1 * (agreement - agreement.mean())
+    else:
+        notes.append("no gradient agreement (the evidence holds no network): the pair model proposes the first "
+                     "groupings alone")
+        prior = np.zeros((len(tasks), len(tasks)))
+    tried = {_grouping(c.tree) for c in pool.at(stop)}
+    for _ in range(2 if agreement is None else 1):
+        groupings, terms = _observations(pool, first, stop)
+        model = PairModel.fit(tasks, groupings, terms, prior)
+        proposals = [g for g in (model.best(k, exclude=tried) for k in sizes) if g is not None]
+        tried.update(proposals)
+        admit([_split(tasks, layers, first, g) for g in proposals], "pair model")
+    best = _best_grouping(pool, first, stop)
+    if best is None:
+        return
+    admit([_split(tasks, layers, layer, best) for layer in branchable if layer > first and len(best) <= limit[layer]],
+          "depth")
+    big = max(best, key=len)
+    if len(big) > 1 and agreement is not None:
+        index = [tasks.index(t) for t in big]
+        halves = agreement_grouping(agreement[np.ix_(index, index)], big, 2)
+        fine = tuple(g for g in best if g != big) + halves
+        admit([BranchingTree.from_split_points(tasks, layers, {upper: best, deeper: fine})
+               for upper, deeper in itertools.combinations(branchable, 2)
+               if len(best) <= limit[upper] and len(fine) <= limit[deeper]], "two-level")
+
+
+def _grouping(tree: BranchingTree) -> Groups:
+    return tree.first_split() or (tuple(tree.tasks),)
+
+
+def _observations(pool: _Pool, layer: int, stop: int) -> tuple[list[Groups], list[list[float]]]:
+    """The candidates at ``stop`` that group the tasks once (all-shared, or one split at ``layer``):
+    their groupings and per-task terms."""
+    cands = [c for c in pool.at(stop) if c.tree.first_split() is None
+             or (c.tree.first_split_layer == layer and c.tree.partitions[-1] == c.tree.first_split())]
+    refs = references([c.results[stop].result.val for c in cands], pool.space)
+    rows = []
+    for c in cands:
+        terms = task_terms(c.results[stop].result.val, refs, pool.space)
+        rows.append([terms[t] for t in pool.space.task_names])
+    return [_grouping(c.tree) for c in cands], rows
+
+
+def _best_grouping(pool: _Pool, layer: int, stop: int) -> Groups | None:
+    """The grouping of the best candidate at ``stop`` that splits once at ``layer`` (None: none does)."""
+    cands = [c for c in pool.at(stop) if c.tree.first_split() is not None and c.tree.first_split_layer == layer
+             and c.tree.partitions[-1] == c.tree.first_split()]
+    if not cands:
+        return None
+    scores = pool.scores(pool.at(stop), stop)
+    return _grouping(max(cands, key=lambda c: scores[c.tree.key]).tree)
+
+
+def _halve(pool: _Pool) -> Candidate:
+    """Successive halving over the rungs: the best ``KEEP`` of each rung (at least ``MIN_SURVIVORS``,
+    as many as the budget pays) go on; the best at the last rung reached wins."""
+    alive = pool.at(pool.rungs[0])
+    for prev, stop in zip(pool.rungs, pool.rungs[1:]):
+        scores = pool.scores(alive, prev)
+        ranked = sorted(alive, key=lambda c: -scores[c.tree.key])
+        keep = max(MIN_SURVIVORS, math.ceil(KEEP * len(ranked))) if stop < pool.epochs else MIN_SURVIVORS
+        went = pool.advance(ranked[:1], stop)  # the leader first; the others keep what it needs to finish
+        if not went:  # nothing more is affordable: the best so far is the answer, trained as far as it got
+            break
+        finish = (pool.epochs - stop) * pool.evidence.cost(ranked[0].tree)
+        alive = went + pool.advance(ranked[1:keep], stop, reserve=finish)
+    last = max(c.stop for c in alive)
+    scores = pool.scores([c for c in alive if c.stop == last], last)
+    winner = max((c for c in alive if c.stop == last), key=lambda c: scores[c.tree.key])
+    if winner.stop < pool.epochs:  # finish the winner's training if the reserve allows; it is the answer anyway
+        pool.advance([winner], pool.epochs)
+    return winner
+
+
+def _settle(pool: _Pool, winner: Candidate) -> tuple[Candidate, dict[str, float]]:
+    """The runner-up at the end within noise of the winner gets a second seed (and the winner one),
+    where the budget pays; the better mean over the two seeds is the answer. Returns the answer and
+    the two-seed mean scores (empty when no tie was settled)."""
+    end = pool.epochs
+    finals = [c for c in pool.at(end)]
+    if len(finals) < 2 or end not in winner.results:
+        return winner, {}
+    scores = pool.scores(finals, end)
+    runner = max((c for c in finals if c is not winner), key=lambda c: scores[c.tree.key])
+    gap = scores[winner.tree.key] - scores[runner.tree.key]
+    if gap > _noise(pool, winner, runner, end):
+        return winner, {}
+    again = [Unit(c.tree, end, pool.seed + AGAIN_SEED) for c in (winner, runner)]
+    cost = sum(end * pool.evidence.cost(c.tree) for c in (winner, runner))
+    if cost > pool.left() + 1e-9:
+        pool.skipped.append(f"second seeds of a tie within noise ({gap:.2f} points)")
+        return winner, {}
+    seconds = dict(zip((winner.tree.key, runner.tree.key), pool.evidence.obtain(again)))
+    refs = references([c.results[end].result.val for c in finals] + [f.result.val for f in seconds.values()],
+                      pool.space)
+
+    def term(found: Trained) -> float:
+        return float(np.mean(list(task_terms(found.result.val, refs, pool.space).values())))
+
+    means = {c.tree.key: trade_off_score((term(c.results[end]) + term(seconds[c.tree.key])) / 2,
+                                         pool.evidence.cost(c.tree), pool.gain) for c in (winner, runner)}
+    return (winner if means[winner.tree.key] >= means[runner.tree.key] else runner), means
+
+
+def _noise(pool: _Pool, a: Candidate, b: Candidate, stop: int) -> float:
+    """The noise of the difference of two candidates' mean terms: the spread of their per-task
+    differences over the square root of the number of tasks (a paired comparison across tasks)."""
+    refs = references([a.results[stop].result.val, b.results[stop].result.val], pool.space)
+    ta, tb = (task_terms(c.results[stop].result.val, refs, pool.space) for c in (a, b))
+    d = np.array([ta[t] - tb[t] for t in pool.space.task_names])
+    return float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else 0.0
+
+
+def _history(pool: _Pool, second: dict[str, float]) -> dict[str, np.ndarray]:
+    """Every candidate at the furthest rung it reached, for ``candidates.json``: its description,
+    epochs, mean task term and score against the other candidates of that rung, cost, proposer;
+    and, repeated per row, the units and their cost in epochs of the all-shared tree."""
+    rows = []
+    for stop in pool.rungs:
+        here = [c for c in pool.candidates.values() if c.stop == stop]
+        if not here:
+            continue
+        everyone = pool.at(stop)
+        scores = pool.scores(everyone, stop)
+        refs = references([c.results[stop].result.val for c in everyone], pool.space)
+        for c in here:
+            term = float(np.mean(list(task_terms(c.results[stop].result.val, refs, pool.space).values())))
+            rows.append((c, stop, term, second.get(c.tree.key, scores[c.tree.key])))
+    units = pool.evidence.order
+    column: Callable[[list], np.ndarray] = np.array
+    return {
+        "trees": column([c.tree.describe() for c, *_ in rows]),
+        "epochs": column([stop for _, stop, _, _ in rows]),
+        "delta_m": column([term for _, _, term, _ in rows]),
+        "cost": column([pool.evidence.cost(c.tree) for c, *_ in rows]),
+        "score": column([score for *_, score in rows]),
+        "kind": column([c.kind for c, *_ in rows]),
+        "units": np.full(len(rows), len(units)),
+        "unit_cost": np.full(len(rows), pool.evidence.spent),
+    }
