@@ -50,6 +50,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from benchmarks._methods import method_settings, unknown_methods
 from mtnas.core import MtnasError, first_line
 from mtnas.search import METHODS, TableStore, TrainingTable, all_partitions, read_table, table_space
 from mtnas.space import trade_off_score
@@ -193,13 +194,14 @@ def baseline(name: str, table: TrainingTable, judge: Judge) -> Row:
 def searched(name: str, table: TrainingTable, judge: Judge) -> Row:
     """A registry method run on the table's store at each k (gain 0) and at the trade-off."""
     space, store = table_space(table), TableStore(table)
-    method = METHODS.get(name)
+    method_name, settings = method_settings(name)
+    method = METHODS.get(method_name)
     notes: list[str] = []
     refused: dict[str, list[str]] = {}  # reason -> the runs it stopped
     spent: list[float] = []
 
     def run(k: int | None) -> Partition | None:
-        hparams = replace(space.search, method=name)
+        hparams = replace(space.search, method=method_name, **settings)
         if k is not None:
             hparams = replace(hparams, gain_per_cost=0.0)
         try:
@@ -279,9 +281,10 @@ def _main(argv: list[str] | None) -> None:
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated search methods")
     args = parser.parse_args(argv)
     names = [m for m in args.methods.split(",") if m]
-    for name in names:
-        METHODS.get(name)  # an unknown name: one line with the valid ones
-    runnable = [m for m in names if getattr(METHODS.get(m), "units_only", False)]
+    bad = unknown_methods(names)
+    if bad:
+        parser.error(f"unknown method(s) {', '.join(bad)}: NAME or NAME@BUDGET of {', '.join(METHODS.names())}")
+    runnable = [m for m in names if getattr(METHODS.get(method_settings(m)[0]), "units_only", False)]
     tables = [(table, Judge(table, table_space(table).search.gain_per_cost)) for table in _tables(args)]
     print("Regret of each method's partition on the test rows (fidelity 1) against the best partition of at most k "
           "networks; trade-off: regret in the default search's score; trainings: networks trained for the whole "
@@ -289,7 +292,8 @@ def _main(argv: list[str] | None) -> None:
           "method, the most any of its runs read)")
     for name in names:
         if name not in runnable:
-            kind = "trains a routing supernet and reads the tree off it" if METHODS.get(name).kind == "supernet" \
+            kind = "trains a routing supernet and reads the tree off it" \
+                if METHODS.get(method_settings(name)[0]).kind == "supernet" \
                 else "measures its signal while training a network"
             print(f"{name}: cannot run on a trainings table: it {kind}, and a table holds no network")
     order = [m for m in runnable if m != "trained"] + [m for m in runnable if m == "trained"]

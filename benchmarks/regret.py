@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import sys
 import time
@@ -43,6 +42,7 @@ from pathlib import Path
 import torch
 
 from benchmarks._cases import CASES
+from benchmarks._methods import method_settings, unknown_methods
 from benchmarks._pool import TRUTH_SEEDS, Pool, TreeTruth, load_case, train_seed, truth
 from mtnas.core import format_table
 from mtnas.space import trade_off_score
@@ -54,13 +54,6 @@ DEFAULT = "trained"
 #: The cases with an exhaustive trained ranking (``benchmarks.exhaustive``), by the layer its groupings split at.
 EXHAUSTIVE = {"digit_gratings": 1, "kinds": 0}
 TOP = 10
-
-
-def method_settings(method: str) -> tuple[str, dict[str, float]]:
-    """A method of ``--methods`` as a registered name and its overridden search settings: ``NAME``,
-    or ``NAME@B`` for ``search.budget`` B (``budget@3``: the budgeted search at 3 trainings)."""
-    name, _, budget = method.partition("@")
-    return name, ({"budget": float(budget)} if budget else {})
 
 
 def search_one(case: str, method: str, seed: int) -> dict:
@@ -245,8 +238,7 @@ def main(argv: list[str] | None = None) -> None:
     methods = [m for m in args.methods.split(",") if m]
     from mtnas.search import METHODS
 
-    bad = [c for c in cases if c not in CASES] + [m for m in methods if method_settings(m)[0] not in METHODS
-                                                  or not re.fullmatch(r"[\w-]+(@\d+(\.\d+)?)?", m)]
+    bad = [c for c in cases if c not in CASES] + unknown_methods(methods)
     if bad:
         parser.error(f"unknown case(s) or method(s) {', '.join(bad)}; cases: {', '.join(CASES)}; "
                      f"methods: {', '.join(METHODS.names())}")

@@ -58,13 +58,15 @@ def test_a_unit_is_answered_with_the_tables_rows_and_a_second_seed_gets_the_same
     assert evidence.extra(split, "agreement", lambda *a: 1 / 0) is None  # a table holds no network to read it off
 
 
-def test_the_ledger_counts_each_network_at_each_fidelity_once() -> None:
+def test_the_ledger_counts_each_network_once_at_the_furthest_fidelity_read() -> None:
     table = _table()
     evidence = Evidence(table_space(table), None, store=TableStore(table))
+    evidence.obtain([_unit((("a", "b"),), stop=1)])
+    assert evidence.spent / 5 == pytest.approx(0.2)  # ab after a fifth of its schedule
     evidence.obtain([_unit((TASKS,)), _unit((TASKS,), seed=1), _unit((("a", "b"), ("c", "d")))])
-    assert evidence.spent / 5 == pytest.approx(3.0)  # abcd, ab, cd at full fidelity; the second seed is the same network
+    assert evidence.spent / 5 == pytest.approx(3.0)  # abcd, ab (on to the end), cd; the second seed is the same network
     evidence.obtain([_unit((TASKS,), stop=1), _unit((("a", "b"),)), _unit((("c", "d"),), seed=3)])
-    assert evidence.spent / 5 == pytest.approx(3.2)  # abcd at 0.2 is a new training; ab and cd are not
+    assert evidence.spent / 5 == pytest.approx(3.0)  # abcd at 0.2 was on the way to its end: nothing new
     assert evidence.cost(BranchingTree.independent(TASKS, 1)) == 4.0
     assert evidence.cost(BranchingTree.all_shared(("a", "b"), 1)) == 1.0
     assert evidence.weights(_unit((TASKS,))) == {}

@@ -66,8 +66,13 @@ KEEP = 1 / 3
 MIN_SURVIVORS = 2
 
 
-def rung_epochs(epochs: int) -> tuple[int, ...]:
-    """The epochs of ``RUNGS`` for a schedule of ``epochs`` (distinct, at least 1, the last ``epochs``)."""
+def rung_epochs(epochs: int, fractions: Sequence[float] | None = None) -> tuple[int, ...]:
+    """The epochs of ``RUNGS`` for a schedule of ``epochs`` (distinct, at least 1, the last ``epochs``).
+    Where units stop only at some ``fractions`` of it (published trainings), the rungs are those of
+    them no earlier than the first of ``RUNGS``: a tree is not judged earlier than measured to be
+    safe."""
+    if fractions is not None:
+        return tuple(sorted({max(1, round(f * epochs)) for f in fractions if f >= RUNGS[0] - 1e-9} | {epochs}))
     return tuple(sorted({max(1, round(f * epochs)) for f in RUNGS} | {epochs}))
 
 
@@ -90,7 +95,7 @@ class _Pool:
     def __init__(self, space: SearchSpace, evidence: Evidence, seed: int, budget: float, gain: float) -> None:
         self.space, self.evidence, self.seed, self.gain = space, evidence, seed, gain
         self.epochs = space.proxy_epochs
-        self.rungs = rung_epochs(self.epochs)
+        self.rungs = rung_epochs(self.epochs, evidence.fractions)
         self.budget = budget * self.epochs  # in epochs of the all-shared tree
         self.candidates: dict[str, Candidate] = {}
         self.skipped: list[str] = []  # what the budget did not pay for, for the notes

@@ -33,9 +33,11 @@ units instead of training them):
 * A table holds no network: no quantity is read off a unit's trained network (``Evidence.extra``
   is None, so the trained search goes without gradient agreement).
 * Cost and ledger: a tree costs its number of networks (the all-shared tree: 1). What a search
-  spent counts each distinct (network, fidelity) it obtained once, at its trained epochs, since one
-  trained network serves every grouping that holds it: every subset of 5 tasks at full fidelity is
-  31 trainings, at a fifth of the schedule 6.2, the 5 singles and 10 pairs 15.
+  spent counts each distinct network it obtained once, at the furthest fidelity it read (one
+  trained network serves every grouping that holds it, and a network read at a fifth and later in
+  full was trained once, on to the end, as the evidence's ledger counts a resumed chain): every
+  subset of 5 tasks at full fidelity is 31 trainings, at a fifth of the schedule 6.2, the 5 singles
+  and 10 pairs 15.
 
 ``table_space`` builds the space a table is searched in: its tasks (with a metric of the table's
 direction), a one-layer MLP that nothing trains whose only layer may branch (so only first-layer
@@ -288,6 +290,11 @@ class TableStore:
         self.table = table
         self.where = f"trainings table {table.source}"
 
+    @property
+    def fractions(self) -> tuple[float, ...]:
+        """The fidelities of the table's validation rows, lowest first."""
+        return tuple(sorted(self.table.fidelities("val")))
+
     def networks(self, tree: BranchingTree) -> tuple[Network, ...]:
         """The networks of a tree split at the first layer (one per group); refused for any other."""
         first = tree.partitions[0]
@@ -337,12 +344,13 @@ class TableStore:
         return float(len(self.networks(tree)))
 
     def spent(self, units: Sequence[Unit]) -> float:
-        """Each distinct (network, fidelity) of ``units`` once, at its trained epochs."""
-        seen: dict[tuple[Network, float], int] = {}
+        """Each distinct network of ``units`` once, at the furthest of its trained epochs: a network
+        read at a fraction and later at a larger one was trained once, on to the larger (as the
+        evidence's ledger counts a tree's resumed chain)."""
+        seen: dict[Network, int] = {}
         for u in units:
-            fidelity = self.table.fidelity(u.trained_epochs / u.epochs)
             for network in self.networks(u.tree):
-                seen.setdefault((network, fidelity), u.trained_epochs)
+                seen[network] = max(seen.get(network, 0), u.trained_epochs)
         return float(sum(seen.values()))
 
 

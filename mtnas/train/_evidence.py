@@ -172,6 +172,10 @@ class AnsweringStore(Protocol):
     def spent(self, units: Sequence[Unit]) -> float:
         """What obtaining ``units`` cost, in epochs of the all-shared tree."""
 
+    @property
+    def fractions(self) -> tuple[float, ...]:
+        """The fractions of a schedule it holds trainings at (a unit's ``trained_epochs / epochs``)."""
+
 
 def default_store() -> LocalStore:
     """This machine's evidence folder: ``$MTNAS_CACHE_DIR/evidence``."""
@@ -240,6 +244,12 @@ class Evidence:
             if f.unit.chain not in chains or f.unit.trained_epochs > chains[f.unit.chain].trained_epochs:
                 chains[f.unit.chain] = f.unit
         return sum(u.trained_epochs * self.cost(u.tree) for u in chains.values())
+
+    @property
+    def fractions(self) -> tuple[float, ...] | None:
+        """The fractions of a schedule units can stop at: those of a store that answers units, None
+        (any) for evidence that trains."""
+        return None if self.answering is None else self.answering.fractions
 
     def key(self, unit: Unit) -> str:
         spec = json.dumps({"tree": unit.tree.to_dict(), "epochs": unit.epochs, "seed": unit.seed,

@@ -1,0 +1,84 @@
+"""The budgeted search: it never spends more than its budget, survivors resume, proposers and rungs."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+
+import pytest
+
+from mtnas.model import relative_cost
+from mtnas.search import METHODS, TableStore, rung_epochs, search_tree, table_space
+from mtnas.search._table import TrainingTable
+from mtnas.train import _evidence
+from mtnas.tree import BranchingTree
+from tests.test_trained_search import _small
+
+
+def test_rungs_are_the_thirds_of_the_schedule() -> None:
+    assert rung_epochs(15) == (5, 10, 15)
+    assert rung_epochs(3) == (1, 2, 3)
+    assert rung_epochs(1) == (1,)
+
+
+@pytest.mark.parametrize("budget", [1.0, 2.5, 6.0])
+def test_the_search_never_spends_more_than_its_budget_and_says_what_it_left_out(budget, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("MTNAS_CACHE_DIR", str(tmp_path))
+    space, bundle = _small(epochs=3)
+    result = search_tree(space, bundle, seed=0, hparams=replace(space.search, method="budget", budget=budget))
+    assert 0 < result.spent <= budget + 1e-9
+    c = result.candidates
+    assert set(c["kind"]) <= {"all-shared", "agreement", "pair model", "depth", "two-level"}
+    finished = [str(t) for t, e in zip(c["trees"], c["epochs"]) if e == 3]
+    assert result.tree.describe() in finished  # the answer is trained to the end of its schedule
+    if budget < 2:  # not even one grouping's rungs fit beside the all-shared tree
+        assert list(c["kind"]) == ["all-shared"] and result.tree.first_split() is None
+
+
+def test_a_survivor_resumes_its_training_and_the_ledger_counts_each_tree_once(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("MTNAS_CACHE_DIR", str(tmp_path))
+    space, bundle = _small(epochs=3)
+    trained: list[tuple[BranchingTree, int, int]] = []  # (tree, from epoch, to epoch) of every training
+    original = _evidence.train_trees
+
+    def counting(space, bundle, trees, *, resume=None, stop=None, **kw):
+        starts = resume or [None] * len(trees)
+        trained.extend((t, 0 if r is None else r.epoch, stop or space.training.epochs) for t, r in zip(trees, starts))
+        return original(space, bundle, trees, resume=resume, stop=stop, **kw)
+
+    monkeypatch.setattr(_evidence, "train_trees", counting)
+    result = search_tree(space, bundle, seed=0, hparams=replace(space.search, method="budget", budget=6.0))
+    reached: dict[str, int] = {}
+    for tree, begin, end in trained:
+        assert begin == reached.get(tree.key, 0)  # each training goes on where the tree's last one stopped
+        reached[tree.key] = end
+    assert reached[result.tree.key] == 3 and len(reached) > 2
+    trees = {t.key: t for t, _, _ in trained}
+    expected = sum(reached[k] * relative_cost(trees[k], space, "flops") for k in reached) / 3
+    assert result.spent == pytest.approx(expected)  # each tree once, at the furthest epoch it reached
+
+
+def test_a_budget_that_cannot_pay_the_first_rung_is_one_clear_line(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("MTNAS_CACHE_DIR", str(tmp_path))
+    space, bundle = _small(epochs=3)
+    with pytest.raises(ValueError, match=r"search.budget 0.1 does not pay for the all-shared tree's first rung"):
+        search_tree(space, bundle, seed=0, hparams=replace(space.search, method="budget", budget=0.1))
+
+
+def test_on_published_trainings_the_pair_model_proposes_alone_and_says_so() -> None:
+    lines = ["# mtnas trainings table 1; better: lower", "network\tfidelity\tsplit\ttask\tvalue"]
+    tasks = ("a", "b", "c", "d")
+    for k in range(1, 5):
+        for group in itertools.combinations(tasks, k):
+            for task in group:
+                harm = 0.5 if {"a", "b"} & set(group) and {"c", "d"} & set(group) else 0.0
+                for fidelity in (1, 0.2, 0.4, 0.6):
+                    value = 1.0 + harm + (1 - fidelity)
+                    lines.append(f"{'+'.join(group)}\t{fidelity:g}\tval\t{task}\t{value}")
+                lines.append(f"{'+'.join(group)}\t1\ttest\t{task}\t{1.0 + harm}")
+    table = TrainingTable.parse("\n".join(lines), "t.tsv")
+    space = table_space(table)
+    result = METHODS.get("budget").search(space, None, seed=0, hparams=replace(space.search, budget=8.0),
+                                          device="cpu", store=TableStore(table))
+    assert any("no gradient agreement" in n for n in result.notes)
+    assert result.spent <= 8.0 + 1e-9
