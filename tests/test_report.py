@@ -159,6 +159,7 @@ def test_the_report_shows_what_a_trained_search_trained(tmp_path: Path) -> None:
     assert found.chosen is not None and found.trees[found.chosen] == study.trials[2].user_attrs["tree"]
     assert len(found.trees) == len(found.delta_m) == len(found.delta_m_again) == len(found.cost) >= 2
     assert found.noise >= 0 and "0-3: all" in found.trees
+    assert found.gain == study.trials[2].params.get("gain_per_cost", 5.0)  # the chosen tree's score line
     assert _png(draw_candidates(found, tmp_path / "c.png").read_bytes()).std() > 5
     page = write_report(root).read_text()
     assert "What the search of trial 2 trained" in page and "Routing evolution" not in page

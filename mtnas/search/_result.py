@@ -76,8 +76,8 @@ class SearchResult:
         return Path(path)
 
     def save_candidates(self, path: str | Path) -> Path | None:
-        """Write the trained candidates as ``candidates.json``: ``{"chosen", "noise", "scale",
-        "units", "unit_cost", "trees"}``, the trees a list of {tree, epochs, delta_m, cost, score},
+        """Write the trained candidates as ``candidates.json``: ``{"chosen", "gain_per_cost", "noise",
+        "scale", "units", "unit_cost", "trees"}``, the trees a list of {tree, epochs, delta_m, cost, score},
         best score first; None when the search trained no candidate."""
         if not self.candidates:
             return None
@@ -86,6 +86,7 @@ class SearchResult:
                 for t, e, d, k, s in zip(c["trees"], c["epochs"], c["delta_m"], c["cost"], c["score"])]
         extra = {name: float(c[name][0]) for name in ("noise", "scale", "units", "unit_cost")
                  if name in c and len(c[name])}
-        data = {"chosen": self.tree.describe(), **extra, "trees": sorted(rows, key=lambda r: (-r["epochs"], -r["score"]))}
+        data = {"chosen": self.tree.describe(), "gain_per_cost": self.hparams.gain_per_cost, **extra,
+                "trees": sorted(rows, key=lambda r: (-r["epochs"], -r["score"]))}
         atomic_write_text(path, json.dumps(data, indent=1))
         return Path(path)
