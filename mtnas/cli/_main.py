@@ -110,7 +110,9 @@ def _check_space_file(args: argparse.Namespace) -> None:
 def _space_arg(args: argparse.Namespace) -> object:
     """The command's space: its name or path as given, or (with ``--set`` or a budget ``--epochs``)
     the ``SearchSpace`` they make of it."""
-    overrides, budget = getattr(args, "overrides", None) or [], getattr(args, "budget_epochs", None)
+    overrides, budget = list(getattr(args, "overrides", None) or []), getattr(args, "budget_epochs", None)
+    if getattr(args, "search_budget", None) is not None:
+        overrides.append(f"search.budget={args.search_budget}")
     if not overrides and budget is None:
         return args.space
     from mtnas.space import load_space
@@ -176,6 +178,9 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=positive_float, default=None,
                    help="seconds after which no new trial starts (in every local worker process)")
     p.add_argument("--runs-dir", default="runs", help="where run folders live")
+    p.add_argument("--budget", dest="search_budget", type=positive_float, default=None, metavar="TRAININGS",
+                   help="trainings of the all-shared tree (at the search budget) the budgeted search may spend: "
+                        "search.budget, for search.method budget (default 3)")
 
 
 @command("search", "search sharing trees with Optuna trials into runs/NAME",
@@ -189,9 +194,9 @@ def _search(args: argparse.Namespace) -> None:
         raise MtnasError("give a search space (a built-in name or a YAML path), or --resume --name NAME")
     if args.resume and not args.name:
         raise MtnasError("--resume needs --name NAME of the run to continue")
-    if args.resume and (args.overrides or args.budget_epochs):
-        raise MtnasError("--resume continues a run with the space it started with (its space.yaml); drop --set "
-                         "and --epochs, or start a new run with another --name")
+    if args.resume and (args.overrides or args.budget_epochs or args.search_budget is not None):
+        raise MtnasError("--resume continues a run with the space it started with (its space.yaml); drop --set, "
+                         "--epochs and --budget, or start a new run with another --name")
     space = "" if args.resume else _space_arg(args)
     name = args.name if args.name is not None or args.resume else Path(args.space).stem  # a file's name, as before
     run, study = run_search(

@@ -92,13 +92,19 @@ class Candidate:
 class _Pool:
     """The candidates of one search and the budget they draw on."""
 
-    def __init__(self, space: SearchSpace, evidence: Evidence, seed: int, budget: float, gain: float) -> None:
+    def __init__(self, space: SearchSpace, evidence: Evidence, seed: int, budget: float, gain: float,
+                 progress: bool = False) -> None:
+        from tqdm.auto import tqdm
+
         self.space, self.evidence, self.seed, self.gain = space, evidence, seed, gain
         self.epochs = space.proxy_epochs
         self.rungs = rung_epochs(self.epochs, evidence.fractions)
         self.budget = budget * self.epochs  # in epochs of the all-shared tree
         self.candidates: dict[str, Candidate] = {}
         self.skipped: list[str] = []  # what the budget did not pay for, for the notes
+        # the budget spent, in trainings of the all-shared tree at the search budget
+        self.bar = tqdm(total=budget, desc="budget", unit="training", disable=not progress, leave=False,
+                        bar_format="{desc}: {n:.2f}/{total:.2f} trainings |{bar}|{postfix}")
 
     def left(self) -> float:
         return self.budget - self.evidence.spent
@@ -127,8 +133,11 @@ class _Pool:
             else:
                 self.skipped.append(f"{c.kind} {c.tree.describe()} to epoch {stop}")
         todo = [c for c in paid if stop not in c.results]
+        self.bar.set_postfix_str(f"{len(todo)} candidate(s) to epoch {stop} of {self.epochs}")
         for c, found in zip(todo, self.evidence.obtain([Unit(c.tree, self.epochs, self.seed, stop) for c in todo])):
             c.results[stop] = found
+        self.bar.n = round(self.evidence.spent / self.epochs, 4)
+        self.bar.refresh()
         return paid
 
     def scores(self, cands: Sequence[Candidate], stop: int) -> dict[str, float]:
@@ -155,7 +164,8 @@ class BudgetedSearch:
         start = time.perf_counter()
         space = replace(space, search=hparams)
         evidence = Evidence(space, bundle, device=device, store=store, progress=progress)
-        pool = _Pool(space, evidence, seed if eval_seed is None else eval_seed, hparams.budget, hparams.gain_per_cost)
+        pool = _Pool(space, evidence, seed if eval_seed is None else eval_seed, hparams.budget, hparams.gain_per_cost,
+                     progress)
         first_stop = pool.rungs[0]
         tasks, layers = space.task_names, space.num_layers
         (shared,) = pool.add([BranchingTree.all_shared(tasks, layers)], "all-shared")
@@ -170,6 +180,7 @@ class BudgetedSearch:
             _propose(pool, agreement, branchable, limit, notes)
         winner = _halve(pool)
         chosen, second = _settle(pool, winner)
+        pool.bar.close()
         if pool.skipped:
             notes.append(f"the budget ({hparams.budget:g} trainings) did not pay for {len(pool.skipped)} step(s): "
                          + "; ".join(pool.skipped[:3]) + ("; ..." if len(pool.skipped) > 3 else ""))
