@@ -35,6 +35,7 @@ import json
 import statistics
 import sys
 import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
 from pathlib import Path
@@ -151,7 +152,7 @@ def regrets(rows: list[dict], truths: dict[str, dict[str, TreeTruth]], methods: 
                         "median_dm": statistics.median(dm), "max_dm": max(dm), "se": best.score_se,
                         "cost": statistics.mean(r["cost"] for r in done),
                         "timed": any(r["cost_kind"] == "time" for r in done), "within": within, "n": len(done),
-                        "notes": sorted({n for r in done for n in r.get("notes", ())})})
+                        "notes": [list(r.get("notes", ())) for r in done]})
     return out
 
 
@@ -167,8 +168,11 @@ def print_report(table: list[dict], methods: list[str]) -> None:
     print("\nregret of the found tree against the pool's best (points of score; of delta-m), over the searches")
     print(format_table(["case", "method", "median", "max", "median dm", "max dm", "cost", "best SE", "within noise"],
                        body))
-    for note in sorted({(r["method"], n) for r in table for n in r.get("notes", ())}):
-        print(f"note [{note[0]}]: {note[1]}")
+    for method in methods:  # each kind of note (its text up to the first colon) once, with how often it came
+        searches = [notes for r in table if r["method"] == method for notes in r.get("notes", ())]
+        heads = Counter(head for notes in searches for head in {n.split(":")[0] for n in notes})
+        for head, count in heads.items():
+            print(f"note [{method}]: {head} ({count} of {len(searches)} searches)")
     for method in sorted(methods, key=lambda m: m == DEFAULT):
         mine = [r for r in table if r["method"] == method and "error" not in r]
         if mine:
@@ -193,22 +197,59 @@ def plot(table: list[dict], path: Path) -> None:
                    s=50, label=method)
         for r in mine:
             ax.annotate(r["case"], (r["cost"], r["median"]), fontsize=6, xytext=(3, 2), textcoords="offset points")
-    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
-
-    ax.set_xscale("log")
-    ax.set_yscale("symlog", linthresh=1.0)  # linear within a point of 0, logarithmic beyond: one outlier hides nothing
-    for axis, ticks in ((ax.xaxis, [1, 2, 3, 5, 10, 20, 50, 100]), (ax.yaxis, [0, 0.5, 1, 2, 5, 10, 20, 50, 100, 200])):
-        axis.set_major_locator(FixedLocator(ticks))
-        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        axis.set_minor_locator(NullLocator())
-    costs = [r["cost"] for r in table if "error" not in r]
-    worst = max((r["median"] for r in table if "error" not in r), default=1.0)
-    ax.set_xlim(min(costs, default=1.0) / 1.3, max(costs, default=10.0) * 1.3)
-    ax.set_ylim(-0.2, max(1.0, worst) * 1.5)
+    _axes(ax, [r["cost"] for r in table if "error" not in r], [r["median"] for r in table if "error" not in r])
     ax.set_xlabel("search cost (trainings of the all-shared tree at the search budget)")
     ax.set_ylabel("median regret (score points, symlog)")
     ax.axhline(0.5, color="grey", lw=0.8, ls="--")
     ax.set_title("Regret against cost, per method and case")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _axes(ax, costs: list[float], regrets: list[float]) -> None:
+    """Cost on a log axis, regret on a symlog one (linear within a point of 0, logarithmic beyond: one
+    outlier hides nothing), both ticked with plain numbers."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    ax.set_xscale("log")
+    ax.set_yscale("symlog", linthresh=1.0)
+    for axis, ticks in ((ax.xaxis, [1, 2, 3, 5, 10, 20, 50, 100]), (ax.yaxis, [0, 0.5, 1, 2, 5, 10, 20, 50, 100, 200])):
+        axis.set_major_locator(FixedLocator(ticks))
+        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        axis.set_minor_locator(NullLocator())
+    ax.set_xlim(min(costs, default=1.0) / 1.3, max(costs, default=10.0) * 1.3)
+    ax.set_ylim(-0.2, max([1.0, *regrets]) * 1.5)
+
+
+def curve(table: list[dict], path: Path) -> None:
+    """Regret against budget: per method, the median over cases of each case's median regret (one
+    point), and for a method run at several budgets (``NAME@B``) its points joined in budget order."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points: dict[str, list[tuple[float, float, str]]] = {}
+    for method in dict.fromkeys(r["method"] for r in table):
+        mine = [r for r in table if r["method"] == method and "error" not in r]
+        if mine:
+            name = method.partition("@")[0]
+            points.setdefault(name, []).append((statistics.mean(r["cost"] for r in mine),
+                                                statistics.median(r["median"] for r in mine), method))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, pts in points.items():
+        pts.sort()
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+        for x, y, label in pts:
+            ax.annotate(label.partition("@")[2] and f"@{label.partition('@')[2]}", (x, y), fontsize=7,
+                        xytext=(3, 3), textcoords="offset points")
+    _axes(ax, [p[0] for pts in points.values() for p in pts], [p[1] for pts in points.values() for p in pts])
+    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("search cost (trainings of the all-shared tree at the search budget), mean over cases")
+    ax.set_ylabel("median regret, median over cases (score points)")
+    ax.set_title("Regret against budget")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -233,6 +274,8 @@ def main(argv: list[str] | None = None) -> None:
                         help=f"add the exhaustive ranking's top {TOP} to the pools of {', '.join(EXHAUSTIVE)}")
     parser.add_argument("--truth", action="store_true", help="print the pooled truth only (no searches)")
     parser.add_argument("--plot", type=Path, default=None, help="write regret against cost as a PNG")
+    parser.add_argument("--curve", type=Path, default=None,
+                        help="write regret against budget (each method's cases averaged) as a PNG")
     args = parser.parse_args(argv)
     cases = [c for c in args.cases.split(",") if c]
     methods = [m for m in args.methods.split(",") if m]
@@ -271,6 +314,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.plot:
         plot(table, args.plot)
         print(f"plot: {args.plot}")
+    if args.curve:
+        curve(table, args.curve)
+        print(f"curve: {args.curve}")
     print(f"wall time {time.perf_counter() - start:.0f} s")
 
 

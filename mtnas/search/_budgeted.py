@@ -182,8 +182,8 @@ class BudgetedSearch:
         chosen, second = _settle(pool, winner)
         pool.bar.close()
         if pool.skipped:
-            notes.append(f"the budget ({hparams.budget:g} trainings) did not pay for {len(pool.skipped)} step(s): "
-                         + "; ".join(pool.skipped[:3]) + ("; ..." if len(pool.skipped) > 3 else ""))
+            notes.append(f"the budget left steps out: {len(pool.skipped)} that {hparams.budget:g} trainings did not pay "
+                         "for, e.g. " + "; ".join(pool.skipped[:3]) + ("; ..." if len(pool.skipped) > 3 else ""))
         return SearchResult(tree=chosen.tree, derived=None, routing={},
                             weights=evidence.weights(chosen.results[chosen.stop].unit),
                             seconds=time.perf_counter() - start, hparams=hparams, candidates=_history(pool, second),
