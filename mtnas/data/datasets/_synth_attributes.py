@@ -1,11 +1,44 @@
 """``synth_attributes``: a generated stand-in of CelebA's shape, many binary attributes of one image.
 
-Each input is a 3 x size x size image: a sum of ``groups`` random smooth patterns with random
-strengths, plus noise. Attribute j belongs to group ``j % groups`` and is 1 when a fixed random
-linear read-out of its group's pattern strengths exceeds its median, so attributes of one group
-depend on the same image content and attributes of different groups on unrelated content: the
-grouping is ``planted_groups``. With 40 attributes it has CelebA's task count at a size a CPU
-searches in minutes (``benchmarks/task_scaling.py``, the 40-task tests).
+Each input is a 3 x size x size image: a sum of ``groups * 4`` sinusoidal gratings plus noise.
+Each grating has its own orientation, frequency and colour (fixed by the seed), a random phase
+and a random strength in [0, 1] per image. Attribute j belongs to group ``j % groups``: it is 1
+when a fixed random linear read-out of its group's four grating strengths exceeds its median, so
+the attributes of one group read the same four gratings and those of different groups read
+unrelated ones. The grouping is ``planted_groups``. With 40 attributes it has CelebA's task count
+at a size a CPU searches in minutes (``benchmarks/task_scaling.py``, the 40-task tests).
+
+What is planted, and why the built-in space (``search_spaces/synth_attributes.yaml``) makes the
+four groups the best tree by the search's trade-off score:
+
+* a grating's strength is read as the energy of an oriented, coloured pattern of random phase:
+  the wide first layers (16 and 32 channels) find it; they hold most of the FLOPs and are shared;
+* layer 2 is a bottleneck of 4 channels: room for one group's 4 strengths, not for two groups' 8
+  nor for all 16. Tasks of different groups that share it crowd each other out; a branch per
+  group from layer 2 on gives each group its own 4 channels;
+* a branch of layers 2-4 costs 0.21 of the all-shared network's FLOPs, so four of them pay for
+  themselves; splitting one layer earlier copies the wide layer 1 (3.35x in all) and does not.
+
+Measured by ``python -m benchmarks.recovery_suite --truth --seeds 4 --cases synth_attributes``
+(validation delta-m less ``search.gain_per_cost`` = 5 points per all-shared network of extra
+FLOPs; mean margin of the planted groups split at layer 2, and the smallest per seed):
+
+==================================  ======  =============  =======
+the planted groups split at 2 beat  by      smallest seed  FLOPs x
+==================================  ======  =============  =======
+all-shared                          +16.47  +12.27         1.00
+planted at 1 (copies wide layer 1)  +7.53   +6.19          3.35
+planted at 3 (shares layer 2)       +8.97   +6.72          1.53
+wrong groups at 2                   +12.48  +10.54         1.64
+3 groups (0+1) at 2                 +3.51   +2.21          1.43
+2 groups (0+1 | 2+3) at 2           +8.46   +3.55          1.21
+8 groups (halves) at 2              +4.88   +4.28          2.50
+==================================  ======  =============  =======
+
+The planted tree scores -3.16 +- 1.12 (FLOPs 1.64x); two-level trees around it (halves at 3,
+pairs at 2 then the groups at 3) score -6.07 and -6.31.
+
+``planted_groups`` lists the four groups, attr_00, attr_04, ... first.
 """
 
 from __future__ import annotations
@@ -19,7 +52,11 @@ from mtnas.data.datasets._registry import DATASETS
 
 __all__ = ["make_synth_attributes"]
 
-_LATENTS = 4  # pattern strengths per group
+_LATENTS = 4  # gratings per group
+_NOISE = 0.3  # standard deviation of the pixel noise
+#: Range of the gratings' frequencies, in cycles per image side.
+_CYCLES = (2.0, 5.0)
+_ORIENTATIONS = 8  # orientations, evenly spaced over 180 degrees
 
 
 @DATASETS.register("synth_attributes")
@@ -33,27 +70,32 @@ def make_synth_attributes(
         n_train, n_val, n_test: images per split.
         size: image side in pixels.
         attributes: number of binary tasks.
-        groups: how many independent groups of image content the attributes read.
-        seed: fixes the patterns, the read-outs and every image.
+        groups: how many independent groups of gratings (four each) the attributes read.
+        seed: fixes the gratings, the read-outs and every image.
     """
     sizes = {s: check_int("synth_attributes", f"n_{s}", n, minimum=1)
              for s, n in (("train", n_train), ("val", n_val), ("test", n_test))}
     size = check_int("synth_attributes", "size", size, minimum=4, maximum=4096)
     attributes = check_int("synth_attributes", "attributes", attributes, minimum=1, maximum=10_000)
     groups = min(check_int("synth_attributes", "groups", groups, minimum=1), attributes)
+    count = groups * _LATENTS
     seed = check_seed("synth_attributes", seed)
-    check_total("synth_attributes", (sum(sizes.values()) + groups * _LATENTS) * 3 * size * size
-                + sum(sizes.values()) * attributes)
+    check_total("synth_attributes", (sum(sizes.values()) + 2 * count) * 3 * size * size
+                + sum(sizes.values()) * (attributes + 2 * count))
     rngs = streams(seed, ("model",) + tuple(sizes))
-    patterns = _patterns(rngs["model"], groups * _LATENTS, size)  # (G*L, 3, S, S)
+    sine, cosine = _gratings(rngs["model"], count, size)  # (G*L, 3*S*S) each: the phase-0 and phase-90 patterns
     readout = rngs["model"].standard_normal((attributes, _LATENTS))
     names = tuple(f"attr_{j:02d}" for j in range(attributes))
     group_of = np.arange(attributes) % groups
     splits, thresholds = {}, None
     for split, n in sizes.items():
-        z = rngs[split].standard_normal((n, groups, _LATENTS))  # pattern strengths
-        x = np.einsum("np,pchw->nchw", z.reshape(n, -1), patterns) + 0.3 * rngs[split].standard_normal((n, 3, size, size))
-        scores = np.einsum("ngl,al->nga", z, readout)[:, group_of, np.arange(attributes)]  # (N, A)
+        rng = rngs[split]
+        strength = rng.uniform(0.0, 1.0, (n, groups, _LATENTS))
+        phase = rng.uniform(0.0, 2 * np.pi, (n, count))
+        flat = strength.reshape(n, count)  # sin(p + phase) = sin(p) cos(phase) + cos(p) sin(phase)
+        x = (flat * np.cos(phase)) @ sine + (flat * np.sin(phase)) @ cosine
+        x = x.reshape(n, 3, size, size) + _NOISE * rng.standard_normal((n, 3, size, size))
+        scores = np.einsum("ngl,al->nga", strength, readout)[:, group_of, np.arange(attributes)]  # (N, A)
         if thresholds is None:  # medians of the training split: balanced classes
             thresholds = np.median(scores, axis=0)
         labels = (scores > thresholds).astype(np.int64)
@@ -64,9 +106,19 @@ def make_synth_attributes(
     return DatasetBundle(**splits, tasks=tasks, planted_groups=planted)
 
 
-def _patterns(rng: np.random.Generator, count: int, size: int) -> np.ndarray:
-    """``count`` smooth random images: low-frequency noise upsampled, each of unit norm."""
-    coarse = rng.standard_normal((count, 3, 4, 4))
-    fine = np.kron(coarse, np.ones((1, 1, -(-size // 4), -(-size // 4))))[:, :, :size, :size]
-    fine = fine - fine.mean(axis=(1, 2, 3), keepdims=True)
-    return fine / np.linalg.norm(fine.reshape(count, -1), axis=1)[:, None, None, None] * size
+def _gratings(rng: np.random.Generator, count: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` coloured gratings at phase 0 and at phase 90 degrees, each (count, 3 * size * size).
+
+    Grating k runs along orientation theta_k (``_ORIENTATIONS`` evenly spaced angles, each used
+    about equally often, in random order) at f_k cycles per image side (uniform in ``_CYCLES``),
+    in colour c_k (a random unit vector over the three channels): pixel (u, v) of channel ch is
+    ``c_k[ch] * sin(2 pi f_k / size * (u cos theta_k + v sin theta_k) + phase)``.
+    """
+    per = -(-count // _ORIENTATIONS)
+    theta = rng.permutation(np.repeat(np.arange(_ORIENTATIONS) * np.pi / _ORIENTATIONS, per))[:count]
+    cycles = rng.uniform(*_CYCLES, size=count)
+    colour = rng.standard_normal((count, 3))
+    colour /= np.linalg.norm(colour, axis=1, keepdims=True)
+    u, v = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")  # (S, S) row and column indices
+    arg = (np.cos(theta)[:, None, None] * u + np.sin(theta)[:, None, None] * v) * (2 * np.pi * cycles[:, None, None] / size)
+    return tuple(np.einsum("kc,khw->kchw", colour, wave(arg)).reshape(count, -1) for wave in (np.sin, np.cos))
