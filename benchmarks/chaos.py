@@ -25,6 +25,7 @@ import io
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -195,6 +196,7 @@ def main() -> None:
     if bindir is None:
         sys.exit("chaos: PostgreSQL (initdb) is not installed; apt-get install postgresql")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # the server and the workers are stopped on the way out
+    clear_previous(args.out)
     with throwaway_postgres(bindir) as url:
         print(f"chaos: {args.workers} workers on one PostgreSQL study of {args.trials} trials, SIGKILLed at random "
               f"every {args.every[0]:g}-{args.every[1]:g} s for {args.chaos_minutes:g} minutes", flush=True)
@@ -207,6 +209,20 @@ def main() -> None:
     for error in result.worker_errors:
         print(f"  worker {error}")
     print(result.line())
+
+
+#: What ``run_chaos`` writes in its folder.
+OUTPUTS = ("runs", "artifacts", "space.yaml")
+
+
+def clear_previous(folder: Path) -> None:
+    """Remove what an earlier run wrote in ``folder``: its study lived in a throwaway server that is
+    gone, so its run folder and trial files are of no use, and ``mtnas search`` would refuse the name."""
+    stale = [folder / name for name in OUTPUTS if (folder / name).exists()]
+    for path in stale:
+        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+    if stale:
+        print(f"chaos: {folder}: the previous run's files removed (its study was in a throwaway server)", flush=True)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.chaos import run_chaos
+import pytest
+
+from benchmarks.chaos import clear_previous, run_chaos
 from tests.test_postgres import postgres_url  # noqa: F401  (the fixture)
 
 
@@ -27,3 +29,17 @@ def test_killed_and_restarted_workers_lose_no_trial_and_run_none_twice(tmp_path:
     assert result.missing == {} and result.lost == 0, result
     assert result.cli_agrees, result
     assert result.line() == "chaos: 6/6 trials complete, 0 running, 3 kills, lost 0"
+
+
+def test_a_second_run_clears_what_the_first_wrote_and_nothing_else(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    # the first run's study lived in a throwaway server: its run folder would only make the name taken
+    (tmp_path / "runs" / "chaos").mkdir(parents=True)
+    (tmp_path / "artifacts" / "x").mkdir(parents=True)
+    (tmp_path / "space.yaml").write_text("a: 1\n")
+    (tmp_path / "notes.txt").write_text("mine\n")
+    clear_previous(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    assert capsys.readouterr().out.strip() == f"chaos: {tmp_path}: the previous run's files removed (its study was in a throwaway server)"
+    clear_previous(tmp_path)  # nothing to clear: no line
+    assert capsys.readouterr().out == ""
