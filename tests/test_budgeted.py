@@ -5,10 +5,12 @@ from __future__ import annotations
 import itertools
 from dataclasses import replace
 
+import optuna
 import pytest
+import torch
 
 from mtnas.model import relative_cost
-from mtnas.search import METHODS, TableStore, rung_epochs, search_tree, table_space
+from mtnas.search import METHODS, BudgetedSearch, RungPruner, TableStore, rung_epochs, search_tree, table_space
 from mtnas.search._table import TrainingTable
 from mtnas.train import _evidence
 from mtnas.tree import BranchingTree
@@ -82,3 +84,58 @@ def test_on_published_trainings_the_pair_model_proposes_alone_and_says_so() -> N
                                           device="cpu", store=TableStore(table))
     assert any("no gradient agreement" in n for n in result.notes)
     assert result.spent <= 8.0 + 1e-9
+
+
+def _rung_study(rungs: list[int]) -> optuna.Study:
+    study = optuna.create_study(direction="maximize", pruner=RungPruner())
+    study.set_user_attr("rungs", rungs)
+    return study
+
+
+def _report(trials: list[optuna.Trial], values: list[float], step: int) -> list[bool]:
+    for trial, value in zip(trials, values):
+        trial.report(value, step)  # every candidate of a rung reports before any is judged
+    return [trial.should_prune() for trial in trials]
+
+
+def test_the_rung_pruner_keeps_the_better_half_then_two_for_the_end() -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = _rung_study([2, 4, 6])
+    trials = [study.ask() for _ in range(6)]
+    assert _report(trials, [5, 4, 3, 2, 1, 0], 2) == [False] * 3 + [True] * 3  # the better half
+    assert _report(trials[:3], [1, 3, 2], 4) == [True, False, False]  # two go on to the end
+    assert _report(trials[1:3], [0, 1], 6) == [False, False]  # at the end nothing is left to decide
+    small = _rung_study([2, 4, 6])
+    assert _report([small.ask() for _ in range(3)], [1, 2, 3], 2) == [True, False, False]  # at least two
+    assert _report([small.ask()], [9], 3) == [False]  # not a rung
+    with pytest.raises(ValueError, match="keep must be in"):
+        RungPruner(keep=0.0)
+
+
+class _LeaderOnly(optuna.pruners.BasePruner):
+    """Another rule in the rung rule's place: only a rung's best goes on; it records what it saw."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, int]] = []  # (step, how many reported at it)
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        step = trial.last_step
+        peers = [t.intermediate_values[step] for t in study.get_trials(deepcopy=False) if step in t.intermediate_values]
+        self.seen.append((step, len(peers)))
+        return trial.intermediate_values[step] < max(peers)
+
+
+def test_another_optuna_pruner_takes_the_rung_rules_place(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("MTNAS_CACHE_DIR", str(tmp_path))
+    space, bundle = _small(epochs=3)
+    hparams = replace(space.search, method="budget", budget=6.0)
+    pruner = _LeaderOnly()
+    result = BudgetedSearch(pruner=lambda: pruner).search(space, bundle, seed=0, hparams=hparams,
+                                                          device=torch.device("cpu"))
+    c = result.candidates
+    beyond = [str(t) for t, e in zip(c["trees"], c["epochs"]) if e > 1]
+    assert beyond == [result.tree.describe()]  # only the leader of the first rung trained on
+    first = sum(e >= 1 for e in c["epochs"])
+    assert pruner.seen[:first] == [(1, first)] * first  # judged once every candidate of the rung reported
+    default = search_tree(space, bundle, seed=0, hparams=hparams).candidates
+    assert sum(e > 1 for e in default["epochs"]) >= 2  # the rung rule lets the better half (at least two) on

@@ -19,7 +19,10 @@ Candidates come from **proposers** into one pool, each tagged with its kind:
 
 Candidates train in **rungs** (successive halving, Jamieson and Talwalkar 2016; Li et al.'s
 Hyperband 2018): every candidate for the first third of its schedule (``RUNGS``), the better half
-of them (at least two) on to two thirds, the best two of those to the end. A survivor resumes its
+of them (at least two) on to two thirds, the best two of those to the end. Each candidate is a
+trial of an Optuna study of candidates that reports its score at each rung (step = epochs); the
+rule is that study's pruner (``RungPruner``, ``mtnas.search._rung_pruner``), and
+``BudgetedSearch(pruner=...)`` takes any other Optuna pruner in its place. A survivor resumes its
 own training (its checkpoint: weights, optimizer, RNG and epoch), so the winner's last rung is
 its training at the search budget. Candidates of one rung are compared on their validation
 metrics at the same epoch, each task against the best value any candidate reached on it, less the
@@ -44,6 +47,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+import optuna
 import torch
 
 from mtnas.data import DatasetBundle
@@ -51,6 +55,7 @@ from mtnas.search._gradients import gradient_agreement
 from mtnas.search._pairs import PairModel
 from mtnas.search._partitions import Groups
 from mtnas.search._result import SearchResult
+from mtnas.search._rung_pruner import RUNGS_ATTR, RungPruner
 from mtnas.search._scores import references, task_terms
 from mtnas.search._trained import AGAIN_SEED, _limits, _split, agreement_grouping
 from mtnas.space import SearchConfig, SearchSpace, trade_off_score
@@ -61,9 +66,6 @@ __all__ = ["RUNGS", "BudgetedSearch", "rung_epochs"]
 
 #: The fractions of the schedule where candidates are compared (``benchmarks.rungs``).
 RUNGS = (1 / 3, 2 / 3, 1.0)
-#: The share of a rung's candidates that go on to the next (at least ``MIN_SURVIVORS``).
-KEEP = 1 / 2
-MIN_SURVIVORS = 2
 
 
 def rung_epochs(epochs: int, fractions: Sequence[float] | None = None) -> tuple[int, ...]:
@@ -82,6 +84,7 @@ class Candidate:
 
     tree: BranchingTree
     kind: str
+    trial: optuna.Trial
     results: dict[int, Trained] = field(default_factory=dict)  # stop (epochs) -> result
 
     @property
@@ -93,12 +96,16 @@ class _Pool:
     """The candidates of one search and the budget they draw on."""
 
     def __init__(self, space: SearchSpace, evidence: Evidence, seed: int, budget: float, gain: float,
-                 progress: bool = False) -> None:
+                 pruner: optuna.pruners.BasePruner, progress: bool = False) -> None:
         from tqdm.auto import tqdm
 
         self.space, self.evidence, self.seed, self.gain = space, evidence, seed, gain
         self.epochs = space.proxy_epochs
         self.rungs = rung_epochs(self.epochs, evidence.fractions)
+        # the candidates' study: one trial per candidate, its score at each rung; its pruner is the rung rule
+        self.study = optuna.create_study(direction="maximize", pruner=pruner,
+                                         sampler=optuna.samplers.RandomSampler(seed=seed))
+        self.study.set_user_attr(RUNGS_ATTR, list(self.rungs))
         self.budget = budget * self.epochs  # in epochs of the all-shared tree
         self.candidates: dict[str, Candidate] = {}
         self.skipped: list[str] = []  # what the budget did not pay for, for the notes
@@ -117,9 +124,41 @@ class _Pool:
         fresh = []
         for tree in dict.fromkeys(trees):
             if tree.key not in self.candidates:
-                self.candidates[tree.key] = Candidate(tree, kind)
+                self.candidates[tree.key] = Candidate(tree, kind, self.study.ask())
+                self.candidates[tree.key].trial.set_user_attr("tree", tree.describe())
+                self.candidates[tree.key].trial.set_user_attr("kind", kind)
                 fresh.append(self.candidates[tree.key])
         return fresh
+
+    def drop(self, c: Candidate) -> None:
+        """A candidate whose first rung the budget did not pay: out of the pool, its trial failed."""
+        del self.candidates[c.tree.key]
+        self.study.tell(c.trial, state=optuna.trial.TrialState.FAIL)
+
+    def go_on(self, ranked: Sequence[Candidate], scores: dict[str, float], stop: int) -> list[Candidate]:
+        """Of ``ranked`` (best first), those the pruner lets go on after each reported its score at
+        ``stop``; the others' trials end pruned."""
+        for c in ranked:
+            c.trial.report(scores[c.tree.key], stop)
+        on = [c for c in ranked if not c.trial.should_prune()]
+        for c in ranked:
+            if c not in on:
+                self.study.tell(c.trial, state=optuna.trial.TrialState.PRUNED)
+        return on
+
+    def close(self) -> None:
+        """Every trial still open ends: complete with its score where it reached the end, else pruned
+        (the budget stopped it)."""
+        finals = self.at(self.epochs)
+        scores = self.scores(finals, self.epochs) if finals else {}
+        running = {t.number for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
+        for c in self.candidates.values():
+            if c.trial.number not in running:
+                continue
+            if c.tree.key in scores:
+                self.study.tell(c.trial, scores[c.tree.key])
+            else:
+                self.study.tell(c.trial, state=optuna.trial.TrialState.PRUNED)
 
     def advance(self, cands: Sequence[Candidate], stop: int, reserve: float = 0.0) -> list[Candidate]:
         """Train ``cands`` (in order of preference) on to ``stop`` as far as the budget, less
@@ -158,14 +197,28 @@ class BudgetedSearch:
     uses = ("gain_per_cost",)
     units_only = True
 
+    def __init__(self, pruner: Callable[[], optuna.pruners.BasePruner] = RungPruner) -> None:
+        self.pruner = pruner
+
     def search(self, space: SearchSpace, bundle: DatasetBundle | None, *, seed: int, hparams: SearchConfig,
                device: torch.device, branches: int | Sequence[int] | None = None, progress: bool = False,
                eval_seed: int | None = None, store: EvidenceStore | AnsweringStore | None = None) -> SearchResult:
+        verbosity = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(max(verbosity, optuna.logging.WARNING))  # no line per candidate study or trial
+        try:
+            return self._search(space, bundle, seed=seed, hparams=hparams, device=device, branches=branches,
+                                progress=progress, eval_seed=eval_seed, store=store)
+        finally:
+            optuna.logging.set_verbosity(verbosity)
+
+    def _search(self, space: SearchSpace, bundle: DatasetBundle | None, *, seed: int, hparams: SearchConfig,
+                device: torch.device, branches: int | Sequence[int] | None, progress: bool,
+                eval_seed: int | None, store: EvidenceStore | AnsweringStore | None) -> SearchResult:
         start = time.perf_counter()
         space = replace(space, search=hparams)
         evidence = Evidence(space, bundle, device=device, store=store, progress=progress)
         pool = _Pool(space, evidence, seed if eval_seed is None else eval_seed, hparams.budget, hparams.gain_per_cost,
-                     progress)
+                     self.pruner(), progress)
         first_stop = pool.rungs[0]
         tasks, layers = space.task_names, space.num_layers
         (shared,) = pool.add([BranchingTree.all_shared(tasks, layers)], "all-shared")
@@ -180,6 +233,7 @@ class BudgetedSearch:
             _propose(pool, agreement, branchable, limit, notes)
         winner = _halve(pool)
         chosen, second = _settle(pool, winner)
+        pool.close()
         pool.bar.close()
         if pool.skipped:
             notes.append(f"the budget left steps out: {len(pool.skipped)} that {hparams.budget:g} trainings did not pay "
@@ -209,7 +263,7 @@ def _propose(pool: _Pool, agreement: np.ndarray | None, branchable: list[int], l
         paid = pool.advance(fresh, stop, reserve=_reserve(pool, dearest))
         for c in fresh:
             if c not in paid:
-                del pool.candidates[c.tree.key]
+                pool.drop(c)
 
     if agreement is not None:
         admit([_split(tasks, layers, first, agreement_grouping(agreement, tasks, k)) for k in sizes], "agreement")
@@ -268,18 +322,18 @@ def _best_grouping(pool: _Pool, layer: int, stop: int) -> Groups | None:
 
 
 def _halve(pool: _Pool) -> Candidate:
-    """Successive halving over the rungs: the best ``KEEP`` of each rung (at least ``MIN_SURVIVORS``,
-    as many as the budget pays) go on; the best at the last rung reached wins."""
+    """Successive halving over the rungs: the candidates the pruner lets go on (by default the better
+    half of each rung, at least two; ``RungPruner``), as many as the budget pays, go on; the best at
+    the last rung reached wins."""
     alive = pool.at(pool.rungs[0])
     for prev, stop in zip(pool.rungs, pool.rungs[1:]):
         scores = pool.scores(alive, prev)
-        ranked = sorted(alive, key=lambda c: -scores[c.tree.key])
-        keep = max(MIN_SURVIVORS, math.ceil(KEEP * len(ranked))) if stop < pool.epochs else MIN_SURVIVORS
+        ranked = pool.go_on(sorted(alive, key=lambda c: -scores[c.tree.key]), scores, prev)
         went = pool.advance(ranked[:1], stop)  # the leader first; the others keep what it needs to finish
         if not went:  # nothing more is affordable: the best so far is the answer, trained as far as it got
             break
         finish = (pool.epochs - stop) * pool.evidence.cost(ranked[0].tree)
-        alive = went + pool.advance(ranked[1:keep], stop, reserve=finish)
+        alive = went + pool.advance(ranked[1:], stop, reserve=finish)
     last = max(c.stop for c in alive)
     scores = pool.scores([c for c in alive if c.stop == last], last)
     winner = max((c for c in alive if c.stop == last), key=lambda c: scores[c.tree.key])
