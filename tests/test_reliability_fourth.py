@@ -40,7 +40,7 @@ from mtnas.study._claim import STARTING, check_not_starting, claim_new_run
 from mtnas.train import compute_baselines, proxy_space
 from tests.datasets._tiny_factory import isolate_plugins
 from tests.test_hostile_inputs import _cli_error
-from tests.test_hostile_runs import _edit_json
+from tests.test_hostile_runs import _edit_json, finished_run  # noqa: F401  (a fixture)
 from tests.test_study import _completed, _space
 
 CPU = torch.device("cpu")
@@ -48,17 +48,10 @@ HOST = socket.gethostname()
 DRAW_ENV = "MTNAS_TEST_DRAW"  # which samples the regenerated dataset draws
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A run folder of 3 completed trials (sampled strategy: seconds)."""
-    root = tmp_path_factory.mktemp("finished")
-    run_search(str(_space(root)), name="r", trials=3, strategy="sampled", runs_dir=root, progress=False)
-    return root / "r"
-
-
 @pytest.fixture
-def run(finished: Path, tmp_path: Path) -> Path:
-    shutil.copytree(finished, tmp_path / "runs" / "r")
+def run(finished_run: Path, tmp_path: Path) -> Path:  # noqa: F811
+    """A copy, for each case, of a finished run folder of 3 trials (tests/test_hostile_runs.py)."""
+    shutil.copytree(finished_run, tmp_path / "runs" / "r")
     return tmp_path / "runs" / "r"
 
 

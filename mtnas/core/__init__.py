@@ -11,7 +11,7 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "._errors": ("MtnasError", "MtnasWarning", "did_you_mean", "first_few", "first_line", "one_line", "short_repr", "short_text",),
     "._inputs": ("MAX_JSON_DEPTH", "MAX_JSON_INT_DIGITS", "load_json_text", "read_text_file", "regular_file",),
     "._process": ("process_ended", "process_gone", "process_gone_on", "process_start",),
-    "._io": ("atomic_write_bytes", "atomic_write_text", "naming", "replace_files",),
+    "._io": ("atomic_write_bytes", "atomic_write_text", "create_exclusive", "naming", "replace_files",),
     "._lazy": ("lazy_exports",),
     "._paths": ("FOLDER_NAME", "NAME", "check_name", "inside", "is_folder_name", "is_name",),
     "._plugins": ("PLUGINS_ENV", "PluginRegistry", "load_plugins", "plugin_modules",),

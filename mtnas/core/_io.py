@@ -1,5 +1,6 @@
-"""Crash-safe file writes: write a temporary file beside the target, then rename over it; and a
-set of files written into a folder all or nothing (:func:`replace_files`).
+"""Crash-safe file writes: write a temporary file beside the target, then rename over it; a file
+created only where none is, whole or not at all (:func:`create_exclusive`: claims); and a set of
+files written into a folder all or nothing (:func:`replace_files`).
 
 A write that fails (a full disk, a read-only folder) raises ``OSError`` naming the file it was
 writing, whatever step failed: ``write()`` itself names none.
@@ -11,10 +12,11 @@ import contextlib
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "naming", "replace_files"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "create_exclusive", "naming", "replace_files"]
 
 
 @contextlib.contextmanager
@@ -50,6 +52,26 @@ def _atomic_write(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def create_exclusive(path: str | Path, text: str) -> None:
+    """Create ``path`` holding ``text``, complete or not at all (a reader never sees it half
+    written: it is a hard link to a finished temporary file); ``FileExistsError`` when one is there.
+    On a file system without hard links it is created exclusively, then written at once."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        tmp.write_text(text)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise
+        except OSError:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -33,7 +33,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from mtnas.core import MtnasError, MtnasWarning, process_gone, process_start, short_repr
+from mtnas.core import MtnasError, MtnasWarning, create_exclusive, process_gone, process_start, short_repr
 
 __all__ = ["CLAIM_MAX_AGE", "STARTING", "check_not_starting", "claim_new_run"]
 
@@ -113,19 +113,7 @@ def _take_over(root: Path) -> bool:
 def _create_claim(root: Path) -> None:
     """Create ``root/STARTING`` holding this process's claim, complete or not at all (a reader never
     sees it half written); ``FileExistsError`` when one is there."""
-    path = root / STARTING
-    tmp = root / f"{STARTING}.{uuid.uuid4().hex}"
-    tmp.write_text(_claim_text())
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        raise
-    except OSError:  # a file system without hard links: created, then written at once
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        with os.fdopen(fd, "w") as f:
-            f.write(_claim_text())
-    finally:
-        tmp.unlink(missing_ok=True)
+    create_exclusive(root / STARTING, _claim_text())
 
 
 def check_not_starting(root: Path) -> bool:

@@ -50,6 +50,7 @@ from mtnas.core import (
     DamagedEntryWarning,
     MtnasError,
     MtnasWarning,
+    create_exclusive,
     process_ended,
     process_gone,
     process_start,
@@ -308,20 +309,7 @@ class LocalStore:
     def _create(lock: Path, token: str) -> None:
         """Create ``lock`` holding this process's claim, complete or not at all; ``FileExistsError``
         when one is there."""
-        text = json.dumps(Holder.this_process(token).to_dict())
-        tmp = lock.with_name(f"{lock.name}.{token}.tmp")
-        try:
-            tmp.write_text(text)
-            try:
-                os.link(tmp, lock)
-            except FileExistsError:
-                raise
-            except OSError:  # a file system without hard links: created, then written at once
-                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-                with os.fdopen(fd, "w") as f:
-                    f.write(text)
-        finally:
-            tmp.unlink(missing_ok=True)
+        create_exclusive(lock, json.dumps(Holder.this_process(token).to_dict()))
 
     def _take_over(self, key: str, lock: Path) -> bool:
         """Whether ``lock`` is gone now: taken over (with a line) when stale, kept when alive. Called
