@@ -139,3 +139,27 @@ def test_another_optuna_pruner_takes_the_rung_rules_place(tmp_path, monkeypatch)
     assert pruner.seen[:first] == [(1, first)] * first  # judged once every candidate of the rung reported
     default = search_tree(space, bundle, seed=0, hparams=hparams).candidates
     assert sum(e > 1 for e in default["epochs"]) >= 2  # the rung rule lets the better half (at least two) on
+
+
+def test_a_study_of_budgeted_searches_records_every_candidate_with_its_scores_at_the_rungs(tmp_path, monkeypatch) -> None:
+    from mtnas.study import run_search
+    from tests.test_study import _completed, _space
+
+    monkeypatch.setenv("MTNAS_CACHE_DIR", str(tmp_path / "cache"))
+    space = _space(tmp_path, method="budget", budget=6.0, proxy_epochs=3)
+    _, study = run_search(str(space), name="b", trials=3, runs_dir=tmp_path, progress=False)
+    searched = {t.number: t for t in _completed(study) if not t.user_attrs.get("fixed_tree")}
+    assert searched
+    candidates = optuna.load_study(study_name="b:candidates", storage=study._storage).get_trials()
+    assert {c.user_attrs["trial"] for c in candidates} == set(searched)  # each candidate names its search's trial
+    for c in candidates:
+        steps = sorted(c.intermediate_values)
+        if c.state == optuna.trial.TrialState.COMPLETE:  # trained to the end: its curve ends with its value
+            assert steps == [1, 2, 3] and c.value == c.intermediate_values[3]
+        else:  # stopped before the end, by the rung rule or by the budget (its first rung not paid: no step)
+            assert c.state == optuna.trial.TrialState.PRUNED and steps == list(range(1, len(steps) + 1)) and len(steps) < 3
+            allowed = ("pruner", "budget") if steps else ("budget",)
+            assert c.user_attrs["stopped_by"] in allowed
+    for number, trial in searched.items():  # the tree a search returned is one of its candidates, trained to the end
+        assert any(c.user_attrs["trial"] == number and c.user_attrs["tree"] == trial.user_attrs["tree"]
+                   and c.state == optuna.trial.TrialState.COMPLETE for c in candidates)

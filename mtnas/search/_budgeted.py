@@ -131,9 +131,10 @@ class _Pool:
         return fresh
 
     def drop(self, c: Candidate) -> None:
-        """A candidate whose first rung the budget did not pay: out of the pool, its trial failed."""
+        """A candidate whose first rung the budget did not pay: out of the pool, its trial pruned."""
         del self.candidates[c.tree.key]
-        self.study.tell(c.trial, state=optuna.trial.TrialState.FAIL)
+        c.trial.set_user_attr("stopped_by", "budget")
+        self.study.tell(c.trial, state=optuna.trial.TrialState.PRUNED)
 
     def go_on(self, ranked: Sequence[Candidate], scores: dict[str, float], stop: int) -> list[Candidate]:
         """Of ``ranked`` (best first), those the pruner lets go on after each reported its score at
@@ -143,21 +144,25 @@ class _Pool:
         on = [c for c in ranked if not c.trial.should_prune()]
         for c in ranked:
             if c not in on:
+                c.trial.set_user_attr("stopped_by", "pruner")
                 self.study.tell(c.trial, state=optuna.trial.TrialState.PRUNED)
         return on
 
     def close(self) -> None:
         """Every trial still open ends: complete with its score where it reached the end, else pruned
-        (the budget stopped it)."""
+        (the budget stopped it). A pruned trial's user attribute ``stopped_by`` says which stopped
+        it: ``pruner`` (the rung rule) or ``budget``."""
         finals = self.at(self.epochs)
         scores = self.scores(finals, self.epochs) if finals else {}
         running = {t.number for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
         for c in self.candidates.values():
             if c.trial.number not in running:
                 continue
-            if c.tree.key in scores:
+            if c.tree.key in scores:  # its curve ends with its score at the end
+                c.trial.report(scores[c.tree.key], self.epochs)
                 self.study.tell(c.trial, scores[c.tree.key])
             else:
+                c.trial.set_user_attr("stopped_by", "budget")
                 self.study.tell(c.trial, state=optuna.trial.TrialState.PRUNED)
 
     def advance(self, cands: Sequence[Candidate], stop: int, reserve: float = 0.0) -> list[Candidate]:
@@ -241,7 +246,8 @@ class BudgetedSearch:
         return SearchResult(tree=chosen.tree, derived=None, routing={},
                             weights=evidence.weights(chosen.results[chosen.stop].unit),
                             seconds=time.perf_counter() - start, hparams=hparams, candidates=_history(pool, second),
-                            spent=evidence.spent / pool.epochs, notes=tuple(notes))
+                            spent=evidence.spent / pool.epochs, notes=tuple(notes),
+                            candidate_trials=tuple(pool.study.get_trials()))
 
 
 def _reserve(pool: _Pool, cost: float) -> float:

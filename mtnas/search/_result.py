@@ -7,6 +7,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,6 +49,10 @@ class SearchResult:
             at the search budget (``SearchSpace.proxy_epochs``); None for the others.
         notes: what the search could not do as it usually does and did instead, one line each
             (e.g. no gradient agreement on a trainings table, which holds no network).
+        candidate_trials: for the budgeted search, its candidates as the trials of its study of
+            candidates (``optuna.trial.FrozenTrial``): the tree and the proposer's kind as user
+            attributes, the score at each rung as intermediate values (step = epochs), complete
+            with the final score or pruned; a study records them in ``NAME:candidates``.
     """
 
     tree: BranchingTree
@@ -60,6 +65,7 @@ class SearchResult:
     candidates: Mapping[str, np.ndarray] = field(default_factory=dict)
     spent: float | None = None
     notes: tuple[str, ...] = ()
+    candidate_trials: tuple[Any, ...] = ()
 
     @property
     def epochs_run(self) -> int:

@@ -35,5 +35,5 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
         "open_storage",
     ),
     "._strategies": ("SAMPLERS", "STRATEGIES", "Strategy", "TrialContext", "trial_space",),
-    "._study_store": ("StudyStore", "evidence_study_name",),
+    "._study_store": ("StudyStore", "candidates_study_name", "evidence_study_name", "record_candidates",),
 })

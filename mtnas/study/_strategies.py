@@ -19,6 +19,7 @@ import optuna
 
 from mtnas.core import Registry
 from mtnas.study._run import INHERITED, SearchRun
+from mtnas.study._study_store import record_candidates
 from mtnas.tree import BranchingTree
 
 if TYPE_CHECKING:
@@ -105,6 +106,7 @@ def differentiable(trial: optuna.Trial, space: SearchSpace, bundle: DatasetBundl
         cfg = replace(cfg, warmup_epochs=cfg.epochs - 1)
     result = search_tree(space, bundle, seed=ctx.seed + trial.number, hparams=cfg, device=ctx.device, branches=branches,
                          progress=ctx.progress, eval_seed=ctx.seed, store=ctx.store)
+    record_candidates(trial, result.candidate_trials)  # a budgeted search's candidates: NAME:candidates
     folder = ctx.run.trial_dir(trial.number)
     result.save_routing(folder / "routing.npz")
     saved = result.save_candidates(folder / "candidates.json")

@@ -36,7 +36,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -58,6 +58,25 @@ Value = TypeVar("Value")
 def evidence_study_name(study_name: str) -> str:
     """The companion study that holds ``study_name``'s units of evidence."""
     return f"{study_name}:evidence"
+
+
+def candidates_study_name(study_name: str) -> str:
+    """The companion study that holds the candidates of ``study_name``'s budgeted searches."""
+    return f"{study_name}:candidates"
+
+
+def record_candidates(trial: optuna.Trial, candidates: Sequence[FrozenTrial]) -> None:
+    """The candidates of ``trial``'s search (``SearchResult.candidate_trials``) as trials of the
+    companion study ``NAME:candidates`` in the same storage, each tagged with the trial's number
+    (user attribute ``trial``): optuna-dashboard shows each candidate's score at each rung there."""
+    if not candidates:
+        return
+    study = optuna.create_study(storage=trial.storage, study_name=candidates_study_name(trial.study.study_name),
+                                direction="maximize", load_if_exists=True)
+    study.add_trials([optuna.trial.create_trial(
+        state=c.state, value=c.value if c.state == TrialState.COMPLETE else None,
+        user_attrs={**c.user_attrs, "trial": trial.number}, intermediate_values=dict(c.intermediate_values))
+        for c in candidates])
 
 
 def _holder(key: str) -> dict[str, Any]:
