@@ -160,6 +160,7 @@ def test_a_study_of_budgeted_searches_records_every_candidate_with_its_scores_at
             assert c.state == optuna.trial.TrialState.PRUNED and steps == list(range(1, len(steps) + 1)) and len(steps) < 3
             allowed = ("pruner", "budget") if steps else ("budget",)
             assert c.user_attrs["stopped_by"] in allowed
+            assert c.value == (c.intermediate_values[steps[-1]] if steps else None)  # its last score, as Optuna keeps
     for number, trial in searched.items():  # the tree a search returned is one of its candidates, trained to the end
         assert any(c.user_attrs["trial"] == number and c.user_attrs["tree"] == trial.user_attrs["tree"]
                    and c.state == optuna.trial.TrialState.COMPLETE for c in candidates)

@@ -74,7 +74,7 @@ def record_candidates(trial: optuna.Trial, candidates: Sequence[FrozenTrial]) ->
     study = optuna.create_study(storage=trial.storage, study_name=candidates_study_name(trial.study.study_name),
                                 direction="maximize", load_if_exists=True)
     study.add_trials([optuna.trial.create_trial(
-        state=c.state, value=c.value if c.state == TrialState.COMPLETE else None,
+        state=c.state, value=c.value,  # a pruned candidate's value is its last score, as Optuna keeps it
         user_attrs={**c.user_attrs, "trial": trial.number}, intermediate_values=dict(c.intermediate_values))
         for c in candidates])
 
