@@ -271,8 +271,10 @@ def _propose(pool: _Pool, agreement: np.ndarray | None, branchable: list[int], l
             if c not in paid:
                 pool.drop(c)
 
-    if agreement is not None:
-        admit([_split(tasks, layers, first, agreement_grouping(agreement, tasks, k)) for k in sizes], "agreement")
+    if agreement is not None:  # each grouping at every layer that may hold it, the cheapest trees first
+        groupings = [agreement_grouping(agreement, tasks, k) for k in sizes]
+        trees = [_split(tasks, layers, layer, g) for g in groupings for layer in branchable if len(g) <= limit[layer]]
+        admit(sorted(trees, key=pool.evidence.cost), "agreement")
         prior = 0.1 * (agreement - agreement.mean())
     else:
         notes.append("no gradient agreement (the evidence holds no network): the pair model proposes the first "
@@ -285,10 +287,10 @@ def _propose(pool: _Pool, agreement: np.ndarray | None, branchable: list[int], l
         proposals = [g for g in (model.best(k, exclude=tried) for k in sizes) if g is not None]
         tried.update(proposals)
         admit([_split(tasks, layers, first, g) for g in proposals], "pair model")
-    best = _best_grouping(pool, first, stop)
+    best = _best_grouping(pool, None, stop)
     if best is None:
         return
-    admit([_split(tasks, layers, layer, best) for layer in branchable if layer > first and len(best) <= limit[layer]],
+    admit([_split(tasks, layers, layer, best) for layer in branchable if len(best) <= limit[layer]],
           "depth")
     big = max(best, key=len)
     if len(big) > 1 and agreement is not None:
@@ -317,9 +319,9 @@ def _observations(pool: _Pool, layer: int, stop: int) -> tuple[list[Groups], lis
     return [_grouping(c.tree) for c in cands], rows
 
 
-def _best_grouping(pool: _Pool, layer: int, stop: int) -> Groups | None:
+def _best_grouping(pool: _Pool, layer: int | None, stop: int) -> Groups | None:
     """The grouping of the best candidate at ``stop`` that splits once at ``layer`` (None: none does)."""
-    cands = [c for c in pool.at(stop) if c.tree.first_split() is not None and c.tree.first_split_layer == layer
+    cands = [c for c in pool.at(stop) if c.tree.first_split() is not None and layer in (None, c.tree.first_split_layer)
              and c.tree.partitions[-1] == c.tree.first_split()]
     if not cands:
         return None
