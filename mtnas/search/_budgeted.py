@@ -10,11 +10,12 @@ Candidates come from **proposers** into one pool, each tagged with its kind:
 
 * ``all-shared``: the all-shared tree; the gradient agreement of its network after the first rung
   (``mtnas.search._gradients``) proposes the first groupings;
-* ``agreement``: the agreement's best grouping into k groups, k = 2..K, split at the first layer
-  that may branch;
-* ``pair model``: the additive pair model (``mtnas.search._pairs``) fitted to every grouping
-  compared at the first rung proposes the next grouping of each size;
-* ``depth``: the best grouping split at each later layer that may branch;
+* ``agreement``: the agreement's best grouping into k groups, k = 2..K, split at every layer that
+  may hold it, the cheapest trees first: what the budget pays goes to cheap deep splits before
+  dear early ones (measured against splitting at the first layer only: ``benchmarks/README.md``);
+* ``pair model``: the additive pair model (``mtnas.search._pairs``) fitted to the groupings split
+  at the first layer that may branch proposes the next grouping of each size there;
+* ``depth``: the best grouping of the first rung, at whatever layer, split at every other layer;
 * ``two-level``: the best grouping at one layer and its largest group halved deeper.
 
 Candidates train in **rungs** (successive halving, Jamieson and Talwalkar 2016; Li et al.'s
