@@ -19,7 +19,6 @@ import optuna
 
 from mtnas.core import Registry
 from mtnas.study._run import INHERITED, SearchRun
-from mtnas.study._study_store import record_candidates
 from mtnas.tree import BranchingTree
 
 if TYPE_CHECKING:
@@ -91,6 +90,7 @@ def differentiable(trial: optuna.Trial, space: SearchSpace, bundle: DatasetBundl
     every trial's trees compare like for like and a tree trained once is not trained again."""
     from mtnas.model import save_weights
     from mtnas.search import METHODS, check_method, search_tree
+    from mtnas.study._study_store import record_candidates  # torch: imported when a trial runs
 
     ranges = space.search.ranges
     method = METHODS.get(check_method(space.search))
