@@ -265,9 +265,19 @@ def _propose(pool: _Pool, agreement: np.ndarray | None, branchable: list[int], l
     sizes = range(2, min(limit[first], len(tasks)) + 1)
 
     def admit(trees: Sequence[BranchingTree], kind: str) -> None:
+        """The trees, in order, that the budget pays at the first rung while keeping enough to take
+        the dearest candidate admitted so far to the end; the others dropped."""
         fresh = pool.add(trees, kind)
-        dearest = max([pool.evidence.cost(c.tree) for c in pool.candidates.values()], default=1.0)
-        paid = pool.advance(fresh, stop, reserve=_reserve(pool, dearest))
+        dearest = max([pool.evidence.cost(c.tree) for c in pool.at(stop)], default=1.0)
+        chosen, total = [], 0.0
+        for c in fresh:
+            step, dear = pool.step_cost([c], stop), max(dearest, pool.evidence.cost(c.tree))
+            if total + step <= pool.left() - _reserve(pool, dear) + 1e-9:
+                chosen.append(c)
+                total, dearest = total + step, dear
+            else:
+                pool.skipped.append(f"{c.kind} {c.tree.describe()} to epoch {stop}")
+        paid = pool.advance(chosen, stop)
         for c in fresh:
             if c not in paid:
                 pool.drop(c)
