@@ -36,7 +36,8 @@ extrapolating each curve) ranked worse (``python -m benchmarks.rungs``, ``benchm
 The **choice** is the best candidate at the end. When the runner-up is within the noise of the
 difference (the spread of the per-task differences between the two, over the square root of
 the number of tasks) and the budget allows, both are trained with a second seed and the better
-mean wins: another seed only where the decision depends on it.
+mean wins: another seed only where the decision depends on it. Where the budget does not allow
+it, the cheaper of the two wins (the one-SE rule of the default search).
 """
 
 from __future__ import annotations
