@@ -164,3 +164,41 @@ def test_a_study_of_budgeted_searches_records_every_candidate_with_its_scores_at
     for number, trial in searched.items():  # the tree a search returned is one of its candidates, trained to the end
         assert any(c.user_attrs["trial"] == number and c.user_attrs["tree"] == trial.user_attrs["tree"]
                    and c.state == optuna.trial.TrialState.COMPLETE for c in candidates)
+
+
+class _Finals:
+    """The part of a budgeted search's pool that settling the final choice reads: two finals, their
+    scores and costs, and no budget left for second seeds."""
+
+    def __init__(self, scores: dict[BranchingTree, float], costs: dict[BranchingTree, float]) -> None:
+        from types import SimpleNamespace
+
+        from mtnas.search._budgeted import Candidate
+
+        self.epochs, self.seed, self.skipped = 3, 0, []
+        self.finals = [Candidate(t, "agreement", trial=None, results={3: None}) for t in scores]
+        self._scores = {t.key: v for t, v in scores.items()}
+        self.evidence = SimpleNamespace(cost=lambda tree: costs[tree])
+
+    def at(self, stop: int) -> list:
+        return self.finals
+
+    def scores(self, cands, stop: int) -> dict[str, float]:
+        return self._scores
+
+    def left(self) -> float:
+        return 0.0
+
+
+@pytest.mark.parametrize("noise, chosen", [(1.0, "cheaper"), (0.1, "better")])
+def test_a_final_tie_the_budget_cannot_settle_goes_to_the_cheaper_tree(noise, chosen, monkeypatch) -> None:
+    from mtnas.search import _budgeted
+
+    t = ("a", "b", "c")
+    better = BranchingTree.from_split_points(t, 2, {0: (("a",), ("b", "c"))})
+    cheaper = BranchingTree.all_shared(t, 2)
+    pool = _Finals({better: -1.0, cheaper: -1.3}, {better: 2.0, cheaper: 1.0})
+    monkeypatch.setattr(_budgeted, "_noise", lambda *a: noise)  # the noise of the difference of the two
+    answer, means = _budgeted._settle(pool, pool.finals[0])
+    assert answer.tree == {"cheaper": cheaper, "better": better}[chosen] and means == {}
+    assert (pool.skipped == ["second seeds of a tie within noise (0.30 points)"]) == (chosen == "cheaper")

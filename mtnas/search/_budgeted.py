@@ -379,8 +379,7 @@ def _settle(pool: _Pool, winner: Candidate) -> tuple[Candidate, dict[str, float]
     cost = sum(end * pool.evidence.cost(c.tree) for c in (winner, runner))
     if cost > pool.left() + 1e-9:  # no second seeds: of two trees within noise, the cheaper (the one-SE rule)
         pool.skipped.append(f"second seeds of a tie within noise ({gap:.2f} points)")
-        cheaper = min((winner, runner), key=lambda c: pool.evidence.cost(c.tree))
-        return (winner if pool.evidence.cost(winner.tree) <= pool.evidence.cost(runner.tree) else cheaper), {}
+        return (winner if pool.evidence.cost(winner.tree) <= pool.evidence.cost(runner.tree) else runner), {}
     seconds = dict(zip((winner.tree.key, runner.tree.key), pool.evidence.obtain(again)))
     refs = references([c.results[end].result.val for c in finals] + [f.result.val for f in seconds.values()],
                       pool.space)
