@@ -299,7 +299,7 @@ def _propose(pool: _Pool, agreement: np.ndarray | None, branchable: list[int], l
         proposals = [g for g in (model.best(k, exclude=tried) for k in sizes) if g is not None]
         tried.update(proposals)
         admit([_split(tasks, layers, first, g) for g in proposals], "pair model")
-    best = _best_grouping(pool, None, stop)
+    best = _best_grouping(pool, stop)
     if best is None:
         return
     admit([_split(tasks, layers, layer, best) for layer in branchable if len(best) <= limit[layer]],
@@ -331,9 +331,9 @@ def _observations(pool: _Pool, layer: int, stop: int) -> tuple[list[Groups], lis
     return [_grouping(c.tree) for c in cands], rows
 
 
-def _best_grouping(pool: _Pool, layer: int | None, stop: int) -> Groups | None:
-    """The grouping of the best candidate at ``stop`` that splits once at ``layer`` (None: none does)."""
-    cands = [c for c in pool.at(stop) if c.tree.first_split() is not None and layer in (None, c.tree.first_split_layer)
+def _best_grouping(pool: _Pool, stop: int) -> Groups | None:
+    """The grouping of the best candidate at ``stop`` that splits once, at whatever layer (None: none does)."""
+    cands = [c for c in pool.at(stop) if c.tree.first_split() is not None
              and c.tree.partitions[-1] == c.tree.first_split()]
     if not cands:
         return None
