@@ -381,3 +381,27 @@ def test_an_unreachable_storage_is_one_clear_error(tmp_path: Path, capsys: pytes
     url = "postgresql://nobody@127.0.0.1:9/none"
     assert main(["search", str(_space(tmp_path)), "--storage", url, "--runs-dir", str(tmp_path), "--quiet"]) == 2
     assert "cannot open the study storage" in capsys.readouterr().err
+
+
+def test_a_sqlite_study_waits_out_a_lock_held_longer_than_sqlites_default(tmp_path: Path) -> None:
+    # local workers, their heartbeat threads and a reader share one file: a write that finds it
+    # locked waits (sqlite3's own default gives up after 5 s with "database is locked")
+    import sqlite3
+    import threading
+    import time
+
+    from mtnas.study import open_storage
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(study_name="s", storage=open_storage(url))
+    holder = sqlite3.connect(tmp_path / "study.db", check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")  # another process in the middle of a long write
+    released = threading.Timer(6.0, holder.commit)
+    released.start()
+    start = time.monotonic()
+    try:
+        study.set_user_attr("k", 1)  # waits for the lock instead of failing
+    finally:
+        released.join()
+        holder.close()
+    assert time.monotonic() - start >= 5.0 and study.user_attrs["k"] == 1

@@ -38,6 +38,10 @@ __all__ = ["FILE_SCHEMES", "HEARTBEAT", "MAX_LOCAL_WORKERS", "absolute_url", "fi
 #: (``MTNAS_HEARTBEAT=interval,grace`` overrides them).
 HEARTBEAT = (5, 20)
 MAX_RETRY = 2
+#: Seconds a SQLite connection waits for another's lock before "database is locked" (sqlite3's
+#: default is 5): the local workers, their heartbeat threads and a reader such as ``mtnas trials``
+#: share one file, and on a loaded machine a write can wait longer than that.
+SQLITE_BUSY_SECONDS = 60.0
 #: The URL prefixes of storages that are a file on this machine (the path follows).
 FILE_SCHEMES = ("sqlite:///", "journal:///")
 
@@ -110,6 +114,7 @@ def open_storage(url: str, *, create: bool = True) -> BaseStorage:
         try:
             return optuna.storages.RDBStorage(
                 url, heartbeat_interval=interval, grace_period=grace, heartbeat_stale_trial_callback=retry,
+                engine_kwargs={"connect_args": {"timeout": SQLITE_BUSY_SECONDS}} if url.startswith("sqlite") else None,
             )
         except Exception as exc:  # sqlalchemy raises many kinds: a bad URL, a server that does not answer
             raise MtnasError(f"cannot open the study storage {shown!r}: {_storage_problem(exc, url)}") from None
