@@ -131,7 +131,7 @@ def _hard_groups_separated(tree, space, bundle) -> tuple[bool, str]:
 # network's FLOPs. So the planted groups split at layer 2 beat every cheaper tree (fewer groups,
 # or the split one layer later, where the shared bottleneck must carry all 16 strengths) and
 # every dearer one (8 groups, or the split one layer earlier, copying the wide layer 1). The
-# margins (``--truth``) are in the dataset's docstring (``mtnas/data/datasets/_synth_attributes.py``).
+# margins (``--truth``) are in benchmarks/README.md ("synth_attributes rebuilt").
 
 #: The split layer of the planted groups, the best of the references.
 ATTR_LAYER = 2

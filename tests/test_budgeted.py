@@ -202,3 +202,22 @@ def test_a_final_tie_the_budget_cannot_settle_goes_to_the_cheaper_tree(noise, ch
     answer, means = _budgeted._settle(pool, pool.finals[0])
     assert answer.tree == {"cheaper": cheaper, "better": better}[chosen] and means == {}
     assert (pool.skipped == ["second seeds of a tie within noise (0.30 points)"]) == (chosen == "cheaper")
+
+
+def test_search_budget_on_the_command_line_sets_the_budgeted_searchs_budget(tmp_path, capfd, monkeypatch) -> None:
+    import yaml
+
+    from mtnas.cli import main
+    from tests.test_hostile_inputs import _cli_error
+    from tests.test_study import _space
+
+    monkeypatch.setenv("MTNAS_CACHE_DIR", str(tmp_path / "cache"))
+    space = str(_space(tmp_path, proxy_epochs=3))
+    err = _cli_error(["search", space, "--budget", "2", "--runs-dir", str(tmp_path), "--quiet"], capfd)
+    assert "only search.method 'budget' reads" in err and "--set search.method=budget" in err  # not ignored silently
+    assert not (tmp_path / "tiny").exists()
+    code = main(["search", space, "--budget", "2.5", "--set", "search.method=budget", "--trials", "3",
+                 "--runs-dir", str(tmp_path), "--name", "b", "--quiet"])
+    assert code == 0
+    saved = yaml.safe_load((tmp_path / "b" / "space.yaml").read_text())
+    assert saved["search"]["method"] == "budget" and saved["search"]["budget"] == 2.5

@@ -118,6 +118,9 @@ def _space_arg(args: argparse.Namespace) -> object:
     from mtnas.space import load_space
 
     space = load_space(args.space, overrides=overrides)
+    if getattr(args, "search_budget", None) is not None and space.search.method != "budget":
+        raise MtnasError(f"--budget sets search.budget, which only search.method 'budget' reads; this space's method is "
+                         f"{space.search.method!r}: add --set search.method=budget")
     return space.with_budget(budget) if budget is not None else space
 
 

@@ -27,11 +27,10 @@ rule is that study's pruner (``RungPruner``, ``mtnas.search._rung_pruner``), and
 own training (its checkpoint: weights, optimizer, RNG and epoch), so the winner's last rung is
 its training at the search budget. Candidates of one rung are compared on their validation
 metrics at the same epoch, each task against the best value any candidate reached on it, less the
-trade-off's cost penalty (``mtnas.space.trade_off_score``). Why a third and a half: on the
-planted cases the tree that is best at the end (or one within half a point of it) ranks in the
-better half after a third of its training on every case and seed measured (at worst 5th of 12), and
-anywhere after a ninth; reading the early curve otherwise (leaving out the tasks still rising, or
-extrapolating each curve) ranked worse (``python -m benchmarks.rungs``, ``benchmarks/README.md``).
+trade-off's cost penalty (``mtnas.space.trade_off_score``). Why a third and a half: the tree best
+at the end ranks in the better half after a third of its training, and anywhere earlier; reading
+the early curve otherwise (leaving out the tasks still rising, or extrapolating each curve) ranked
+worse (``python -m benchmarks.rungs``; the figures are in ``benchmarks/README.md``).
 
 The **choice** is the best candidate at the end. When the runner-up is within the noise of the
 difference (the spread of the per-task differences between the two, over the square root of
@@ -105,8 +104,7 @@ class _Pool:
         self.epochs = space.proxy_epochs
         self.rungs = rung_epochs(self.epochs, evidence.fractions)
         # the candidates' study: one trial per candidate, its score at each rung; its pruner is the rung rule
-        self.study = optuna.create_study(direction="maximize", pruner=pruner,
-                                         sampler=optuna.samplers.RandomSampler(seed=seed))
+        self.study = optuna.create_study(direction="maximize", pruner=pruner)
         self.study.set_user_attr(RUNGS_ATTR, list(self.rungs))
         self.budget = budget * self.epochs  # in epochs of the all-shared tree
         self.candidates: dict[str, Candidate] = {}

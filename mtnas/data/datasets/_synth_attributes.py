@@ -19,24 +19,9 @@ four groups the best tree by the search's trade-off score:
 * a branch of layers 2-4 costs 0.21 of the all-shared network's FLOPs, so four of them pay for
   themselves; splitting one layer earlier copies the wide layer 1 (3.35x in all) and does not.
 
-Measured by ``python -m benchmarks.recovery_suite --truth --seeds 4 --cases synth_attributes``
-(validation delta-m less ``search.gain_per_cost`` = 5 points per all-shared network of extra
-FLOPs; mean margin of the planted groups split at layer 2, and the smallest per seed):
-
-==================================  ======  =============  =======
-the planted groups split at 2 beat  by      smallest seed  FLOPs x
-==================================  ======  =============  =======
-all-shared                          +16.47  +12.27         1.00
-planted at 1 (copies wide layer 1)  +7.53   +6.19          3.35
-planted at 3 (shares layer 2)       +8.97   +6.72          1.53
-wrong groups at 2                   +12.48  +10.54         1.64
-3 groups (0+1) at 2                 +3.51   +2.21          1.43
-2 groups (0+1 | 2+3) at 2           +8.46   +3.55          1.21
-8 groups (halves) at 2              +4.88   +4.28          2.50
-==================================  ======  =============  =======
-
-The planted tree scores -3.16 +- 1.12 (FLOPs 1.64x); two-level trees around it (halves at 3,
-pairs at 2 then the groups at 3) score -6.07 and -6.31.
+``python -m benchmarks.recovery_suite --truth --cases synth_attributes --seeds 4`` checks that
+the planted groups split at layer 2 beat every reference tree by the search's trade-off score;
+its figures are in ``benchmarks/README.md`` ("synth_attributes rebuilt").
 
 ``planted_groups`` lists the four groups, attr_00, attr_04, ... first.
 """
