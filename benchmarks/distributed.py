@@ -7,7 +7,7 @@ share goes through the study's storage (``mtnas.study.StudyStore``). Printed: ea
 units, the units in the study, any unit trained twice, and the wall time of the workers; with
 ``--compare``, the same search with one worker first, side by side.
 
-    python -m benchmarks.distributed [--space digit_gratings] [--workers 2] [--trials 8] [--compare]
+    python -m benchmarks.distributed [--space digit_gratings] [--workers 2] [--trials 8] [--compare] [--strategy pool]
 
 Last line: ``distributed: N units, each trained once: yes|no; wall 1 worker X s, W workers Y s``.
 """
@@ -27,12 +27,14 @@ import optuna
 from mtnas.study import evidence_study_name, open_storage, run_search, worker_command
 
 
-def one_run(space: str, workers: int, trials: int, root: Path) -> tuple[float, dict[int, int], int, int]:
+def one_run(space: str, workers: int, trials: int, root: Path,
+            strategy: str = "differentiable") -> tuple[float, dict[int, int], int, int]:
     """Create the study, run ``workers`` workers with separate caches; (wall s, units per worker
     pid, units in the study, units trained more than once)."""
     os.environ["MTNAS_CACHE_DIR"] = str(root / "creator-cache")
     storage = f"journal:///{root / 'journal.log'}"
-    run_search(space, name="dist", trials=trials, runs_dir=root, workers=0, progress=False, storage=storage)
+    run_search(space, name="dist", trials=trials, runs_dir=root, workers=0, progress=False, storage=storage,
+               strategy=strategy)
     start = time.perf_counter()
     procs = []
     for i in range(workers):
@@ -46,6 +48,13 @@ def one_run(space: str, workers: int, trials: int, root: Path) -> tuple[float, d
     done = [t for t in evidence.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
     per_pid = Counter(t.system_attrs.get("pid") for t in done)
     keys = Counter(t.system_attrs.get("unit") for t in done)
+    study = optuna.load_study(study_name="dist", storage=open_storage(storage))
+    candidates = Counter(t.user_attrs["tree_key"] for t in study.get_trials(deepcopy=False) if "kind" in t.user_attrs)
+    if candidates:  # --strategy pool: the study's trials are the candidates
+        print(f"{workers} worker(s): {len(candidates)} candidate trees as trials of the study, "
+              f"{sum(n > 1 for n in candidates.values())} of them asked twice; "
+              f"{sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.get_trials(deepcopy=False))} "
+              "complete trials (the references included)", flush=True)
     return wall, dict(per_pid), len(keys), sum(n > 1 for n in keys.values())
 
 
@@ -55,12 +64,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--compare", action="store_true", help="run the same search with one worker first")
+    parser.add_argument("--strategy", default="differentiable",
+                        help="the study's strategy; pool: its trials are one budgeted search's candidates")
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     walls = {}
     for workers in ([1] if args.compare else []) + [args.workers]:
         with tempfile.TemporaryDirectory() as tmp:
-            wall, per_pid, units, twice = one_run(args.space, workers, args.trials, Path(tmp))
+            wall, per_pid, units, twice = one_run(args.space, workers, args.trials, Path(tmp), args.strategy)
         walls[workers] = wall
         print(f"{workers} worker(s), separate cache folders: {wall:.1f} s; units trained per process "
               f"{sorted(per_pid.values(), reverse=True)} (the creator's baselines included); {units} units in the "

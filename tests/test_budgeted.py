@@ -176,7 +176,7 @@ class _Finals:
         from mtnas.search._budgeted import Candidate
 
         self.epochs, self.seed, self.skipped = 3, 0, []
-        self.finals = [Candidate(t, "agreement", trial=None, results={3: None}) for t in scores]
+        self.finals = [Candidate(t, "agreement", record=None, results={3: None}) for t in scores]
         self._scores = {t.key: v for t, v in scores.items()}
         self.evidence = SimpleNamespace(cost=lambda tree: costs[tree])
 

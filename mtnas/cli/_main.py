@@ -118,9 +118,13 @@ def _space_arg(args: argparse.Namespace) -> object:
     from mtnas.space import load_space
 
     space = load_space(args.space, overrides=overrides)
-    if getattr(args, "search_budget", None) is not None and space.search.method != "budget":
-        raise MtnasError(f"--budget sets search.budget, which only search.method 'budget' reads; this space's method is "
-                         f"{space.search.method!r}: add --set search.method=budget")
+    from mtnas.study import STUDY_DRIVERS
+
+    if getattr(args, "search_budget", None) is not None and space.search.method != "budget" \
+            and getattr(args, "strategy", None) not in STUDY_DRIVERS:
+        raise MtnasError(f"--budget sets search.budget, which only search.method 'budget' (or --strategy "
+                         f"{', '.join(STUDY_DRIVERS.names())}) reads; this space's method is {space.search.method!r}: "
+                         "add --set search.method=budget")
     return space.with_budget(budget) if budget is not None else space
 
 
@@ -183,7 +187,7 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs-dir", default="runs", help="where run folders live")
     p.add_argument("--budget", dest="search_budget", type=positive_float, default=None, metavar="TRAININGS",
                    help="trainings of the all-shared tree (at the search budget) the budgeted search may spend: "
-                        "search.budget, for search.method budget (default 3)")
+                        "search.budget, for search.method budget or --strategy pool (default 3)")
 
 
 @command("search", "search sharing trees with Optuna trials into runs/NAME",
@@ -256,7 +260,8 @@ def _trials(args: argparse.Namespace) -> None:
          "delta_m": t.user_attrs.get("delta_m"), "flops": t.user_attrs.get("flops"),
          "reference": t.user_attrs.get("fixed_tree"), "reused_from": t.user_attrs.get("reused_from"),
          "phase": t.user_attrs.get("phase") if t.state.name == "RUNNING" else None,
-         "fail_reason": fail_reason(study, t), "pruned_reason": t.user_attrs.get("pruned_reason")}
+         "fail_reason": fail_reason(study, t), "pruned_reason": t.user_attrs.get("pruned_reason"),
+         "proposer": t.user_attrs.get("kind"), "chosen": bool(t.user_attrs.get("chosen"))}
         for t in study.get_trials(deepcopy=False)
     ]
     table = [[r["trial"], r["state"] + (f" ({r['phase']})" if r["phase"] else ""), r["tree"] or "-", r["delta_m"],
@@ -265,8 +270,11 @@ def _trials(args: argparse.Namespace) -> None:
 
 
 def _note(row: dict) -> str:
-    """The note of a trial in 'mtnas trials': a reference, reused, or why it failed or was pruned."""
+    """The note of a trial in 'mtnas trials': a reference or a pool's candidate (its proposer, the
+    answer), reused, or why it failed or was pruned."""
     notes = [f"reference: {row['reference']}" if row["reference"] else "",
+             f"candidate of {row['proposer']}" if row["proposer"] else "",
+             "the search's answer" if row["chosen"] else "",
              f"reused trial {row['reused_from']}" if row["reused_from"] is not None else "",
              row["fail_reason"] if row["state"] == "FAIL" else "",
              row["pruned_reason"] if row["state"] == "PRUNED" else ""]

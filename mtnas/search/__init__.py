@@ -30,6 +30,7 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
         "groups_of", "labels_of", "partition_labels",
     ),
     "._result": ("SearchResult",),
+    "._candidate_trials": ("CANDIDATE_ATTR", "CandidateTrials", "InStudy",),
     "._rung_pruner": ("RungPruner",),
     "._routing": ("DerivedTree", "Routing", "RoutingSample", "effective_branches", "tree_of",),
     "._rsa": ("RepresentationSimilarity", "rdm", "rsa_dissimilarity",),

@@ -56,7 +56,8 @@ from mtnas.search._gradients import gradient_agreement
 from mtnas.search._pairs import PairModel
 from mtnas.search._partitions import Groups
 from mtnas.search._result import SearchResult
-from mtnas.search._rung_pruner import RUNGS_ATTR, RungPruner
+from mtnas.search._candidate_trials import CandidateTrials, InStudy, Record
+from mtnas.search._rung_pruner import RungPruner
 from mtnas.search._scores import references, task_terms
 from mtnas.search._trained import AGAIN_SEED, _limits, _split, agreement_grouping
 from mtnas.space import SearchConfig, SearchSpace, trade_off_score
@@ -85,7 +86,7 @@ class Candidate:
 
     tree: BranchingTree
     kind: str
-    trial: optuna.Trial
+    record: Record  # its trial (mtnas.search._candidate_trials)
     results: dict[int, Trained] = field(default_factory=dict)  # stop (epochs) -> result
 
     @property
@@ -97,15 +98,14 @@ class _Pool:
     """The candidates of one search and the budget they draw on."""
 
     def __init__(self, space: SearchSpace, evidence: Evidence, seed: int, budget: float, gain: float,
-                 pruner: optuna.pruners.BasePruner, progress: bool = False) -> None:
+                 trials: Callable[[Sequence[int]], CandidateTrials], progress: bool = False) -> None:
         from tqdm.auto import tqdm
 
         self.space, self.evidence, self.seed, self.gain = space, evidence, seed, gain
         self.epochs = space.proxy_epochs
         self.rungs = rung_epochs(self.epochs, evidence.fractions)
-        # the candidates' study: one trial per candidate, its score at each rung; its pruner is the rung rule
-        self.study = optuna.create_study(direction="maximize", pruner=pruner)
-        self.study.set_user_attr(RUNGS_ATTR, list(self.rungs))
+        # the candidates' trials: one per candidate, its score at each rung; the pruner is the rung rule
+        self.trials = trials(self.rungs)
         self.budget = budget * self.epochs  # in epochs of the all-shared tree
         self.candidates: dict[str, Candidate] = {}
         self.skipped: list[str] = []  # what the budget did not pay for, for the notes
@@ -124,28 +124,24 @@ class _Pool:
         fresh = []
         for tree in dict.fromkeys(trees):
             if tree.key not in self.candidates:
-                self.candidates[tree.key] = Candidate(tree, kind, self.study.ask())
-                self.candidates[tree.key].trial.set_user_attr("tree", tree.describe())
-                self.candidates[tree.key].trial.set_user_attr("kind", kind)
+                self.candidates[tree.key] = Candidate(tree, kind, self.trials.open(tree, kind))
                 fresh.append(self.candidates[tree.key])
         return fresh
 
     def drop(self, c: Candidate) -> None:
         """A candidate whose first rung the budget did not pay: out of the pool, its trial pruned."""
         del self.candidates[c.tree.key]
-        c.trial.set_user_attr("stopped_by", "budget")
-        self.study.tell(c.trial, state=optuna.trial.TrialState.PRUNED)
+        self.trials.prune(c.record, "budget")
 
     def go_on(self, ranked: Sequence[Candidate], scores: dict[str, float], stop: int) -> list[Candidate]:
         """Of ``ranked`` (best first), those the pruner lets go on after each reported its score at
         ``stop``; the others' trials end pruned."""
         for c in ranked:
-            c.trial.report(scores[c.tree.key], stop)
-        on = [c for c in ranked if not c.trial.should_prune()]
+            self.trials.report(c.record, scores[c.tree.key], stop)
+        on = [c for c in ranked if self.trials.goes_on(c.record, stop)]
         for c in ranked:
             if c not in on:
-                c.trial.set_user_attr("stopped_by", "pruner")
-                self.study.tell(c.trial, state=optuna.trial.TrialState.PRUNED)
+                self.trials.prune(c.record, "pruner")
         return on
 
     def close(self) -> None:
@@ -154,16 +150,11 @@ class _Pool:
         it: ``pruner`` (the rung rule) or ``budget``."""
         finals = self.at(self.epochs)
         scores = self.scores(finals, self.epochs) if finals else {}
-        running = {t.number for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
         for c in self.candidates.values():
-            if c.trial.number not in running:
-                continue
             if c.tree.key in scores:  # its curve ends with its score at the end
-                c.trial.report(scores[c.tree.key], self.epochs)
-                self.study.tell(c.trial, scores[c.tree.key])
+                self.trials.complete(c.record, scores[c.tree.key], c.results[self.epochs], self.epochs)
             else:
-                c.trial.set_user_attr("stopped_by", "budget")
-                self.study.tell(c.trial, state=optuna.trial.TrialState.PRUNED)
+                self.trials.prune(c.record, "budget")
 
     def advance(self, cands: Sequence[Candidate], stop: int, reserve: float = 0.0) -> list[Candidate]:
         """Train ``cands`` (in order of preference) on to ``stop`` as far as the budget, less
@@ -207,23 +198,29 @@ class BudgetedSearch:
 
     def search(self, space: SearchSpace, bundle: DatasetBundle | None, *, seed: int, hparams: SearchConfig,
                device: torch.device, branches: int | Sequence[int] | None = None, progress: bool = False,
-               eval_seed: int | None = None, store: EvidenceStore | AnsweringStore | None = None) -> SearchResult:
+               eval_seed: int | None = None, store: EvidenceStore | AnsweringStore | None = None,
+               in_study: InStudy | None = None) -> SearchResult:
+        """One budgeted search; ``in_study``: the study its candidates are trials of (default: an
+        in-memory study of its own; ``mtnas search --strategy pool`` passes the run's)."""
         verbosity = optuna.logging.get_verbosity()
         optuna.logging.set_verbosity(max(verbosity, optuna.logging.WARNING))  # no line per candidate study or trial
         try:
             return self._search(space, bundle, seed=seed, hparams=hparams, device=device, branches=branches,
-                                progress=progress, eval_seed=eval_seed, store=store)
+                                progress=progress, eval_seed=eval_seed, store=store, in_study=in_study)
         finally:
             optuna.logging.set_verbosity(verbosity)
 
     def _search(self, space: SearchSpace, bundle: DatasetBundle | None, *, seed: int, hparams: SearchConfig,
                 device: torch.device, branches: int | Sequence[int] | None, progress: bool,
-                eval_seed: int | None, store: EvidenceStore | AnsweringStore | None) -> SearchResult:
+                eval_seed: int | None, store: EvidenceStore | AnsweringStore | None,
+                in_study: InStudy | None) -> SearchResult:
         start = time.perf_counter()
         space = replace(space, search=hparams)
         evidence = Evidence(space, bundle, device=device, store=store, progress=progress)
+        where = in_study or InStudy(None)
         pool = _Pool(space, evidence, seed if eval_seed is None else eval_seed, hparams.budget, hparams.gain_per_cost,
-                     self.pruner(), progress)
+                     lambda rungs: CandidateTrials(where.study, self.pruner(), rungs, finish=where.finish,
+                                                   on_open=where.on_open), progress)
         first_stop = pool.rungs[0]
         tasks, layers = space.task_names, space.num_layers
         (shared,) = pool.add([BranchingTree.all_shared(tasks, layers)], "all-shared")
@@ -238,6 +235,8 @@ class BudgetedSearch:
             _propose(pool, agreement, branchable, limit, notes)
         winner = _halve(pool)
         chosen, second = _settle(pool, winner)
+        if chosen.record.trial is not None:
+            chosen.record.trial.set_user_attr("chosen", True)  # the search's answer among the trials
         pool.close()
         pool.bar.close()
         if pool.skipped:
@@ -247,7 +246,7 @@ class BudgetedSearch:
                             weights=evidence.weights(chosen.results[chosen.stop].unit),
                             seconds=time.perf_counter() - start, hparams=hparams, candidates=_history(pool, second),
                             spent=evidence.spent / pool.epochs, notes=tuple(notes),
-                            candidate_trials=tuple(pool.study.get_trials()))
+                            candidate_trials=pool.trials.trials())
 
 
 def _reserve(pool: _Pool, cost: float) -> float:

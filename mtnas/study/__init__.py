@@ -23,6 +23,7 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
         "trial_objectives",
     ),
     "._optimize": ("run_search", "run_worker", "space_digest", "worker_command",),
+    "._pool": ("RECORDER", "STUDY_DRIVERS", "StudyDriver", "run_pool",),
     "._progress": ("StudyProgress", "format_seconds", "study_eta",),
     "._pruning": ("FRONT_MARGIN", "PRUNERS", "PrunerType", "check_pruner", "epoch_monitor",),
     "._records": ("check_settings", "check_study", "check_trial",),

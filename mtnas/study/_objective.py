@@ -39,7 +39,7 @@ from mtnas.train import (
 from mtnas.tree import Architecture, BranchingTree
 from mtnas.viz import draw_tree, tree_title
 
-__all__ = ["FIXED", "evaluate_trial", "proxy_space"]
+__all__ = ["FIXED", "evaluate_trial", "proxy_space", "write_trial_files"]
 
 #: The trees enqueued at the start of every study (``fixed_tree`` user attribute).
 FIXED = {"all-shared": BranchingTree.all_shared, "independent": BranchingTree.independent}
@@ -139,11 +139,11 @@ def _evaluate(
                  "flops": result.cost.flops, "delta_m": baselines.delta_m(result, space, "val")}
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
-    _write_trial(ctx, trial, tree, space, attrs)
+    write_trial_files(ctx, trial, tree, space, attrs)
     return tuple(OBJECTIVES.get(name).value(attrs) for name in ctx.objectives)
 
 
-def _write_trial(ctx: TrialContext, trial: optuna.Trial, tree: BranchingTree, space: SearchSpace,
+def write_trial_files(ctx: TrialContext, trial: optuna.Trial, tree: BranchingTree, space: SearchSpace,
                  attrs: dict[str, Any]) -> None:
     """``trials/NNNN/``: arch.json, metrics.json and tree.png, each written atomically; then every
     file of the folder is uploaded to the study's artifact store (optuna-dashboard shows them, and

@@ -37,6 +37,7 @@ from mtnas.study._front import write_pareto
 from mtnas.study._liveness import finished_elsewhere, reap_dead_trials, settle
 from mtnas.study._objective import FIXED, evaluate_trial, proxy_space
 from mtnas.study._objectives import OBJECTIVES, parse_objectives
+from mtnas.study._pool import STUDY_DRIVERS
 from mtnas.study._progress import StudyProgress
 from mtnas.study._pruning import check_pruner
 from mtnas.study._records import check_settings
@@ -203,18 +204,18 @@ def run_search(
                                                log_to=log_to)) for _ in range(workers - 1)]
     ctx = TrialContext(run=run, seed=seed, device=dev, strategy=strategy, objectives=tuple(names),
                        artifacts=artifacts, trials=trials, store=store, tracking=scope)
-    if trials <= len(FIXED):
+    if trials <= len(FIXED) and strategy not in STUDY_DRIVERS:
         print(f"note: {trials} trial{'s' if trials != 1 else ''} hold only the enqueued reference trees "
               f"({', '.join(FIXED)}): no tree is searched; give --trials {len(FIXED) + 1} or more", file=sys.stderr)
     if workers > 0:  # 0: only create the study, for `mtnas worker` processes to run
-        _optimize(study, space, bundle, baselines, ctx, progress, deadline)
+        _work(study, space, bundle, baselines, ctx, progress, deadline)
     dead = {p.pid: code for p in helpers if (code := p.wait())}
     if dead:
         # A local worker that died left its trial RUNNING: fail and re-enqueue it now (no need to
         # wait for its heartbeat to go stale), then finish the count here.
         reap_dead_trials(study, reason="worker process {pid} died")
         if workers > 0:
-            _optimize(study, space, bundle, baselines, ctx, progress, deadline)
+            _work(study, space, bundle, baselines, ctx, progress, deadline)
         done = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
         if done < trials:
             raise MtnasError(f"{len(dead)} of the worker processes failed; see their output above")
@@ -304,7 +305,17 @@ def _enqueue_fixed_trees(study: optuna.Study) -> None:
             study.enqueue_trial({}, user_attrs={"fixed_tree": fixed})
 
 
-def _optimize(study: optuna.Study, space: SearchSpace, bundle: DatasetBundle, baselines: Baselines,
+def _work(study: optuna.Study, space: SearchSpace, bundle: DatasetBundle, baselines: Baselines, ctx: TrialContext,
+          progress: bool, deadline: float | None) -> None:
+    """This process's work on the study: trials until it holds ``ctx.trials`` completed ones, or,
+    for a strategy that makes the trials itself (``STUDY_DRIVERS``), that strategy's run."""
+    if ctx.strategy in STUDY_DRIVERS:
+        STUDY_DRIVERS.get(ctx.strategy)(study, space, bundle, baselines, replace(ctx, progress=progress))
+    else:
+        optimize_trials(study, space, bundle, baselines, ctx, progress, deadline)
+
+
+def optimize_trials(study: optuna.Study, space: SearchSpace, bundle: DatasetBundle, baselines: Baselines,
               ctx: TrialContext, progress: bool, deadline: float | None = None) -> None:
     """Run trials until the study holds ``ctx.trials`` completed ones (failed ones do not count),
     starting none after ``deadline`` (``time.monotonic``)."""
@@ -378,5 +389,5 @@ def run_worker(storage: str, study_name: str, *, device: str = "auto", timeout: 
         ctx = TrialContext(run=SearchRun(Path(scratch)), seed=config["seed"], device=dev, strategy=config["strategy"],
                            objectives=tuple(config["objectives"]), artifacts=artifacts, trials=int(config["trials"]),
                            store=store, tracking=scope)
-        _optimize(study, space, bundle, baselines, ctx, progress, deadline)
+        _work(study, space, bundle, baselines, ctx, progress, deadline)
     return study

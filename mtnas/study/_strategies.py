@@ -1,5 +1,7 @@
 """How a trial gets its tree: a strategy (``--strategy``), and the Optuna samplers (``--sampler``).
 
+``pool``: the trials are the candidate trees of one budgeted search (``mtnas.study._pool``).
+
 ``differentiable``: the trial samples the search hyperparameters its method reads from
 ``search.ranges`` and runs one search (``mtnas.search.search_tree``: the trained default, or a
 supernet method). ``sampled``: the trial samples the tree itself,
@@ -120,6 +122,16 @@ def differentiable(trial: optuna.Trial, space: SearchSpace, bundle: DatasetBundl
                  extra_metadata={"tree": result.tree.describe(), "source": source})
     trial.set_user_attr("search_seconds", result.seconds)
     return result.tree
+
+
+@STRATEGIES.register("pool")
+def pool(trial: optuna.Trial, space: SearchSpace, bundle: DatasetBundle, ctx: TrialContext) -> BranchingTree:
+    """The study's trials are the candidates of one budgeted search, trained in rungs within
+    ``search.budget`` (``mtnas.study._pool``)."""
+    from mtnas.core import MtnasError
+
+    raise MtnasError(f"trial {trial.number}: strategy 'pool' asks its trials itself, one per candidate tree; "
+                     "this trial was not one of them (was the study run by an older mtnas?)")
 
 
 @STRATEGIES.register("sampled")
