@@ -214,10 +214,62 @@ def test_search_budget_on_the_command_line_sets_the_budgeted_searchs_budget(tmp_
     monkeypatch.setenv("MTNAS_CACHE_DIR", str(tmp_path / "cache"))
     space = str(_space(tmp_path, proxy_epochs=3))
     err = _cli_error(["search", space, "--budget", "2", "--runs-dir", str(tmp_path), "--quiet"], capfd)
-    assert "only search.method 'budget' reads" in err and "--set search.method=budget" in err  # not ignored silently
+    assert "only search.method 'budget' (or --strategy pool) reads" in err and "--set search.method=budget" in err
     assert not (tmp_path / "tiny").exists()
     code = main(["search", space, "--budget", "2.5", "--set", "search.method=budget", "--trials", "3",
                  "--runs-dir", str(tmp_path), "--name", "b", "--quiet"])
     assert code == 0
     saved = yaml.safe_load((tmp_path / "b" / "space.yaml").read_text())
     assert saved["search"]["method"] == "budget" and saved["search"]["budget"] == 2.5
+
+
+def test_the_proposers_are_the_ones_named_in_their_order(tmp_path, monkeypatch) -> None:
+    from mtnas.search import PROPOSERS
+
+    monkeypatch.setenv("MTNAS_CACHE_DIR", str(tmp_path))
+    space, bundle = _small(epochs=3)
+    calls: list[str] = []
+    for name in PROPOSERS.names():
+        original = PROPOSERS.get(name)
+        monkeypatch.setitem(PROPOSERS._entries, name, lambda p, name=name, f=original: (calls.append(name), f(p)))
+    hparams = replace(space.search, method="budget", budget=10.0, proposers=("tag", "depth", "agreement"))
+    result = search_tree(space, bundle, seed=0, hparams=hparams)
+    assert calls == ["tag", "depth", "agreement"]
+    kinds = set(result.candidates["kind"])
+    assert "tag" in kinds and not kinds & {"pair model", "two-level"}  # one left out proposes nothing
+
+
+def test_the_tag_proposer_reads_tags_affinity_off_the_all_shared_networks_first_rung(tmp_path, monkeypatch) -> None:
+    from mtnas.model import BranchedNet
+    from mtnas.search import lookahead_affinity
+    from mtnas.search._tag import tag_affinity
+
+    monkeypatch.setenv("MTNAS_CACHE_DIR", str(tmp_path))
+    space, bundle = _small(epochs=3)
+    torch.manual_seed(0)
+    net = BranchedNet.from_space(BranchingTree.all_shared(space.task_names, space.num_layers), space)
+    data = bundle.train.select(slice(0, 64))
+    z = lookahead_affinity(net, data, space, samples=64, batch_size=32)
+    batches = [tag_affinity(net, b, space, space.training.lr) for b in data.batches(32)]
+    assert z.shape == (len(space.tasks),) * 2 and z == pytest.approx(torch.stack(batches).mean(0).numpy(), abs=1e-6)
+    hparams = replace(space.search, method="budget", budget=10.0, proposers=("tag",))
+    computed = []
+    monkeypatch.setattr("mtnas.search._proposers.lookahead_affinity",
+                        lambda *a, **k: computed.append(1) or lookahead_affinity(*a, **k))
+    first = search_tree(space, bundle, seed=0, hparams=hparams)
+    again = search_tree(space, bundle, seed=0, hparams=hparams)
+    assert computed == [1]  # kept with the all-shared unit: the second search reads it
+    assert first.tree == again.tree and "tag" in set(first.candidates["kind"])
+
+
+def test_an_unknown_or_repeated_proposer_is_one_line_naming_the_key(tmp_path) -> None:
+    from mtnas.core import ConfigError
+    from mtnas.search import check_search_space
+    from mtnas.space import load_space
+    from tests.test_study import _space
+
+    path = str(_space(tmp_path))
+    with pytest.raises(ConfigError, match=r"search.proposers: unknown proposer 'agrement' \(did you mean 'agreement'"):
+        check_search_space(load_space(path, overrides=["search.proposers=[agrement]"]))
+    with pytest.raises(ConfigError, match=r"search.proposers: each proposer once"):
+        check_search_space(load_space(path, overrides=["search.proposers=[depth,depth]"]))

@@ -25,6 +25,7 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
         "scaled_affinity",
     ),
     "._pairs": ("PAIR_TASKS", "PairModel",),
+    "._proposers": ("PROPOSERS", "Proposal", "Proposer", "check_proposers", "lookahead_affinity",),
     "._partitions": (
         "EXHAUSTIVE", "agglomerative", "all_partitions", "best_partition", "canonical", "climb", "count_partitions",
         "groups_of", "labels_of", "partition_labels",

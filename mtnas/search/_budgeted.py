@@ -41,7 +41,6 @@ it, the cheaper of the two wins (the one-SE rule of the default search).
 
 from __future__ import annotations
 
-import itertools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -52,14 +51,12 @@ import optuna
 import torch
 
 from mtnas.data import DatasetBundle
-from mtnas.search._gradients import gradient_agreement
-from mtnas.search._pairs import PairModel
-from mtnas.search._partitions import Groups
-from mtnas.search._result import SearchResult
 from mtnas.search._candidate_trials import CandidateTrials, InStudy, Record
+from mtnas.search._proposers import PROPOSERS, Proposal, check_proposers
+from mtnas.search._result import SearchResult
 from mtnas.search._rung_pruner import RungPruner
 from mtnas.search._scores import references, task_terms
-from mtnas.search._trained import AGAIN_SEED, _limits, _split, agreement_grouping
+from mtnas.search._trained import AGAIN_SEED, _limits
 from mtnas.space import SearchConfig, SearchSpace, trade_off_score
 from mtnas.train import AnsweringStore, Evidence, EvidenceStore, Trained, Unit
 from mtnas.tree import BranchingTree
@@ -228,11 +225,11 @@ class BudgetedSearch:
         if not pool.advance([shared], first_stop):
             raise ValueError(f"search.budget {hparams.budget:g} does not pay for the all-shared tree's first rung "
                              f"({first_stop} of {pool.epochs} epochs): raise it")
-        agreement = evidence.extra(shared.results[first_stop].unit, "agreement", gradient_agreement,
-                                   shape=(len(tasks), len(tasks)))
         branchable, limit = _limits(space, branches)
         if branchable:
-            _propose(pool, agreement, branchable, limit, notes)
+            proposal = Proposal(pool, shared, branchable, limit, notes)
+            for name in check_proposers(hparams):
+                PROPOSERS.get(name)(proposal)
         winner = _halve(pool)
         chosen, second = _settle(pool, winner)
         if chosen.record.trial is not None:
@@ -247,95 +244,6 @@ class BudgetedSearch:
                             seconds=time.perf_counter() - start, hparams=hparams, candidates=_history(pool, second),
                             spent=evidence.spent / pool.epochs, notes=tuple(notes),
                             candidate_trials=pool.trials.trials())
-
-
-def _reserve(pool: _Pool, cost: float) -> float:
-    """The epochs kept for taking a candidate of relative ``cost`` from the first rung to the end."""
-    return (pool.epochs - pool.rungs[0]) * cost
-
-
-def _propose(pool: _Pool, agreement: np.ndarray | None, branchable: list[int], limit: tuple[int, ...],
-             notes: list[str]) -> None:
-    """The proposers, in order, each adding what the budget pays at the first rung (keeping enough
-    to take the dearest candidate so far to the end)."""
-    tasks, layers, stop = pool.space.task_names, pool.space.num_layers, pool.rungs[0]
-    first = branchable[0]
-    sizes = range(2, min(limit[first], len(tasks)) + 1)
-
-    def admit(trees: Sequence[BranchingTree], kind: str) -> None:
-        """The trees, in order, that the budget pays at the first rung while keeping enough to take
-        the dearest candidate admitted so far to the end; the others dropped."""
-        fresh = pool.add(trees, kind)
-        dearest = max([pool.evidence.cost(c.tree) for c in pool.at(stop)], default=1.0)
-        chosen, total = [], 0.0
-        for c in fresh:
-            step, dear = pool.step_cost([c], stop), max(dearest, pool.evidence.cost(c.tree))
-            if total + step <= pool.left() - _reserve(pool, dear) + 1e-9:
-                chosen.append(c)
-                total, dearest = total + step, dear
-            else:
-                pool.skipped.append(f"{c.kind} {c.tree.describe()} to epoch {stop}")
-        paid = pool.advance(chosen, stop)
-        for c in fresh:
-            if c not in paid:
-                pool.drop(c)
-
-    if agreement is not None:  # each grouping at every layer that may hold it, the cheapest trees first
-        groupings = [agreement_grouping(agreement, tasks, k) for k in sizes]
-        trees = [_split(tasks, layers, layer, g) for g in groupings for layer in branchable if len(g) <= limit[layer]]
-        admit(sorted(trees, key=pool.evidence.cost), "agreement")
-        prior = 0.1 * (agreement - agreement.mean())
-    else:
-        notes.append("no gradient agreement (the evidence holds no network): the pair model proposes the first "
-                     "groupings alone")
-        prior = np.zeros((len(tasks), len(tasks)))
-    tried = {_grouping(c.tree) for c in pool.at(stop)}
-    for _ in range(2 if agreement is None else 1):
-        groupings, terms = _observations(pool, first, stop)
-        model = PairModel.fit(tasks, groupings, terms, prior)
-        proposals = [g for g in (model.best(k, exclude=tried) for k in sizes) if g is not None]
-        tried.update(proposals)
-        admit([_split(tasks, layers, first, g) for g in proposals], "pair model")
-    best = _best_grouping(pool, stop)
-    if best is None:
-        return
-    admit([_split(tasks, layers, layer, best) for layer in branchable if len(best) <= limit[layer]],
-          "depth")
-    big = max(best, key=len)
-    if len(big) > 1 and agreement is not None:
-        index = [tasks.index(t) for t in big]
-        halves = agreement_grouping(agreement[np.ix_(index, index)], big, 2)
-        fine = tuple(g for g in best if g != big) + halves
-        admit([BranchingTree.from_split_points(tasks, layers, {upper: best, deeper: fine})
-               for upper, deeper in itertools.combinations(branchable, 2)
-               if len(best) <= limit[upper] and len(fine) <= limit[deeper]], "two-level")
-
-
-def _grouping(tree: BranchingTree) -> Groups:
-    return tree.first_split() or (tuple(tree.tasks),)
-
-
-def _observations(pool: _Pool, layer: int, stop: int) -> tuple[list[Groups], list[list[float]]]:
-    """The candidates at ``stop`` that group the tasks once (all-shared, or one split at ``layer``):
-    their groupings and per-task terms."""
-    cands = [c for c in pool.at(stop) if c.tree.first_split() is None
-             or (c.tree.first_split_layer == layer and c.tree.partitions[-1] == c.tree.first_split())]
-    refs = references([c.results[stop].result.val for c in cands], pool.space)
-    rows = []
-    for c in cands:
-        terms = task_terms(c.results[stop].result.val, refs, pool.space)
-        rows.append([terms[t] for t in pool.space.task_names])
-    return [_grouping(c.tree) for c in cands], rows
-
-
-def _best_grouping(pool: _Pool, stop: int) -> Groups | None:
-    """The grouping of the best candidate at ``stop`` that splits once, at whatever layer (None: none does)."""
-    cands = [c for c in pool.at(stop) if c.tree.first_split() is not None
-             and c.tree.partitions[-1] == c.tree.first_split()]
-    if not cands:
-        return None
-    scores = pool.scores(pool.at(stop), stop)
-    return _grouping(max(cands, key=lambda c: scores[c.tree.key]).tree)
 
 
 def _halve(pool: _Pool) -> Candidate:

@@ -27,6 +27,7 @@ from mtnas.search._budgeted import BudgetedSearch
 from mtnas.search._differentiable import SupernetSearch
 from mtnas.search._dmtg import DMTG
 from mtnas.search._methods import Affinity, Plain
+from mtnas.search._proposers import check_proposers
 from mtnas.search._result import SearchResult
 from mtnas.search._rsa import RepresentationSimilarity
 from mtnas.search._tag import TaskAffinityGrouping
@@ -74,6 +75,7 @@ def check_search_space(space: SearchSpace) -> SearchSpace:
     """What a search needs of a parsed space beyond its schema (the search method is a search
     component, registered here); called before any study or search starts."""
     check_method(space.search, f"{space.name or 'space'}.search")
+    check_proposers(space.search, f"{space.name or 'space'}.search")
     return space
 
 
