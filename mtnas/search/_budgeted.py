@@ -6,24 +6,18 @@ the search obtains is charged to that budget by the evidence's ledger (``Evidenc
 chain of a tree, epochs and seed at the furthest stop it reached, times the tree's cost relative to
 all-shared), and no training starts that the budget cannot pay.
 
-Candidates come from **proposers** into one pool, each tagged with its kind:
-
-* ``all-shared``: the all-shared tree; the gradient agreement of its network after the first rung
-  (``mtnas.search._gradients``) proposes the first groupings;
-* ``agreement``: the agreement's best grouping into k groups, k = 2..K, split at every layer that
-  may hold it, the cheapest trees first: what the budget pays goes to cheap deep splits before
-  dear early ones (measured against splitting at the first layer only: ``benchmarks/README.md``);
-* ``pair model``: the additive pair model (``mtnas.search._pairs``) fitted to the groupings split
-  at the first layer that may branch proposes the next grouping of each size there;
-* ``depth``: the best grouping of the first rung, at whatever layer, split at every other layer;
-* ``two-level``: the best grouping at one layer and its largest group halved deeper.
+Candidates come from **proposers** into one pool, each tagged with its kind: first the
+all-shared tree, whose network after the first rung gives the signals (its gradient agreement),
+then the proposers ``search.proposers`` names, in order (``mtnas.search._proposers``: the pair
+model's groupings, the best grouping at the other layers and as two-level trees, the agreement's
+groupings at every layer, TAG's on request). Each candidate is a trial of an Optuna study
+(``mtnas.search._candidate_trials``): a study of its own, or the run's with ``--strategy pool``.
 
 Candidates train in **rungs** (successive halving, Jamieson and Talwalkar 2016; Li et al.'s
 Hyperband 2018): every candidate for the first third of its schedule (``RUNGS``), the better half
-of them (at least two) on to two thirds, the best two of those to the end. Each candidate is a
-trial of an Optuna study of candidates that reports its score at each rung (step = epochs); the
-rule is that study's pruner (``RungPruner``, ``mtnas.search._rung_pruner``), and
-``BudgetedSearch(pruner=...)`` takes any other Optuna pruner in its place. A survivor resumes its
+of them (at least two) on to two thirds, the best two of those to the end. Each candidate's
+trial reports its score at each rung (step = epochs); the rule is the pruner (``RungPruner``,
+``mtnas.search._rung_pruner``), and ``BudgetedSearch(pruner=...)`` takes any other in its place. A survivor resumes its
 own training (its checkpoint: weights, optimizer, RNG and epoch), so the winner's last rung is
 its training at the search budget. Candidates of one rung are compared on their validation
 metrics at the same epoch, each task against the best value any candidate reached on it, less the
@@ -44,14 +38,15 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import numpy as np
 import optuna
 import torch
 
 from mtnas.data import DatasetBundle
-from mtnas.search._candidate_trials import CandidateTrials, InStudy, Record
+from mtnas.search._candidate_pool import RUNGS, Candidate, CandidatePool, rung_epochs
+from mtnas.search._candidate_trials import CandidateTrials, InStudy
 from mtnas.search._proposers import PROPOSERS, Proposal, check_proposers
 from mtnas.search._result import SearchResult
 from mtnas.search._rung_pruner import RungPruner
@@ -62,126 +57,6 @@ from mtnas.train import AnsweringStore, Evidence, EvidenceStore, Trained, Unit
 from mtnas.tree import BranchingTree
 
 __all__ = ["RUNGS", "BudgetedSearch", "rung_epochs"]
-
-#: The fractions of the schedule where candidates are compared (``benchmarks.rungs``).
-RUNGS = (1 / 3, 2 / 3, 1.0)
-
-
-def rung_epochs(epochs: int, fractions: Sequence[float] | None = None) -> tuple[int, ...]:
-    """The epochs of ``RUNGS`` for a schedule of ``epochs`` (distinct, at least 1, the last ``epochs``).
-    Where units stop only at some ``fractions`` of it (published trainings), the rungs are those of
-    them no earlier than the first of ``RUNGS``: a tree is not judged earlier than measured to be
-    safe."""
-    if fractions is not None:
-        return tuple(sorted({max(1, round(f * epochs)) for f in fractions if f >= RUNGS[0] - 1e-9} | {epochs}))
-    return tuple(sorted({max(1, round(f * epochs)) for f in RUNGS} | {epochs}))
-
-
-@dataclass
-class Candidate:
-    """A tree in the pool: the proposer that put it there, and its results at each rung reached."""
-
-    tree: BranchingTree
-    kind: str
-    record: Record  # its trial (mtnas.search._candidate_trials)
-    results: dict[int, Trained] = field(default_factory=dict)  # stop (epochs) -> result
-
-    @property
-    def stop(self) -> int:
-        return max(self.results, default=0)
-
-
-class _Pool:
-    """The candidates of one search and the budget they draw on."""
-
-    def __init__(self, space: SearchSpace, evidence: Evidence, seed: int, budget: float, gain: float,
-                 trials: Callable[[Sequence[int]], CandidateTrials], progress: bool = False) -> None:
-        from tqdm.auto import tqdm
-
-        self.space, self.evidence, self.seed, self.gain = space, evidence, seed, gain
-        self.epochs = space.proxy_epochs
-        self.rungs = rung_epochs(self.epochs, evidence.fractions)
-        # the candidates' trials: one per candidate, its score at each rung; the pruner is the rung rule
-        self.trials = trials(self.rungs)
-        self.budget = budget * self.epochs  # in epochs of the all-shared tree
-        self.candidates: dict[str, Candidate] = {}
-        self.skipped: list[str] = []  # what the budget did not pay for, for the notes
-        # the budget spent, in trainings of the all-shared tree at the search budget
-        self.bar = tqdm(total=budget, desc="budget", unit="training", disable=not progress, leave=False,
-                        bar_format="{desc}: {n:.2f}/{total:.2f} trainings |{bar}|{postfix}")
-
-    def left(self) -> float:
-        return self.budget - self.evidence.spent
-
-    def step_cost(self, cands: Sequence[Candidate], stop: int) -> float:
-        return sum(max(0, stop - c.stop) * self.evidence.cost(c.tree) for c in cands)
-
-    def add(self, trees: Sequence[BranchingTree], kind: str) -> list[Candidate]:
-        """The trees not yet in the pool, added as candidates of ``kind``."""
-        fresh = []
-        for tree in dict.fromkeys(trees):
-            if tree.key not in self.candidates:
-                self.candidates[tree.key] = Candidate(tree, kind, self.trials.open(tree, kind))
-                fresh.append(self.candidates[tree.key])
-        return fresh
-
-    def drop(self, c: Candidate) -> None:
-        """A candidate whose first rung the budget did not pay: out of the pool, its trial pruned."""
-        del self.candidates[c.tree.key]
-        self.trials.prune(c.record, "budget")
-
-    def go_on(self, ranked: Sequence[Candidate], scores: dict[str, float], stop: int) -> list[Candidate]:
-        """Of ``ranked`` (best first), those the pruner lets go on after each reported its score at
-        ``stop``; the others' trials end pruned."""
-        for c in ranked:
-            self.trials.report(c.record, scores[c.tree.key], stop)
-        on = [c for c in ranked if self.trials.goes_on(c.record, stop)]
-        for c in ranked:
-            if c not in on:
-                self.trials.prune(c.record, "pruner")
-        return on
-
-    def close(self) -> None:
-        """Every trial still open ends: complete with its score where it reached the end, else pruned
-        (the budget stopped it). A pruned trial's user attribute ``stopped_by`` says which stopped
-        it: ``pruner`` (the rung rule) or ``budget``."""
-        finals = self.at(self.epochs)
-        scores = self.scores(finals, self.epochs) if finals else {}
-        for c in self.candidates.values():
-            if c.tree.key in scores:  # its curve ends with its score at the end
-                self.trials.complete(c.record, scores[c.tree.key], c.results[self.epochs], self.epochs)
-            else:
-                self.trials.prune(c.record, "budget")
-
-    def advance(self, cands: Sequence[Candidate], stop: int, reserve: float = 0.0) -> list[Candidate]:
-        """Train ``cands`` (in order of preference) on to ``stop`` as far as the budget, less
-        ``reserve`` epochs kept for later, pays; returns those that reached it."""
-        paid, total = [], 0.0
-        for c in cands:
-            step = self.step_cost([c], stop)
-            if total + step <= self.left() - reserve + 1e-9:
-                paid.append(c)
-                total += step
-            else:
-                self.skipped.append(f"{c.kind} {c.tree.describe()} to epoch {stop}")
-        todo = [c for c in paid if stop not in c.results]
-        self.bar.set_postfix_str(f"{len(todo)} candidate(s) to epoch {stop} of {self.epochs}")
-        for c, found in zip(todo, self.evidence.obtain([Unit(c.tree, self.epochs, self.seed, stop) for c in todo])):
-            c.results[stop] = found
-        self.bar.n = round(self.evidence.spent / self.epochs, 4)
-        self.bar.refresh()
-        return paid
-
-    def scores(self, cands: Sequence[Candidate], stop: int) -> dict[str, float]:
-        """Each candidate's trade-off score at ``stop``, against the best value any of them reached."""
-        refs = references([c.results[stop].result.val for c in cands], self.space)
-        return {c.tree.key: trade_off_score(float(np.mean(list(task_terms(c.results[stop].result.val, refs,
-                                                                             self.space).values()))),
-                                            self.evidence.cost(c.tree), self.gain) for c in cands}
-
-    def at(self, stop: int) -> list[Candidate]:
-        return [c for c in self.candidates.values() if stop in c.results]
-
 
 class BudgetedSearch:
     """Candidates from proposers, trained in rungs within ``search.budget`` (module docstring)."""
@@ -215,7 +90,7 @@ class BudgetedSearch:
         space = replace(space, search=hparams)
         evidence = Evidence(space, bundle, device=device, store=store, progress=progress)
         where = in_study or InStudy(None)
-        pool = _Pool(space, evidence, seed if eval_seed is None else eval_seed, hparams.budget, hparams.gain_per_cost,
+        pool = CandidatePool(space, evidence, seed if eval_seed is None else eval_seed, hparams.budget, hparams.gain_per_cost,
                      lambda rungs: CandidateTrials(where.study, self.pruner(), rungs, finish=where.finish,
                                                    on_open=where.on_open), progress)
         first_stop = pool.rungs[0]
@@ -246,7 +121,7 @@ class BudgetedSearch:
                             candidate_trials=pool.trials.trials())
 
 
-def _halve(pool: _Pool) -> Candidate:
+def _halve(pool: CandidatePool) -> Candidate:
     """Successive halving over the rungs: the candidates the pruner lets go on (by default the better
     half of each rung, at least two; ``RungPruner``), as many as the budget pays, go on; the best at
     the last rung reached wins."""
@@ -267,7 +142,7 @@ def _halve(pool: _Pool) -> Candidate:
     return winner
 
 
-def _settle(pool: _Pool, winner: Candidate) -> tuple[Candidate, dict[str, float]]:
+def _settle(pool: CandidatePool, winner: Candidate) -> tuple[Candidate, dict[str, float]]:
     """The runner-up at the end within noise of the winner gets a second seed (and the winner one),
     where the budget pays; the better mean over the two seeds is the answer. Returns the answer and
     the two-seed mean scores (empty when no tie was settled)."""
@@ -297,7 +172,7 @@ def _settle(pool: _Pool, winner: Candidate) -> tuple[Candidate, dict[str, float]
     return (winner if means[winner.tree.key] >= means[runner.tree.key] else runner), means
 
 
-def _noise(pool: _Pool, a: Candidate, b: Candidate, stop: int) -> float:
+def _noise(pool: CandidatePool, a: Candidate, b: Candidate, stop: int) -> float:
     """The noise of the difference of two candidates' mean terms: the spread of their per-task
     differences over the square root of the number of tasks (a paired comparison across tasks)."""
     refs = references([a.results[stop].result.val, b.results[stop].result.val], pool.space)
@@ -306,7 +181,7 @@ def _noise(pool: _Pool, a: Candidate, b: Candidate, stop: int) -> float:
     return float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else 0.0
 
 
-def _history(pool: _Pool, second: dict[str, float]) -> dict[str, np.ndarray]:
+def _history(pool: CandidatePool, second: dict[str, float]) -> dict[str, np.ndarray]:
     """Every candidate at the furthest rung it reached, for ``candidates.json``: its description,
     epochs, mean task term and score against the other candidates of that rung, cost, proposer;
     and, repeated per row, the units and their cost in epochs of the all-shared tree."""

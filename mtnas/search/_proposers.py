@@ -4,22 +4,24 @@
 first rung while keeping enough to take the dearest candidate admitted so far to the end, so the
 earlier proposers are paid first. Each candidate carries its proposer's name (its trial's ``kind``).
 
-* ``agreement``: the gradient agreement of the all-shared network after the first rung
-  (``mtnas.search._gradients``): its best grouping into k groups, k = 2..K, split at every layer
-  that may hold it, the cheapest trees first (what the budget pays goes to cheap deep splits
-  before dear early ones);
-* ``tag``: TAG's lookahead affinity (Fifty et al. 2021, ``mtnas.search._tag``), measured on the
-  same network after its first rung instead of over a whole training of its own: its best
-  groupings, proposed as the agreement's are;
 * ``pair_model``: the additive pair model (``mtnas.search._pairs``) fitted to the groupings split
-  at the first layer that may branch, the signals above as its prior, proposes the next grouping
-  of each size there;
+  at the first layer that may branch, the all-shared network's gradient agreement after the first
+  rung (``mtnas.search._gradients``) its prior, proposes the best grouping of each size there
+  (twice where there is no agreement: a trainings table);
 * ``depth``: the best grouping of the first rung, at whatever layer, split at every other layer;
 * ``two_level``: the best grouping at one layer and its largest group halved (by the agreement)
-  deeper.
+  deeper;
+* ``agreement``: the agreement's best grouping into k groups, k = 2..K, split at every layer that
+  may hold it, the cheapest trees first;
+* ``tag``: TAG's lookahead affinity (Fifty et al. 2021, ``mtnas.search._tag``), measured on the
+  all-shared network after its first rung instead of over a whole training of its own: its best
+  groupings, proposed as the agreement's are.
 
-The supernet methods, ``rsa`` and ``pairs`` are not proposers: each trains more than the targets'
-budgets hold before it names a tree (their costs are in ``benchmarks/README.md``).
+The default order (the first four) puts the agreement's groupings at every layer last: first
+they took all that 3 trainings pay, and the pair model, the depth and two-level moves never ran
+(the order measured with ``python -m benchmarks.regret``, one proposer left out at a time, in
+``benchmarks/README.md``). The supernet methods, ``rsa`` and ``pairs`` are not proposers: each
+trains more than the targets' budgets hold before it names a tree (their costs are there too).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import numpy as np
 import torch
 
 from mtnas.core import ConfigError, Registry, did_you_mean
+from mtnas.search._candidate_pool import Candidate, CandidatePool
 from mtnas.search._gradients import SAMPLES, gradient_agreement
 from mtnas.search._pairs import PairModel
 from mtnas.search._partitions import Groups, best_partition, groups_of
@@ -44,7 +47,6 @@ from mtnas.tree import BranchingTree
 if TYPE_CHECKING:
     from mtnas.data import TaskData
     from mtnas.model import BranchedNet
-    from mtnas.search._budgeted import Candidate, _Pool
     from mtnas.space import SearchConfig, SearchSpace
 
 __all__ = ["PROPOSERS", "Proposal", "Proposer", "check_proposers", "lookahead_affinity"]
@@ -56,7 +58,7 @@ class Proposal:
     limits, the all-shared candidate's signals (None where the evidence holds no network), the
     first-layer groupings tried, and the notes for the result."""
 
-    pool: _Pool
+    pool: CandidatePool
     shared: Candidate
     branchable: list[int]
     limit: tuple[int, ...]
@@ -211,7 +213,7 @@ def _grouping(tree: BranchingTree) -> Groups:
     return tree.first_split() or (tuple(tree.tasks),)
 
 
-def _observations(pool: _Pool, layer: int, stop: int) -> tuple[list[Groups], list[list[float]]]:
+def _observations(pool: CandidatePool, layer: int, stop: int) -> tuple[list[Groups], list[list[float]]]:
     """The candidates at ``stop`` that group the tasks once (all-shared, or one split at ``layer``):
     their groupings and per-task terms."""
     cands = [c for c in pool.at(stop) if c.tree.first_split() is None
@@ -224,7 +226,7 @@ def _observations(pool: _Pool, layer: int, stop: int) -> tuple[list[Groups], lis
     return [_grouping(c.tree) for c in cands], rows
 
 
-def _best_grouping(pool: _Pool, stop: int) -> Groups | None:
+def _best_grouping(pool: CandidatePool, stop: int) -> Groups | None:
     """The grouping of the best candidate at ``stop`` that splits once, at whatever layer (None: none does)."""
     cands = [c for c in pool.at(stop) if c.tree.first_split() is not None
              and c.tree.partitions[-1] == c.tree.first_split()]

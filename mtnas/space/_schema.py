@@ -350,7 +350,7 @@ class SearchConfig:
     affinity_weight: float = bounded(0.1, ge=0.0)
     gain_per_cost: float = bounded(5.0, ge=0.0)  # trained methods: delta-m points per all-shared net of extra cost
     budget: float = bounded(3.0, gt=0.0)  # budgeted search: trainings of the all-shared tree at proxy_epochs it may spend
-    proposers: tuple[str, ...] = ("agreement", "pair_model", "depth", "two_level")  # budgeted search, in order
+    proposers: tuple[str, ...] = ("pair_model", "depth", "two_level", "agreement")  # budgeted search, in order
     trials: int = bounded(8, ge=1)
     proxy_epochs: int | None = bounded(None, ge=1)  # None: training.epochs (trees learn as in a real training)
     short_epochs: int | None = bounded(None, ge=1)  # None: a fifth of the proxy budget (trained: short trainings)

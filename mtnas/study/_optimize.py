@@ -310,7 +310,9 @@ def _work(study: optuna.Study, space: SearchSpace, bundle: DatasetBundle, baseli
     """This process's work on the study: trials until it holds ``ctx.trials`` completed ones, or,
     for a strategy that makes the trials itself (``STUDY_DRIVERS``), that strategy's run."""
     if ctx.strategy in STUDY_DRIVERS:
-        STUDY_DRIVERS.get(ctx.strategy)(study, space, bundle, baselines, replace(ctx, progress=progress))
+        STUDY_DRIVERS.get(ctx.strategy)(
+            study, space, bundle, baselines, replace(ctx, progress=progress),
+            lambda n: optimize_trials(study, space, bundle, baselines, replace(ctx, trials=n), progress))
     else:
         optimize_trials(study, space, bundle, baselines, ctx, progress, deadline)
 

@@ -19,7 +19,7 @@ those of a process that died are failed and asked again.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 import optuna
@@ -42,10 +42,11 @@ RECORDER = "pool:recorder"
 
 
 def run_pool(study: optuna.Study, space: SearchSpace, bundle: DatasetBundle, baselines: Baselines,
-             ctx: TrialContext) -> None:
+             ctx: TrialContext, trials: Callable[[int], None]) -> None:
     """The study's budgeted search: its candidates recorded as trials by the process that holds the
     study's recorder claim (the first to ask; another takes it over once its holder is gone), the
-    trainings shared by every process that runs it."""
+    trainings shared by every process that runs it; then, by the recorder, the references
+    (``trials(n)``: the study's ordinary trials until it holds ``n`` completed ones)."""
     records = ctx.store.claim(RECORDER) if ctx.store is not None else True
     try:
         if records:
@@ -55,9 +56,7 @@ def run_pool(study: optuna.Study, space: SearchSpace, bundle: DatasetBundle, bas
             complete = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
             waiting = sum(t.user_attrs.get("fixed_tree") in FIXED
                           for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
-            from mtnas.study._optimize import optimize_trials
-
-            optimize_trials(study, space, bundle, baselines, replace(ctx, trials=complete + waiting), ctx.progress)
+            trials(complete + waiting)
     finally:
         if records and ctx.store is not None:
             ctx.store.release(RECORDER)
@@ -85,8 +84,9 @@ def _search(study: optuna.Study, space: SearchSpace, bundle: DatasetBundle, base
 
 class StudyDriver(Protocol):
     def __call__(self, study: optuna.Study, space: SearchSpace, bundle: DatasetBundle, baselines: Baselines,
-                 ctx: TrialContext) -> None:
-        """This process's work on ``study`` (the search process's, or a worker's)."""
+                 ctx: TrialContext, trials: Callable[[int], None]) -> None:
+        """This process's work on ``study`` (the search process's, or a worker's); ``trials(n)``
+        runs the study's ordinary trials (the enqueued references) until it holds ``n`` completed."""
 
 
 #: The strategies (``--strategy``) that make the study's trials themselves, not one tree per Optuna trial.
