@@ -35,6 +35,6 @@ def unknown_methods(methods: list[str]) -> list[str]:
     def known(m: str) -> bool:
         if not _SPEC.fullmatch(m) or method_settings(m)[0] not in METHODS:
             return False
-        return all(p in PROPOSERS for p in method_settings(m)[1].get("proposers", ()))
+        return all(change[1:] in PROPOSERS for change in m.split(":")[1:])
 
     return [m for m in methods if not known(m)]

@@ -52,7 +52,7 @@ from pathlib import Path
 
 from benchmarks._methods import method_settings, unknown_methods
 from mtnas.core import MtnasError, first_line
-from mtnas.search import METHODS, TableStore, TrainingTable, all_partitions, read_table, table_space
+from mtnas.search import METHODS, PROPOSERS, TableStore, TrainingTable, all_partitions, read_table, table_space
 from mtnas.space import trade_off_score
 
 STANDLEY = Path(__file__).resolve().parent / "data" / "standley"
@@ -283,7 +283,8 @@ def _main(argv: list[str] | None) -> None:
     names = [m for m in args.methods.split(",") if m]
     bad = unknown_methods(names)
     if bad:
-        parser.error(f"unknown method(s) {', '.join(bad)}: NAME or NAME@BUDGET of {', '.join(METHODS.names())}")
+        parser.error(f"unknown method(s) {', '.join(bad)}: NAME[@BUDGET][:-P|:+P...] of {', '.join(METHODS.names())}"
+                     f" (P a proposer: {', '.join(PROPOSERS.names())})")
     runnable = [m for m in names if getattr(METHODS.get(method_settings(m)[0]), "units_only", False)]
     tables = [(table, Judge(table, table_space(table).search.gain_per_cost)) for table in _tables(args)]
     print("Regret of each method's partition on the test rows (fidelity 1) against the best partition of at most k "

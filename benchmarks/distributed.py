@@ -7,7 +7,7 @@ share goes through the study's storage (``mtnas.study.StudyStore``). Printed: ea
 units, the units in the study, any unit trained twice, and the wall time of the workers; with
 ``--compare``, the same search with one worker first, side by side.
 
-    python -m benchmarks.distributed [--space digit_gratings] [--workers 2] [--trials 8] [--compare] [--strategy pool]
+    python -m benchmarks.distributed [--space digit_gratings] [--workers 2] [--trials 8] [--compare] [--strategy pool] [--budget B]
 
 Last line: ``distributed: N units, each trained once: yes|no; wall 1 worker X s, W workers Y s``.
 """
@@ -27,12 +27,16 @@ import optuna
 from mtnas.study import evidence_study_name, open_storage, run_search, worker_command
 
 
-def one_run(space: str, workers: int, trials: int, root: Path,
-            strategy: str = "differentiable") -> tuple[float, dict[int, int], int, int]:
+def one_run(space: str, workers: int, trials: int, root: Path, strategy: str = "differentiable",
+            budget: float | None = None) -> tuple[float, dict[int, int], int, int]:
     """Create the study, run ``workers`` workers with separate caches; (wall s, units per worker
     pid, units in the study, units trained more than once)."""
     os.environ["MTNAS_CACHE_DIR"] = str(root / "creator-cache")
     storage = f"journal:///{root / 'journal.log'}"
+    if budget is not None:  # search.budget, for --strategy pool
+        from mtnas.space import load_space
+
+        space = load_space(space, overrides=[f"search.budget={budget}"])
     run_search(space, name="dist", trials=trials, runs_dir=root, workers=0, progress=False, storage=storage,
                strategy=strategy)
     start = time.perf_counter()
@@ -66,12 +70,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compare", action="store_true", help="run the same search with one worker first")
     parser.add_argument("--strategy", default="differentiable",
                         help="the study's strategy; pool: its trials are one budgeted search's candidates")
+    parser.add_argument("--budget", type=float, default=None, help="search.budget (trainings), for --strategy pool")
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     walls = {}
     for workers in ([1] if args.compare else []) + [args.workers]:
         with tempfile.TemporaryDirectory() as tmp:
-            wall, per_pid, units, twice = one_run(args.space, workers, args.trials, Path(tmp), args.strategy)
+            wall, per_pid, units, twice = one_run(args.space, workers, args.trials, Path(tmp), args.strategy,
+                                                  args.budget)
         walls[workers] = wall
         print(f"{workers} worker(s), separate cache folders: {wall:.1f} s; units trained per process "
               f"{sorted(per_pid.values(), reverse=True)} (the creator's baselines included); {units} units in the "

@@ -264,7 +264,8 @@ def main(argv: list[str] | None = None) -> None:
         return tables_main(argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
-                        help="comma-separated search methods; NAME@B sets search.budget to B (budget@3)")
+                        help="comma-separated search methods; NAME@B sets search.budget to B (budget@3); :-P leaves "
+                             "proposer P out, :+P adds it last (budget@3:-depth)")
     parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of: {', '.join(CASES)}")
     parser.add_argument("--seeds", type=int, default=5, help="searches per method and case (seeds 0..N-1)")
     parser.add_argument("--jobs", type=int, default=2, help="searches (or truth seeds) run in parallel processes")

@@ -130,3 +130,9 @@ def test_a_pool_trial_made_elsewhere_is_refused_with_its_reason(tmp_path: Path) 
     with pytest.raises(MtnasError, match="strategy 'pool' asks its trials itself"):
         STRATEGIES.get("pool")(trial, None, None, None)
     assert study_module.STUDY_DRIVERS.names() == ["pool"]
+
+
+def test_trials_given_to_a_pool_are_said_not_to_apply(tmp_path: Path, capsys) -> None:
+    run_search(str(_pool_space(tmp_path, budget=2.0)), name="t", strategy="pool", trials=5, runs_dir=tmp_path,
+               progress=False)
+    assert "--trials does not apply to --strategy pool" in capsys.readouterr().err

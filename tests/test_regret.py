@@ -84,3 +84,17 @@ def test_a_method_that_could_not_run_is_reported_with_its_reason_and_not_counted
     assert "not run: too many tasks" in out
     assert "regret [pairs]" not in out
     assert out.strip().splitlines()[-1] == "regret [trained]: 1/1 cases within noise, mean cost 3.00x"
+
+
+def test_a_benchmark_method_names_its_budget_and_its_proposers() -> None:
+    from benchmarks._methods import method_settings, unknown_methods
+    from mtnas.space import SearchConfig
+
+    assert method_settings("trained") == ("trained", {})
+    assert method_settings("budget@2.5") == ("budget", {"budget": 2.5})
+    default = list(SearchConfig().proposers)
+    name, settings = method_settings("budget@3:-depth:+tag")
+    assert name == "budget" and settings["budget"] == 3.0
+    assert settings["proposers"] == tuple([p for p in default if p != "depth"] + ["tag"])
+    assert method_settings("budget@3:-agreement:+agreement")[1]["proposers"][-1] == "agreement"  # moved last
+    assert unknown_methods(["budget@3:-depht", "budget@3", "nope", "budget@3:+tag"]) == ["budget@3:-depht", "nope"]

@@ -113,6 +113,7 @@ def run_search(
     (``mtnas.study._tracking``).
     """
     log_to = check_trackers(log_to)  # a missing tracker package is an error before any work
+    asked_trials = trials
     for label, value, low, high in (("trials", trials, 1, None), ("workers", workers, 0, MAX_LOCAL_WORKERS)):
         if value is not None and value < low:
             raise MtnasError(f"{label} must be >= {low}, got {value}")
@@ -204,6 +205,9 @@ def run_search(
                                                log_to=log_to)) for _ in range(workers - 1)]
     ctx = TrialContext(run=run, seed=seed, device=dev, strategy=strategy, objectives=tuple(names),
                        artifacts=artifacts, trials=trials, store=store, tracking=scope)
+    if strategy in STUDY_DRIVERS and asked_trials is not None and not resume:
+        print(f"note: --trials does not apply to --strategy {strategy}: its trials are the candidates that "
+              "search.budget pays for (--budget)", file=sys.stderr)
     if trials <= len(FIXED) and strategy not in STUDY_DRIVERS:
         print(f"note: {trials} trial{'s' if trials != 1 else ''} hold only the enqueued reference trees "
               f"({', '.join(FIXED)}): no tree is searched; give --trials {len(FIXED) + 1} or more", file=sys.stderr)
