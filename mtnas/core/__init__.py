@@ -10,6 +10,7 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "._config": ("ConfigError", "FLOAT32_MAX", "MAX_INT", "MAX_SEED", "bounded", "check_limits", "parse", "to_data",),
     "._errors": ("MtnasError", "MtnasWarning", "did_you_mean", "first_few", "first_line", "one_line", "short_repr", "short_text",),
     "._inputs": ("MAX_JSON_DEPTH", "MAX_JSON_INT_DIGITS", "load_json_text", "read_text_file", "regular_file",),
+    "._interrupts": ("interrupts_deferred",),
     "._process": ("process_ended", "process_gone", "process_gone_on", "process_start",),
     "._io": ("atomic_write_bytes", "atomic_write_text", "create_exclusive", "naming", "replace_files",),
     "._lazy": ("lazy_exports",),

@@ -27,7 +27,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from mtnas.core import MtnasError, atomic_write_bytes, first_few, first_line, regular_file, short_repr
+from mtnas.core import (
+    MtnasError,
+    atomic_write_bytes,
+    first_few,
+    first_line,
+    interrupts_deferred,
+    regular_file,
+    short_repr,
+)
 
 __all__ = [
     "WEIGHTS_FORMAT",
@@ -100,12 +108,13 @@ def read_safetensors(path: Path, source: str, what: str = "safetensors file") ->
     from safetensors import SafetensorError, safe_open
 
     _regular(path, source, what)
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise MtnasError(f"{source}: damaged or truncated {what} ({first_line(exc)})") from None
+    with interrupts_deferred():  # a Ctrl-C here would come out as a RuntimeError: a "damaged" file
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                metadata = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+            raise MtnasError(f"{source}: damaged or truncated {what} ({first_line(exc)})") from None
     return tensors, metadata
 
 

@@ -132,9 +132,6 @@ class CandidateTrials:
             self.study.tell(record.trial, values)
             record.trial = None
 
-    def running(self, record: Record) -> bool:
-        return record.trial is not None
-
     def trials(self) -> tuple[FrozenTrial, ...]:
         """The trials of this search's candidates, in the order they were proposed."""
         return tuple(self.study._storage.get_trial(self._id(Record(n, None))) for n in self._numbers)

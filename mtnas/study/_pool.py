@@ -11,10 +11,11 @@ the pool itself, every trade-off from one set of trainings.
 Every process works on the same search (the search process, each worker of ``--workers N`` or
 ``mtnas worker`` on a shared storage): each makes the same decisions from the shared evidence and
 trains the units it claims, so the candidates' trainings are split among them and none is trained
-twice; one of them, the first to claim it, records the candidates as trials. The references (all-shared and independent, enqueued) are evaluated after the
-pool as in any study; the all-shared candidate's training is reused when it reached the end.
-``--resume`` replays the search from the evidence: candidates the study ended keep their trials,
-those of a process that died are failed and asked again.
+twice; the first to claim it records the candidates as trials (a process that starts after its
+holder is gone takes the claim over). The references (all-shared and independent, enqueued) are
+evaluated after the pool as in any study; a candidate's training is reused where it reached the
+end. ``--resume`` replays the search from the evidence: candidates the study ended keep their
+trials, those a dead process left open are failed and asked again.
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ RECORDER = "pool:recorder"
 def run_pool(study: optuna.Study, space: SearchSpace, bundle: DatasetBundle, baselines: Baselines,
              ctx: TrialContext, trials: Callable[[int], None]) -> None:
     """The study's budgeted search: its candidates recorded as trials by the process that holds the
-    study's recorder claim (the first to ask; another takes it over once its holder is gone), the
-    trainings shared by every process that runs it; then, by the recorder, the references
+    study's recorder claim (the first to ask; a later one once its holder is gone), the trainings
+    shared by every process that runs it; then, by the recorder, the references
     (``trials(n)``: the study's ordinary trials until it holds ``n`` completed ones)."""
     records = ctx.store.claim(RECORDER) if ctx.store is not None else True
     try:
