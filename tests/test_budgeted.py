@@ -241,7 +241,7 @@ def test_the_proposers_are_the_ones_named_in_their_order(tmp_path, monkeypatch) 
 
 def test_the_tag_proposer_reads_tags_affinity_off_the_all_shared_networks_first_rung(tmp_path, monkeypatch) -> None:
     from mtnas.model import BranchedNet
-    from mtnas.search import lookahead_affinity
+    from mtnas.search import mean_tag_affinity
     from mtnas.search._tag import tag_affinity
 
     monkeypatch.setenv("MTNAS_CACHE_DIR", str(tmp_path))
@@ -249,13 +249,13 @@ def test_the_tag_proposer_reads_tags_affinity_off_the_all_shared_networks_first_
     torch.manual_seed(0)
     net = BranchedNet.from_space(BranchingTree.all_shared(space.task_names, space.num_layers), space)
     data = bundle.train.select(slice(0, 64))
-    z = lookahead_affinity(net, data, space, samples=64, batch_size=32)
+    z = mean_tag_affinity(net, data, space, samples=64, batch_size=32)
     batches = [tag_affinity(net, b, space, space.training.lr) for b in data.batches(32)]
     assert z.shape == (len(space.tasks),) * 2 and z == pytest.approx(torch.stack(batches).mean(0).numpy(), abs=1e-6)
     hparams = replace(space.search, method="budget", budget=10.0, proposers=("tag",))
     computed = []
-    monkeypatch.setattr("mtnas.search._proposers.lookahead_affinity",
-                        lambda *a, **k: computed.append(1) or lookahead_affinity(*a, **k))
+    monkeypatch.setattr("mtnas.search._proposers.mean_tag_affinity",
+                        lambda *a, **k: computed.append(1) or mean_tag_affinity(*a, **k))
     first = search_tree(space, bundle, seed=0, hparams=hparams)
     again = search_tree(space, bundle, seed=0, hparams=hparams)
     assert computed == [1]  # kept with the all-shared unit: the second search reads it

@@ -7,7 +7,8 @@ unit ``layers`` names (default: the stem and each stage; see ``mtnas.nn._model_c
 layer's ``make()`` returns a fresh copy of its piece of that one model, so every supernet copy
 and every tree group starts from the same weights: timm's pretrained ones with ``pretrained:
 true`` (timm's own loading: the Hugging Face cache, or a download), else timm's initialisation
-drawn under seed 0 (the same in every process). The model is built once per process and kept.
+drawn under a fixed seed (``INIT_SEED``: the same weights in every process). The model is built
+once per process and kept.
 
 timm is an optional dependency (``pip install 'mtnas[timm]'``), imported only when a space names
 this backbone. timm imports torchvision, through ``import_torchvision`` (which copes with a CUDA
@@ -32,6 +33,8 @@ from mtnas.nn._torchvision import import_torchvision
 __all__ = ["TIMM_BACKBONE", "TIMM_INSTALL", "import_timm", "timm_version"]
 
 TIMM_INSTALL = "pip install 'mtnas[timm]'"
+#: The seed timm's initialisation is drawn under when no pretrained weights are asked for.
+INIT_SEED = 0
 
 
 def import_timm() -> ModuleType:
@@ -92,11 +95,11 @@ def _skeleton(model: str) -> nn.Module:
 @functools.lru_cache(maxsize=4)
 def _built(model: str, pretrained: bool, in_chans: int, img_size: tuple[int, int]) -> nn.Module:
     """``model`` with real weights, for inputs of ``in_chans`` channels (and ``img_size`` for a
-    vision transformer); timm's initialisation is drawn under seed 0 without touching the global
-    random state."""
+    vision transformer); timm's initialisation is drawn under ``INIT_SEED`` without touching the
+    global random state."""
     extra: dict[str, Any] = {"img_size": img_size, "dynamic_img_size": False} if reads_tokens(_skeleton(model)) else {}
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+        torch.manual_seed(INIT_SEED)
         return _create(import_timm(), model, pretrained=pretrained, in_chans=in_chans, **extra).eval()
 
 

@@ -25,7 +25,7 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
         "scaled_affinity",
     ),
     "._pairs": ("PAIR_TASKS", "PairModel",),
-    "._proposers": ("PROPOSERS", "Proposal", "Proposer", "check_proposers", "lookahead_affinity",),
+    "._proposers": ("PROPOSERS", "Proposal", "Proposer", "check_proposers",),
     "._partitions": (
         "EXHAUSTIVE", "agglomerative", "all_partitions", "best_partition", "canonical", "climb", "count_partitions",
         "groups_of", "labels_of", "partition_labels",
@@ -36,6 +36,6 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "._routing": ("DerivedTree", "Routing", "RoutingSample", "effective_branches", "tree_of",),
     "._rsa": ("RepresentationSimilarity", "rdm", "rsa_dissimilarity",),
     "._supernet": ("Supernet",),
-    "._tag": ("TaskAffinityGrouping", "tag_affinity", "tag_total", "train_with_affinity",),
+    "._tag": ("TaskAffinityGrouping", "mean_tag_affinity", "tag_affinity", "tag_total", "train_with_affinity",),
     "._trained": ("PairsSelection", "TrainedSearch", "agreement_grouping", "pair_model",),
 })

@@ -77,19 +77,16 @@ class CandidateTrials:
         self.pruner, self.finish, self.on_open = pruner, finish, on_open
         self.study.set_user_attr(RUNGS_ATTR, list(rungs))
         self._numbers: list[int] = []
-
-    def _ended(self, tree: BranchingTree) -> FrozenTrial | None:
-        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-            if t.user_attrs.get("tree_key") == tree.key and CANDIDATE_ATTR in t.user_attrs:
-                return t
-        return None
+        # the candidates an earlier run of this search ended (read once: only this process records)
+        self._ended = {t.user_attrs.get("tree_key"): t.number
+                       for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+                       if CANDIDATE_ATTR in t.user_attrs}
 
     def open(self, tree: BranchingTree, kind: str) -> Record:
         """The trial of a new candidate: the one the study ended already for ``tree``, else a new one."""
-        ended = self._ended(tree)
-        if ended is not None:
-            self._numbers.append(ended.number)
-            return Record(ended.number, None)
+        if tree.key in self._ended:
+            self._numbers.append(self._ended[tree.key])
+            return Record(self._ended[tree.key], None)
         # a new trial, never an enqueued one (``ask`` would take the study's waiting references)
         trial = optuna.Trial(self.study, self.study._storage.create_new_trial(self.study._study_id))
         if self.on_open is not None:

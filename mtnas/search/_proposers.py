@@ -32,24 +32,21 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from mtnas.core import ConfigError, Registry, did_you_mean
 from mtnas.search._candidate_pool import Candidate, CandidatePool
-from mtnas.search._gradients import SAMPLES, gradient_agreement
+from mtnas.search._gradients import gradient_agreement
 from mtnas.search._pairs import PairModel
 from mtnas.search._partitions import Groups, best_partition, groups_of
 from mtnas.search._scores import references, task_terms
-from mtnas.search._tag import tag_affinity, tag_total
+from mtnas.search._tag import mean_tag_affinity, tag_total
 from mtnas.search._trained import _split, agreement_grouping
 from mtnas.tree import BranchingTree
 
 if TYPE_CHECKING:
-    from mtnas.data import TaskData
-    from mtnas.model import BranchedNet
-    from mtnas.space import SearchConfig, SearchSpace
+    from mtnas.space import SearchConfig
 
-__all__ = ["PROPOSERS", "Proposal", "Proposer", "check_proposers", "lookahead_affinity"]
+__all__ = ["PROPOSERS", "Proposal", "Proposer", "check_proposers"]
 
 
 @dataclass
@@ -128,23 +125,10 @@ def agreement(p: Proposal) -> None:
     p.groupings_everywhere([agreement_grouping(a, tasks, k) for k in p.sizes], "agreement")
 
 
-def lookahead_affinity(net: BranchedNet, data: TaskData, space: SearchSpace, *, samples: int = SAMPLES,
-                       batch_size: int = 256) -> np.ndarray:
-    """(T, T) TAG's lookahead affinity of a trained all-shared ``net``, averaged over the batches of
-    the first ``samples`` training samples, at the space's learning rate."""
-    total, count = torch.zeros(len(space.tasks), len(space.tasks)), 0
-    device = next(net.parameters()).device
-    for batch in data.select(slice(0, samples)).batches(batch_size):
-        z = tag_affinity(net, batch.to(device), space, space.training.lr)
-        if torch.isfinite(z).all():
-            total, count = total + z, count + 1
-    return (total / max(count, 1)).numpy().astype(float)
-
-
 @PROPOSERS.register("tag")
 def tag(p: Proposal) -> None:
     """TAG's best groupings by its lookahead affinity, at every layer that may hold them."""
-    z = p.signal("lookahead", lookahead_affinity)
+    z = p.signal("lookahead", mean_tag_affinity)
     if z is None:
         p.notes.append("no TAG affinity (the evidence holds no network): the tag proposer proposed nothing")
         return

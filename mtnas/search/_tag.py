@@ -29,6 +29,7 @@ import torch
 
 from mtnas.data import DatasetBundle, TaskData
 from mtnas.model import BranchedNet, inherit_state, relative_cost
+from mtnas.search._gradients import SAMPLES
 from mtnas.search._lookahead import lookahead_losses
 from mtnas.search._partitions import best_partition, groups_of
 from mtnas.search._result import SearchResult
@@ -37,7 +38,7 @@ from mtnas.space import SearchConfig, SearchSpace, trade_off_score
 from mtnas.train import proxy_space, train_model
 from mtnas.tree import BranchingTree
 
-__all__ = ["EVERY", "TaskAffinityGrouping", "tag_affinity", "tag_total", "train_with_affinity"]
+__all__ = ["EVERY", "TaskAffinityGrouping", "mean_tag_affinity", "tag_affinity", "tag_total", "train_with_affinity"]
 
 #: Steps between two affinity measurements, as in TAG.
 EVERY = 10
@@ -48,6 +49,20 @@ def tag_affinity(net: torch.nn.Module, batch: TaskData, space: SearchSpace, lr: 
     base, stepped = lookahead_losses(net, batch, space, lr)
     with torch.no_grad():
         return (1 - stepped / base.clamp_min(1e-12)).detach().cpu()
+
+
+def mean_tag_affinity(net: BranchedNet, data: TaskData, space: SearchSpace, *, samples: int = SAMPLES,
+                       batch_size: int = 256) -> np.ndarray:
+    """(T, T) TAG's lookahead affinity of a trained all-shared ``net``, averaged over the batches of
+    the first ``samples`` training samples at the space's learning rate: what the budgeted search's
+    ``tag`` proposer reads after the first rung, instead of over a training of its own."""
+    total, count = torch.zeros(len(space.tasks), len(space.tasks)), 0
+    device = next(net.parameters()).device
+    for batch in data.select(slice(0, samples)).batches(batch_size):
+        z = tag_affinity(net, batch.to(device), space, space.training.lr)
+        if torch.isfinite(z).all():
+            total, count = total + z, count + 1
+    return (total / max(count, 1)).numpy().astype(float)
 
 
 def train_with_affinity(space: SearchSpace, bundle: DatasetBundle, *, seed: int, device: torch.device | str = "cpu",

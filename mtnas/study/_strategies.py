@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import optuna
 
-from mtnas.core import Registry
+from mtnas.core import MtnasError, Registry
 from mtnas.study._run import INHERITED, SearchRun
 from mtnas.tree import BranchingTree
 
@@ -128,8 +128,6 @@ def differentiable(trial: optuna.Trial, space: SearchSpace, bundle: DatasetBundl
 def pool(trial: optuna.Trial, space: SearchSpace, bundle: DatasetBundle, ctx: TrialContext) -> BranchingTree:
     """The study's trials are the candidates of one budgeted search, trained in rungs within
     ``search.budget`` (``mtnas.study._pool``)."""
-    from mtnas.core import MtnasError
-
     raise MtnasError(f"trial {trial.number}: strategy 'pool' asks its trials itself, one per candidate tree; "
                      "this trial was not one of them (was the study run by an older mtnas?)")
 

@@ -16,12 +16,12 @@ four groups the best tree by the search's trade-off score:
 * layer 2 is a bottleneck of 4 channels: room for one group's 4 strengths, not for two groups' 8
   nor for all 16. Tasks of different groups that share it crowd each other out; a branch per
   group from layer 2 on gives each group its own 4 channels;
-* a branch of layers 2-4 costs 0.21 of the all-shared network's FLOPs, so four of them pay for
-  themselves; splitting one layer earlier copies the wide layer 1 (3.35x in all) and does not.
+* a branch of layers 2-4 copies only the narrow layers, so four of them pay for themselves;
+  splitting one layer earlier copies the wide layer 1 and does not (the costs, and the figures
+  that check it: ``benchmarks/README.md``, "synth_attributes rebuilt").
 
 ``python -m benchmarks.recovery_suite --truth --cases synth_attributes --seeds 4`` checks that
-the planted groups split at layer 2 beat every reference tree by the search's trade-off score;
-its figures are in ``benchmarks/README.md`` ("synth_attributes rebuilt").
+the planted groups split at layer 2 beat every reference tree by the search's trade-off score.
 
 ``planted_groups`` lists the four groups, attr_00, attr_04, ... first.
 """
